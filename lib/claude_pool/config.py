@@ -44,9 +44,7 @@ class Strategy(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class Limits(_Model):
@@ -140,7 +138,9 @@ class PoolConfig(_Model):
     def _standard_tiers_present(cls, value: dict[str, Limits]) -> dict[str, Limits]:
         missing = [t for t in ("free", "pro", "enterprise") if t not in value]
         if missing:
-            raise ValueError(f"tiers must define {', '.join(missing)} (custom tiers may be added beside them)")
+            raise ValueError(
+                f"tiers must define {', '.join(missing)} (custom tiers may be added beside them)"
+            )
         for name in value:
             if not name or not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"tier name {name!r} must be letters, digits, '-' or '_'")
@@ -160,15 +160,19 @@ def _json_path(loc: tuple[int | str, ...]) -> str:
 def _describe(errors: list[Any]) -> list[str]:
     problems = []
     for err in errors:
-        loc = tuple(p for p in err["loc"] if p not in ("function-after",))
         given = err.get("input")
-        shown = json.dumps(given)[:80] if isinstance(given, str | int | float | bool | None) else type(given).__name__
-        msg = err["msg"]
+        try:
+            shown = json.dumps(given)
+        except (TypeError, ValueError):
+            shown = type(given).__name__
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting (check its spelling; keys are camelCase)"
         elif err["type"] == "enum":
             msg = f"must be one of {err['ctx']['expected']}"
-        problems.append(f"{_json_path(loc)}: {msg} (got {shown})")
+        problems.append(f"{_json_path(tuple(err['loc']))}: {msg} (got {shown})")
     return problems
 
 
@@ -176,7 +180,7 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[st
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        path = [p for p in name[len(ENV_PREFIX):].split("__") if p]
+        path = [p for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not path:
             continue
         try:
@@ -203,7 +207,9 @@ def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None
         try:
             loaded = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise ConfigError(source, [f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from exc
+            raise ConfigError(
+                source, [f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
+            ) from exc
         if not isinstance(loaded, dict):
             raise ConfigError(source, ["$: the file must hold a JSON object"])
         raw = loaded

@@ -1,0 +1,219 @@
+"""``claude-pool init``: the set-up and health check (the old ``init-multi-account`` script).
+
+One line per check, ``ok`` / ``warning`` / ``failed`` with the reason and the fix; exit status 1
+when a required check failed. Running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import click
+
+from claude_pool.cli.common import handle_errors
+from claude_pool.config import load_config
+from claude_pool.crypto import KeyRing, fingerprint_api_key
+from claude_pool.errors import ClaudePoolError
+from claude_pool.logs import configure_logging
+from claude_pool.redaction import redact
+from claude_pool.runtime import Runtime
+from claude_pool.settings import Settings
+from claude_pool.storage import ClaudeAccount
+
+__all__ = ["CheckResult", "init", "run_checks"]
+
+DEFAULT_ACCOUNT_ORG = "default"
+DEFAULT_ACCOUNT_NAME = "default"
+DEFAULT_ACCOUNT_TIER = "free"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: str  # ok | warning | failed | skipped
+    detail: str
+    fix: str | None = None
+    required: bool = True
+
+    def line(self) -> str:
+        text = f"[{self.status}]".ljust(10) + f"{self.name}: {self.detail}"
+        if self.fix and self.status in ("failed", "warning"):
+            text += f" -- fix: {self.fix}"
+        return redact(text)
+
+
+def _check_encryption(settings: Settings) -> CheckResult:
+    try:
+        ring = KeyRing.from_settings(settings)
+    except ClaudePoolError as exc:
+        return CheckResult(
+            "encryption key", "failed", str(exc), "export ENCRYPTION_KEY=$(claude-pool keys generate)"
+        )
+    extra = (
+        " (ENCRYPTION_KEY_PREVIOUS set: run `claude-pool keys rotate`)"
+        if settings.encryption_key_previous
+        else ""
+    )
+    return CheckResult("encryption key", "ok", f"AES-256-GCM key id {ring.current_key_id}{extra}")
+
+
+def _check_database(rt: Runtime) -> CheckResult:
+    try:
+        rt.db.ping()
+        rt.db.upgrade()
+    except ClaudePoolError as exc:
+        return CheckResult(
+            "database", "failed", str(exc), "check DATABASE_URL and that the server is running"
+        )
+    return CheckResult("database", "ok", f"{rt.db.display_url} migrated to {rt.db.current_revision()}")
+
+
+def _check_redis(settings: Settings) -> CheckResult:
+    if settings.redis_url is None:
+        return CheckResult(
+            "redis",
+            "ok",
+            f"REDIS_URL not set: embedded capacity store at {settings.embedded_store_path} (one machine)",
+        )
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+        version = client.info("server").get("redis_version", "?")
+    except redis.RedisError as exc:
+        return CheckResult(
+            "redis", "failed", f"cannot reach Redis: {exc}", "check REDIS_URL and that Redis is running"
+        )
+    finally:
+        client.close()
+    return CheckResult("redis", "ok", f"Redis {version} answers")
+
+
+def _check_slack(settings: Settings) -> CheckResult:
+    if settings.slack_bot_token is None:
+        return CheckResult(
+            "slack",
+            "warning",
+            "SLACK_BOT_TOKEN not set: alerts are stored and logged but not sent",
+            "set SLACK_BOT_TOKEN to a bot token with chat:write",
+            required=False,
+        )
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    kwargs = {"base_url": settings.slack_base_url} if settings.slack_base_url else {}
+    client = WebClient(token=settings.slack_bot_token.reveal(), timeout=10, **kwargs)
+    try:
+        reply = client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error", "unknown") if exc.response is not None else "unknown"
+        return CheckResult(
+            "slack", "failed", f"auth.test refused: {error}", "check SLACK_BOT_TOKEN", required=False
+        )
+    except OSError as exc:
+        return CheckResult(
+            "slack",
+            "failed",
+            f"cannot reach Slack: {exc}",
+            "check the network or SLACK_BASE_URL",
+            required=False,
+        )
+    return CheckResult(
+        "slack",
+        "ok",
+        f"authenticated as {reply.get('user', '?')} in {reply.get('team', '?')}; alerts to {settings.slack_alert_channel}",
+    )
+
+
+def _check_railway(settings: Settings) -> CheckResult:
+    if settings.railway_token is None:
+        return CheckResult("railway", "skipped", "RAILWAY_TOKEN not set", required=False)
+    if shutil.which("railway") is None:
+        return CheckResult(
+            "railway",
+            "warning",
+            "RAILWAY_TOKEN is set but the railway CLI is not installed",
+            "npm install -g @railway/cli",
+            required=False,
+        )
+    return CheckResult("railway", "ok", "railway CLI found", required=False)
+
+
+def _check_default_account(rt: Runtime) -> CheckResult:
+    if rt.settings.anthropic_api_key is None:
+        return CheckResult("default account", "skipped", "ANTHROPIC_API_KEY not set", required=False)
+    key = rt.settings.anthropic_api_key.reveal()
+    from sqlmodel import select
+
+    with rt.db.session() as session:
+        existing = session.exec(
+            select(ClaudeAccount).where(ClaudeAccount.api_key_fingerprint == fingerprint_api_key(key))
+        ).first()
+    if existing is not None:
+        return CheckResult(
+            "default account", "ok", f"ANTHROPIC_API_KEY already registered as account {existing.id}"
+        )
+    try:
+        account = rt.accounts.register(
+            {
+                "organization_id": DEFAULT_ACCOUNT_ORG,
+                "name": DEFAULT_ACCOUNT_NAME,
+                "tier": DEFAULT_ACCOUNT_TIER,
+                "api_key": key,
+            }
+        )
+    except ClaudePoolError as exc:
+        return CheckResult("default account", "failed", str(exc), "check ANTHROPIC_API_KEY")
+    return CheckResult(
+        "default account",
+        "ok",
+        f"registered ANTHROPIC_API_KEY as account {account.id} ({account.api_key_hint})",
+    )
+
+
+def run_checks(settings: Settings) -> list[CheckResult]:
+    results = [_check_encryption(settings)]
+    try:
+        config = load_config(settings.config_path)
+    except ClaudePoolError as exc:
+        results.append(CheckResult("config", "failed", str(exc), f"edit {settings.config_path}"))
+        return results
+    results.append(
+        CheckResult(
+            "config", "ok", f"{settings.config_path} valid (strategy {config.selection.strategy.value})"
+        )
+    )
+    rt = Runtime(settings=settings, config=config)
+    try:
+        results.append(_check_database(rt))
+        checks: list[Callable[[], CheckResult]] = [
+            lambda: _check_redis(settings),
+            lambda: _check_slack(settings),
+            lambda: _check_railway(settings),
+        ]
+        if results[0].status == "ok" and results[-1].status == "ok":
+            checks.append(lambda: _check_default_account(rt))
+        results.extend(check() for check in checks)
+    finally:
+        rt.close()
+    return results
+
+
+@click.command("init")
+@handle_errors
+def init() -> None:
+    """Check the set-up, migrate the database, register ANTHROPIC_API_KEY; exit 1 if anything required fails."""
+    settings = Settings.from_env()
+    configure_logging(settings, console=False)
+    results = run_checks(settings)
+    for result in results:
+        click.echo(result.line())
+    failed = [r for r in results if r.status == "failed" and r.required]
+    if failed:
+        click.echo(f"init failed: {len(failed)} required check(s) failed", err=True)
+        sys.exit(1)
+    click.echo("init complete: claude-pool is ready")

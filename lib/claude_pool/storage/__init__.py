@@ -1,0 +1,25 @@
+"""Storage: SQLModel tables and the database they live in."""
+
+from claude_pool.storage.database import Database
+from claude_pool.storage.models import (
+    AccountStatus,
+    BreakerTransition,
+    CapacitySnapshot,
+    ClaudeAccount,
+    ExecutionStatus,
+    OrchestratorExecution,
+    QuotaAlert,
+    utcnow,
+)
+
+__all__ = [
+    "AccountStatus",
+    "BreakerTransition",
+    "CapacitySnapshot",
+    "ClaudeAccount",
+    "Database",
+    "ExecutionStatus",
+    "OrchestratorExecution",
+    "QuotaAlert",
+    "utcnow",
+]
