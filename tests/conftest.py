@@ -90,3 +90,28 @@ def encryption_key() -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'claude-pool.db'}"
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database for one test (migrations start from nothing)."""
+    import psycopg
+
+    name = f"claude_pool_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        _server_missing("PostgreSQL", str(exc).splitlines()[0])
+    yield f"{postgres_admin_url.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind: the storage tests run on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'claude-pool.db'}"
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url

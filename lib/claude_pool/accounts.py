@@ -166,19 +166,16 @@ def _first_problem(exc: ValidationError) -> InvalidInput:
 
 
 class AccountService:
-    def __init__(self, db: Database, keyring: KeyRing | None, config: PoolConfig) -> None:
+    def __init__(self, db: Database, keyring: KeyRing | Callable[[], KeyRing], config: PoolConfig) -> None:
+        """``keyring`` may be a factory, so that listing accounts needs no ENCRYPTION_KEY."""
         self.db = db
         self._keyring = keyring
         self.config = config
 
     @property
     def keyring(self) -> KeyRing:
-        if self._keyring is None:
-            from claude_pool.errors import EncryptionKeyError
-
-            raise EncryptionKeyError(
-                "ENCRYPTION_KEY is not set; generate one with `claude-pool keys generate`"
-            )
+        if not isinstance(self._keyring, KeyRing):
+            self._keyring = self._keyring()
         return self._keyring
 
     # --- views -----------------------------------------------------------------------------

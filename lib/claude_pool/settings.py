@@ -43,7 +43,7 @@ def normalize_database_url(url: str) -> str:
     """Accept URLs as users write them; run PostgreSQL on psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -117,9 +117,7 @@ class Settings:
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "database_url":
-                value = _mask_url_password(value)
-            elif f.name == "redis_url" and value:
+            if f.name == "database_url" or (f.name == "redis_url" and value):
                 value = _mask_url_password(value)
             parts.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(parts)})"

@@ -1,0 +1,3 @@
+from claude_pool.cli import main
+
+main()
