@@ -72,3 +72,25 @@ def test_hint_and_fingerprint_reveal_nothing_recognisable() -> None:
     assert key_hint(API_KEY) == "sk-ant-…a1B2"
     fp = fingerprint_api_key(API_KEY)
     assert fp == fingerprint_api_key(API_KEY) and "CANARY" not in fp and len(fp) == 64
+
+
+def test_log_lines_mask_keys_from_any_source(tmp_path: "os.PathLike[str]") -> None:
+    import logging
+    from pathlib import Path
+
+    from claude_pool.logs import configure_logging
+    from claude_pool.settings import Settings
+
+    log_file = Path(tmp_path) / "app.log"
+    configure_logging(Settings(log_file=log_file, home=Path(tmp_path)), console=False)
+    logger = logging.getLogger("claude_pool.test")
+    logger.info("calling with %s", API_KEY, extra={"api_key": API_KEY})
+    try:
+        raise RuntimeError(f"upstream said {API_KEY}")
+    except RuntimeError:
+        logger.exception("account selection failed")
+    for handler in logging.getLogger("claude_pool").handlers:
+        handler.flush()
+    text = log_file.read_text()
+    assert "CANARY" not in text
+    assert "sk-ant-…a1B2" in text and "account selection failed" in text
