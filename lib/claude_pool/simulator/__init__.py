@@ -1,0 +1,43 @@
+"""Local stand-ins for the Anthropic API and Slack that the real clients cannot tell from the services.
+
+They reproduce what makes pooling accounts hard (per-organization token buckets, their headers, 429s,
+spend caps, outages, broken connections) and count everything, so tests can prove what the pool did.
+"""
+
+from __future__ import annotations
+
+from claude_pool.simulator.anthropic_server import AnthropicSimulator
+from claude_pool.simulator.buckets import OrgBuckets, TokenBucket
+from claude_pool.simulator.faults import FAULT_KINDS, FaultRule
+from claude_pool.simulator.harness import RunningSimulator, RunningSlackSimulator, simulator, slack_simulator
+from claude_pool.simulator.scenario import KeySpec, Latency, Limits, OrgSpec, OutputSpec, Scenario
+from claude_pool.simulator.slack_server import DEFAULT_SLACK_TOKEN, SlackConfig, SlackMessage, SlackSimulator
+from claude_pool.simulator.state import COUNTERS, SimulatorState, Stats
+from claude_pool.simulator.tokens import count_input_tokens, output_text
+
+__all__ = [
+    "COUNTERS",
+    "DEFAULT_SLACK_TOKEN",
+    "FAULT_KINDS",
+    "AnthropicSimulator",
+    "FaultRule",
+    "KeySpec",
+    "Latency",
+    "Limits",
+    "OrgBuckets",
+    "OrgSpec",
+    "OutputSpec",
+    "RunningSimulator",
+    "RunningSlackSimulator",
+    "Scenario",
+    "SimulatorState",
+    "SlackConfig",
+    "SlackMessage",
+    "SlackSimulator",
+    "Stats",
+    "TokenBucket",
+    "count_input_tokens",
+    "output_text",
+    "simulator",
+    "slack_simulator",
+]
