@@ -42,6 +42,10 @@ class RedisKeys:
         """Hash: reservation id -> what it holds, so settle and expiry refund exactly once."""
         return f"{self.tag}:reservations"
 
+    def lease_index(self) -> str:
+        """Sorted set: every live lease of the pool scored by its expiry, for ``reclaim_expired``."""
+        return f"{self.tag}:leases-all"
+
     def round_robin(self) -> str:
         return f"{self.tag}:rr"
 
@@ -52,6 +56,10 @@ class RedisKeys:
     def breaker(self, account_id: str) -> str:
         """Hash: state, consecutive failures, opened_at, open timeout, trips, probes in flight."""
         return f"{self.tag}:breaker:{account_id}"
+
+    def breaker_probes(self, account_id: str) -> str:
+        """Sorted set: half-open probe slots (token) scored by when they expire if never returned."""
+        return f"{self.tag}:breaker-probes:{account_id}"
 
     # --- events ----------------------------------------------------------------------------
     def events_channel(self) -> str:

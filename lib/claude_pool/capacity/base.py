@@ -1,0 +1,93 @@
+"""The contract every capacity store keeps; ``tests/capacity`` proves it on each backend.
+
+Semantics shared by all backends:
+
+- Each bucket holds three continuous token buckets (requests, input tokens, output tokens). The
+  capacity is the per-minute limit, the refill is limit/60 per second, and an unseen bucket is full.
+  An upstream limit learned by ``calibrate`` wins over the configured one.
+- ``acquire`` chooses among eligible candidates (not excluded, not cooling down, under
+  max_in_flight, room for the whole demand in all three buckets) and reserves on the chosen bucket,
+  atomically with the choice. It also reclaims the expired leases of the candidates' buckets, so a
+  dead worker never holds an in-flight slot past its lease.
+- A lease that expires is reclaimed as if its request went out and produced no output: the request
+  and the input tokens stay charged (upstream counted them when the request arrived), the reserved
+  output tokens are refunded (upstream charges output as it is generated and a dead worker's
+  connection is closed, which stops generation). Over-charging would only cost a little throughput,
+  but the output reservation is max_tokens, usually far above what a cut-off call produced.
+- ``settle`` is idempotent; a settle arriving after its lease expired is treated exactly as the
+  reclaim would (its usage is ignored), so the result does not depend on who got there first.
+- Levels never leave [0, capacity]: refunds are clamped at the capacity; usage above the
+  reservation is charged down to 0 at most (calibration from the headers brings in the rest).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+
+from claude_pool.capacity.ratelimit import RateLimitSnapshot
+from claude_pool.capacity.types import BucketView, Candidate, Demand, Reservation, Selection, Usage
+from claude_pool.config import Strategy
+
+__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STICKY_TTL", "CapacityStore"]
+
+DEFAULT_LEASE_TTL = 600.0
+DEFAULT_STICKY_TTL = 3600.0
+
+
+class CapacityStore(ABC):
+    """Shared, exact per-account capacity. Every method may raise ``BackendUnavailable``."""
+
+    backend: str = "capacity"
+
+    @abstractmethod
+    async def acquire(
+        self,
+        candidates: Sequence[Candidate],
+        demand: Demand,
+        *,
+        strategy: Strategy | str = Strategy.LEAST_LOADED,
+        sticky_key: str | None = None,
+        sticky_ttl: float = DEFAULT_STICKY_TTL,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        exclude: Collection[str] = (),
+    ) -> Selection:
+        """Choose an account and reserve ``demand`` on its bucket, in one atomic step. When no
+        candidate can serve, ``Selection.reservation`` is None and ``refusals`` says why, per
+        account, and until when."""
+
+    @abstractmethod
+    async def settle(
+        self, reservation: Reservation, usage: Usage | None, *, request_sent: bool = True
+    ) -> None:
+        """Refund what the reservation held but the call did not use, and release its lease.
+
+        ``usage`` given: refund the difference. ``usage`` None and ``request_sent``: keep the request
+        charged, refund the tokens. Not sent: refund everything. Idempotent."""
+
+    @abstractmethod
+    async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
+        """Correct the local view from upstream's headers: lower a level to upstream's remaining
+        (never raise it: token counts come rounded) and adopt a changed limit."""
+
+    @abstractmethod
+    async def cool_down(self, bucket_id: str, until: float) -> None:
+        """Put the bucket aside until ``until`` (epoch seconds); the later of old and new wins."""
+
+    @abstractmethod
+    async def view(self, candidates: Sequence[Candidate]) -> list[BucketView]:
+        """The live state of each candidate's bucket, in the order given."""
+
+    @abstractmethod
+    async def reclaim_expired(self) -> int:
+        """Return the capacity of every expired lease (see the module docstring); the count."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads. The store is unusable afterwards."""
+
+    async def __aenter__(self) -> CapacityStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,139 @@
+"""The capacity store without a server: a SQLite file, correct across the processes of one machine.
+
+SQLite blocks while it waits for another process's write lock, so every operation runs on one
+dedicated thread of this store: the event loop never waits on a lock, and the connection is only
+ever used from the thread that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from claude_pool.capacity import engine
+from claude_pool.capacity.base import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
+from claude_pool.capacity.plan import AcquirePlan, new_reservation_id, random_unit
+from claude_pool.capacity.ratelimit import RateLimitSnapshot
+from claude_pool.capacity.sqlite_core import SqliteCore
+from claude_pool.capacity.types import (
+    BucketLimits,
+    BucketView,
+    Candidate,
+    Demand,
+    Reservation,
+    Selection,
+    Usage,
+)
+from claude_pool.config import Strategy
+from claude_pool.errors import BackendUnavailable
+
+__all__ = ["EmbeddedCapacityStore"]
+
+T = TypeVar("T")
+
+
+class EmbeddedCapacityStore(CapacityStore):
+    backend = "embedded"
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[], float] = random_unit,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self._path = Path(path)
+        self._random = random
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claude-pool-capacity")
+        self._core: SqliteCore | None = None
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._closed = False
+
+    def _sync(self, fn: Callable[[SqliteCore], T]) -> T:
+        if self._core is None:  # opened on the executor's thread, the only one that uses it
+            self._core = SqliteCore(self._path, clock=self._clock, busy_timeout=self._busy_timeout)
+        return fn(self._core)
+
+    async def _run(self, operation: str, fn: Callable[[SqliteCore], T]) -> T:
+        if self._closed:
+            raise BackendUnavailable("embedded", f"{operation}: the store is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._sync, fn)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable("embedded", f"{operation} on {self._path}: {exc}") from exc
+
+    async def acquire(
+        self,
+        candidates: Sequence[Candidate],
+        demand: Demand,
+        *,
+        strategy: Strategy | str = Strategy.LEAST_LOADED,
+        sticky_key: str | None = None,
+        sticky_ttl: float = DEFAULT_STICKY_TTL,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        exclude: Collection[str] = (),
+    ) -> Selection:
+        plan = AcquirePlan.build(candidates, demand, strategy, sticky_key, exclude)
+        if not plan.candidates:
+            return Selection(None, [])
+        rid, r = new_reservation_id(), self._random()
+        sticky = (sticky_key, float(sticky_ttl)) if sticky_key else None
+        chosen, expiry, refusals = await self._run(
+            "acquire", lambda core: core.acquire(plan, rid, r, float(lease_ttl), sticky)
+        )
+        return plan.selection(chosen, rid, demand, expiry, refusals)
+
+    async def settle(
+        self, reservation: Reservation, usage: Usage | None, *, request_sent: bool = True
+    ) -> None:
+        used = (float(usage.input_tokens), float(usage.output_tokens)) if usage is not None else None
+        await self._run("settle", lambda core: core.settle(reservation.reservation_id, used, request_sent))
+
+    async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
+        await self._run("calibrate", lambda core: core.calibrate(bucket_id, snapshot))
+
+    async def cool_down(self, bucket_id: str, until: float) -> None:
+        await self._run("cool_down", lambda core: core.cool_down(bucket_id, float(until)))
+
+    async def view(self, candidates: Sequence[Candidate]) -> list[BucketView]:
+        bucket_ids = list(dict.fromkeys(c.bucket_id for c in candidates))
+        now, states = await self._run("view", lambda core: core.view(bucket_ids))
+        return [_view(c, now, *states[c.bucket_id]) for c in candidates]
+
+    async def reclaim_expired(self) -> int:
+        return await self._run("reclaim_expired", lambda core: core.reclaim_expired())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def _close() -> None:
+            if self._core is not None:
+                self._core.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, _close)
+        self._executor.shutdown(wait=True)
+
+
+def _view(cand: Candidate, now: float, state: engine.BucketState, in_flight: int) -> BucketView:
+    caps: list[Any] = engine.caps_of(cand.limits, state)
+    levels: list[Any] = engine.refill(state, caps, now)
+    return BucketView(
+        account_id=cand.account_id,
+        bucket_id=cand.bucket_id,
+        limits=BucketLimits(round(caps[0]), round(caps[1]), round(caps[2]), cand.limits.max_in_flight),
+        requests=levels[0],
+        input_tokens=levels[1],
+        output_tokens=levels[2],
+        cooldown_until=state.cooldown_until if state.cooldown_until > now else None,
+        in_flight=in_flight,
+        observed_at=now,
+    )

@@ -1,0 +1,185 @@
+"""The pure arithmetic and selection rules, in Python.
+
+The embedded store runs these directly; the Lua scripts in ``claude_pool/lua`` implement the same
+rules line for line (the contract suite and a differential property test hold them together).
+Metrics are always in the order requests, input tokens, output tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from claude_pool.capacity.types import BucketLimits
+from claude_pool.config import Strategy
+
+__all__ = [
+    "TIE_EPSILON",
+    "BucketState",
+    "Entry",
+    "assess",
+    "caps_of",
+    "choose",
+    "clamp_add",
+    "headroom_after",
+    "refill",
+    "settle_refund",
+]
+
+# Two headroom scores closer than this are a tie, broken at random so that no account starves.
+TIE_EPSILON = 1e-9
+SECONDS_PER_MINUTE = 60.0
+
+Triple = tuple[float, float, float]
+
+
+@dataclass
+class BucketState:
+    """What a store keeps per bucket. ``levels`` were true at ``updated_at``; ``caps`` are the
+    capacities last applied; ``upstream`` the limits learned from headers (they win)."""
+
+    levels: list[float] | None = None
+    updated_at: float = 0.0
+    caps: list[float | None] | None = None
+    upstream: list[float | None] | None = None
+    cooldown_until: float = 0.0
+
+
+def caps_of(limits: BucketLimits | None, state: BucketState) -> list[float | None]:
+    """Effective capacity per metric: upstream's limit, else the configured one, else the last used."""
+    configured = (limits.rpm, limits.itpm, limits.otpm) if limits else (None, None, None)
+    stored = state.caps or [None, None, None]
+    upstream = state.upstream or [None, None, None]
+    return [upstream[m] or configured[m] or stored[m] for m in range(3)]
+
+
+def refill(state: BucketState, caps: Sequence[float | None], now: float) -> list[float | None]:
+    """Levels at ``now``: each grows by cap/60 per second since ``updated_at``, never past its cap.
+    A bucket never seen is full."""
+    out: list[float | None] = []
+    elapsed = max(0.0, now - state.updated_at)
+    for m in range(3):
+        cap = caps[m]
+        if cap is None:
+            out.append(None)
+            continue
+        level = state.levels[m] if state.levels is not None else None
+        out.append(cap if level is None else min(cap, level + elapsed * cap / SECONDS_PER_MINUTE))
+    return out
+
+
+def assess(
+    levels: Sequence[float],
+    caps: Sequence[float],
+    need: Triple,
+    now: float,
+    cooldown_until: float,
+    in_flight: int,
+    max_in_flight: int | None,
+    earliest_lease_expiry: float | None,
+) -> tuple[int, float | None]:
+    """(0, None) when the demand fits; else (reason code, until) where until is when every blocking
+    condition will have cleared (None: never, the demand is larger than the bucket)."""
+    for m in range(3):
+        if need[m] > caps[m]:
+            return 6, None
+    code, until = 0, -math.inf
+    if cooldown_until > now:
+        code, until = 1, cooldown_until
+    if max_in_flight and in_flight >= max_in_flight:
+        expiry = earliest_lease_expiry if earliest_lease_expiry is not None else now
+        if expiry > until:
+            code, until = 5, expiry
+    for m in range(3):
+        if levels[m] < need[m]:
+            ready = now + (need[m] - levels[m]) * SECONDS_PER_MINUTE / caps[m]
+            if ready > until:
+                code, until = 2 + m, ready
+    return (code, until) if code else (0, None)
+
+
+def headroom_after(levels: Sequence[float], caps: Sequence[float], need: Triple) -> float:
+    return min((levels[m] - need[m]) / caps[m] for m in range(3))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An eligible candidate, in the stores' canonical order (sorted by account id)."""
+
+    account_id: str
+    score: float
+    priority: int
+    weight: int
+
+
+def _pick(tied: list[int], r: float) -> int:
+    return tied[min(len(tied) - 1, int(r * len(tied)))]
+
+
+def _least_loaded(entries: Sequence[Entry], r: float) -> int:
+    best = max(e.score for e in entries)
+    return _pick([k for k, e in enumerate(entries) if e.score >= best - TIE_EPSILON], r)
+
+
+def _round_robin(entries: Sequence[Entry], last: str | None) -> int:
+    # the first eligible account after the last one chosen, in account-id order, wrapping around
+    if last is not None:
+        for k, e in enumerate(entries):
+            if e.account_id > last:
+                return k
+    return 0
+
+
+def _weighted(entries: Sequence[Entry], r: float) -> int:
+    total = sum(max(0, e.weight) for e in entries)
+    if total <= 0:
+        return _pick(list(range(len(entries))), r)
+    x, acc = r * total, 0.0
+    for k, e in enumerate(entries):
+        acc += max(0, e.weight)
+        if x < acc:
+            return k
+    return len(entries) - 1
+
+
+def _priority(entries: Sequence[Entry], r: float) -> int:
+    best = min(e.priority for e in entries)
+    return _pick([k for k, e in enumerate(entries) if e.priority == best], r)
+
+
+def choose(
+    strategy: Strategy,
+    entries: Sequence[Entry],
+    r: float,
+    *,
+    last_round_robin: str | None = None,
+    sticky_account: str | None = None,
+) -> int:
+    """Index of the chosen entry (``entries`` non-empty); ``r`` is uniform in [0, 1)."""
+    if strategy is Strategy.ROUND_ROBIN:
+        return _round_robin(entries, last_round_robin)
+    if strategy is Strategy.WEIGHTED:
+        return _weighted(entries, r)
+    if strategy is Strategy.PRIORITY:
+        return _priority(entries, r)
+    if strategy is Strategy.STICKY and sticky_account is not None:
+        for k, e in enumerate(entries):
+            if e.account_id == sticky_account:
+                return k
+    return _least_loaded(entries, r)
+
+
+def settle_refund(reserved: Triple, used: tuple[float, float] | None, *, sent: bool, expired: bool) -> Triple:
+    """What goes back to the bucket per metric (negative: usage above the reservation)."""
+    if expired:
+        return (0.0, 0.0, reserved[2])  # see CapacityStore: a lost call keeps request + input
+    if not sent:
+        return reserved
+    if used is None:
+        return (0.0, reserved[1], reserved[2])
+    return (0.0, reserved[1] - used[0], reserved[2] - used[1])
+
+
+def clamp_add(level: float, delta: float, cap: float) -> float:
+    return min(cap, max(0.0, level + delta))

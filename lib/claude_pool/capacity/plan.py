@@ -1,0 +1,114 @@
+"""One acquire call, put in the canonical form both backends work from.
+
+Candidates are sorted by account id (first of duplicates wins) so that a round-robin cursor, a
+random tie-break and the differential tests mean the same thing on every backend; buckets are
+numbered in order of first appearance and take the limits of their first candidate.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from claude_pool.capacity.types import (
+    REASON_BY_CODE,
+    BucketLimits,
+    Candidate,
+    Demand,
+    Refusal,
+    Reservation,
+    Selection,
+)
+from claude_pool.config import Strategy
+from claude_pool.errors import InvalidInput
+
+__all__ = ["AcquirePlan", "new_reservation_id", "random_unit", "to_strategy"]
+
+
+def to_strategy(value: Strategy | str) -> Strategy:
+    try:
+        return Strategy(value)
+    except ValueError:
+        raise InvalidInput(
+            "strategy", f"unknown strategy {value!r}", f"use one of {', '.join(s.value for s in Strategy)}"
+        ) from None
+
+
+def new_reservation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def random_unit() -> float:
+    """Uniform in [0, 1) from the OS: Lua's PRNG is seeded identically in every script call."""
+    return secrets.randbits(53) / (1 << 53)
+
+
+@dataclass(frozen=True)
+class AcquirePlan:
+    candidates: tuple[Candidate, ...]
+    bucket_ids: tuple[str, ...]
+    bucket_limits: tuple[BucketLimits, ...]
+    bucket_of: tuple[int, ...]  # per candidate, 0-based bucket number
+    excluded: tuple[bool, ...]
+    strategy: Strategy
+    need: tuple[int, int, int]
+
+    @classmethod
+    def build(
+        cls,
+        candidates: Sequence[Candidate],
+        demand: Demand,
+        strategy: Strategy | str,
+        sticky_key: str | None,
+        exclude: Collection[str],
+    ) -> AcquirePlan:
+        unique: dict[str, Candidate] = {}
+        for cand in candidates:
+            unique.setdefault(cand.account_id, cand)
+        ordered = tuple(unique[k] for k in sorted(unique))
+        bucket_index: dict[str, int] = {}
+        limits: list[BucketLimits] = []
+        bucket_of = []
+        for cand in ordered:
+            if cand.bucket_id not in bucket_index:
+                bucket_index[cand.bucket_id] = len(limits)
+                limits.append(cand.limits)
+            bucket_of.append(bucket_index[cand.bucket_id])
+        resolved = to_strategy(strategy)
+        if resolved is Strategy.STICKY and not sticky_key:
+            resolved = Strategy.LEAST_LOADED  # nothing to stick to: the documented fallback
+        excluded = frozenset(exclude)
+        return cls(
+            candidates=ordered,
+            bucket_ids=tuple(bucket_index),
+            bucket_limits=tuple(limits),
+            bucket_of=tuple(bucket_of),
+            excluded=tuple(c.account_id in excluded for c in ordered),
+            strategy=resolved,
+            need=(demand.requests, demand.input_tokens, demand.output_tokens),
+        )
+
+    def selection(
+        self,
+        chosen: int | None,
+        reservation_id: str,
+        demand: Demand,
+        lease_expires_at: float,
+        refusals: Sequence[tuple[int, int, float | None]],
+    ) -> Selection:
+        """Build the result from 0-based candidate numbers and reason codes."""
+        reservation = None
+        if chosen is not None:
+            cand = self.candidates[chosen]
+            reservation = Reservation(
+                reservation_id, cand.account_id, cand.bucket_id, demand, lease_expires_at
+            )
+        return Selection(
+            reservation,
+            [
+                Refusal(self.candidates[c].account_id, REASON_BY_CODE[code], until)
+                for c, code, until in refusals
+            ],
+        )

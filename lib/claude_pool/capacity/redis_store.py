@@ -1,0 +1,233 @@
+"""The capacity store on Redis: every state change is one Lua script call (EVALSHA).
+
+Time comes from the server (``TIME`` inside the scripts) so that workers on different machines agree;
+a ``clock`` may be injected for tests, and is then sent in ARGV instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from claude_pool.capacity.base import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
+from claude_pool.capacity.plan import AcquirePlan, new_reservation_id, random_unit
+from claude_pool.capacity.ratelimit import RateLimitSnapshot
+from claude_pool.capacity.types import (
+    BucketLimits,
+    BucketView,
+    Candidate,
+    Demand,
+    Reservation,
+    Selection,
+    Usage,
+)
+from claude_pool.config import Strategy
+from claude_pool.errors import BackendUnavailable
+from claude_pool.redis_keys import BUCKET_TTL_SECONDS, RedisKeys
+
+__all__ = ["RedisCapacityStore"]
+
+_SCRIPTS = ("acquire", "settle", "calibrate", "cool_down", "view", "reclaim_expired")
+_RECLAIM_BATCH = 256
+
+
+def _script_source(name: str) -> str:
+    lua = resources.files("claude_pool") / "lua"
+    prelude = (lua / "_capacity_lib.lua").read_text(encoding="utf-8")
+    return prelude + "\n" + (lua / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _num(value: float | int | None) -> str:
+    return "" if value is None else repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def _f(raw: Any) -> float:
+    return float(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+@contextmanager
+def _translated(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise BackendUnavailable("redis", f"{operation}: {type(exc).__name__}: {exc}") from exc
+
+
+class RedisCapacityStore(CapacityStore):
+    backend = "redis"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "claude-pool",
+        clock: Callable[[], float] | None = None,
+        random: Callable[[], float] = random_unit,
+        owns_client: bool = True,
+    ) -> None:
+        self._redis = client
+        self._keys = RedisKeys(prefix)
+        self._clock = clock
+        self._random = random
+        self._owns_client = owns_client
+        # register_script computes the SHA once and falls back to EVAL (loading it) on NOSCRIPT
+        self._scripts = {name: client.register_script(_script_source(name)) for name in _SCRIPTS}
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "claude-pool", **kwargs: Any) -> RedisCapacityStore:
+        return cls(aioredis.Redis.from_url(url), prefix=prefix, **kwargs)
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(float(self._clock()))
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        with _translated(name):
+            return await self._scripts[name](keys=keys, args=args)
+
+    async def acquire(
+        self,
+        candidates: Sequence[Candidate],
+        demand: Demand,
+        *,
+        strategy: Strategy | str = Strategy.LEAST_LOADED,
+        sticky_key: str | None = None,
+        sticky_ttl: float = DEFAULT_STICKY_TTL,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        exclude: Collection[str] = (),
+    ) -> Selection:
+        plan = AcquirePlan.build(candidates, demand, strategy, sticky_key, exclude)
+        if not plan.candidates:
+            return Selection(None, [])
+        k = self._keys
+        keys = [k.reservations(), k.lease_index(), k.round_robin(), k.sticky(sticky_key or "")]
+        rid = new_reservation_id()
+        args: list[Any] = [
+            self._now(),
+            BUCKET_TTL_SECONDS,
+            plan.strategy.value,
+            repr(self._random()),
+            rid,
+            _num(float(lease_ttl)),
+            _num(float(sticky_ttl)),
+            *plan.need,
+            len(plan.bucket_ids),
+            len(plan.candidates),
+        ]
+        for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
+            keys += [k.bucket(bucket_id), k.leases(bucket_id)]
+            args += [bucket_id, lim.rpm, lim.itpm, lim.otpm, lim.max_in_flight or 0]
+        for cand, b, excluded in zip(plan.candidates, plan.bucket_of, plan.excluded, strict=True):
+            args += [cand.account_id, b + 1, cand.priority, cand.weight, int(excluded)]
+        out = await self._call("acquire", keys, args)
+        chosen = int(out[0])
+        refusals = [
+            (int(out[j]) - 1, int(out[j + 1]), _f(out[j + 2]) if out[j + 2] not in (b"", "") else None)
+            for j in range(3, len(out), 3)
+        ]
+        expiry = _f(out[1]) if chosen else 0.0
+        return plan.selection(chosen - 1 if chosen else None, rid, demand, expiry, refusals)
+
+    async def settle(
+        self, reservation: Reservation, usage: Usage | None, *, request_sent: bool = True
+    ) -> None:
+        k = self._keys
+        mode = 2 if not request_sent else (1 if usage is None else 0)
+        used = (usage.input_tokens, usage.output_tokens) if usage is not None else (0, 0)
+        keys = [
+            k.reservations(),
+            k.lease_index(),
+            k.bucket(reservation.bucket_id),
+            k.leases(reservation.bucket_id),
+        ]
+        await self._call(
+            "settle", keys, [self._now(), BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used]
+        )
+
+    async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
+        args: list[Any] = [self._now(), BUCKET_TTL_SECONDS]
+        for metric in (snapshot.requests, snapshot.input_tokens, snapshot.output_tokens):
+            args += [_num(metric.limit), _num(metric.remaining)]
+        await self._call("calibrate", [self._keys.bucket(bucket_id)], args)
+
+    async def cool_down(self, bucket_id: str, until: float) -> None:
+        await self._call(
+            "cool_down", [self._keys.bucket(bucket_id)], [self._now(), BUCKET_TTL_SECONDS, repr(float(until))]
+        )
+
+    async def view(self, candidates: Sequence[Candidate]) -> list[BucketView]:
+        bucket_ids: dict[str, BucketLimits] = {}
+        for cand in candidates:
+            bucket_ids.setdefault(cand.bucket_id, cand.limits)
+        keys: list[str] = []
+        args: list[Any] = [self._now(), len(bucket_ids)]
+        for bucket_id, lim in bucket_ids.items():
+            keys += [self._keys.bucket(bucket_id), self._keys.leases(bucket_id)]
+            args += [lim.rpm, lim.itpm, lim.otpm]
+        out = await self._call("view", keys, args)
+        now = _f(out[0])
+        per_bucket: dict[str, BucketView] = {}
+        for n, (bucket_id, lim) in enumerate(bucket_ids.items()):
+            row = out[1 + 8 * n : 9 + 8 * n]
+            cooldown = _f(row[6])
+            per_bucket[bucket_id] = BucketView(
+                account_id="",
+                bucket_id=bucket_id,
+                limits=BucketLimits(
+                    round(_f(row[3])), round(_f(row[4])), round(_f(row[5])), lim.max_in_flight
+                ),
+                requests=_f(row[0]),
+                input_tokens=_f(row[1]),
+                output_tokens=_f(row[2]),
+                cooldown_until=cooldown if cooldown > now else None,
+                in_flight=int(row[7]),
+                observed_at=now,
+            )
+        return [_for_account(per_bucket[c.bucket_id], c.account_id) for c in candidates]
+
+    async def reclaim_expired(self) -> int:
+        k = self._keys
+        total = 0
+        for _ in range(10_000):  # bounded: each pass removes its batch from the index
+            with _translated("reclaim_expired"):
+                if self._clock is not None:
+                    now = float(self._clock())
+                else:
+                    seconds, micros = await self._redis.time()
+                    now = seconds + micros / 1e6
+                ids = await self._redis.zrangebyscore(
+                    k.lease_index(), "-inf", now, start=0, num=_RECLAIM_BATCH
+                )
+                records = await self._redis.hmget(k.reservations(), ids) if ids else []
+            if not ids:
+                return total
+            buckets: dict[str, int] = {}
+            args: list[Any] = [self._now(), BUCKET_TTL_SECONDS, len(ids)]
+            for rid, raw in zip(ids, records, strict=True):
+                b = 0
+                if raw is not None:
+                    bucket_id = json.loads(raw)["b"]
+                    b = buckets.setdefault(bucket_id, len(buckets) + 1)
+                args += [rid, b]
+            keys = [k.reservations(), k.lease_index()]
+            for bucket_id in buckets:
+                keys += [k.bucket(bucket_id), k.leases(bucket_id)]
+            total += int(await self._call("reclaim_expired", keys, args))
+            if len(ids) < _RECLAIM_BATCH:
+                return total
+        return total
+
+    async def close(self) -> None:
+        if self._owns_client:
+            with _translated("close"):
+                await self._redis.aclose()
+
+
+def _for_account(view: BucketView, account_id: str) -> BucketView:
+    return replace(view, account_id=account_id)

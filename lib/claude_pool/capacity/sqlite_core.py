@@ -1,0 +1,257 @@
+"""The embedded store's synchronous core: one SQLite file shared by the processes of one machine.
+
+Every operation is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two
+processes never both read a level and both spend it); WAL lets readers proceed meanwhile, and the busy
+timeout makes a writer wait for the lock instead of failing. The rules are those of engine.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from claude_pool.capacity import engine
+from claude_pool.capacity.engine import BucketState, Entry
+from claude_pool.capacity.plan import AcquirePlan
+from claude_pool.capacity.ratelimit import RateLimitSnapshot
+from claude_pool.config import Strategy
+from claude_pool.redis_keys import BUCKET_TTL_SECONDS  # the same idle lifetime as on Redis
+
+__all__ = ["SqliteCore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS buckets (
+    bucket_id TEXT PRIMARY KEY, r REAL, i REAL, o REAL, t REAL NOT NULL DEFAULT 0,
+    lr REAL, li REAL, lo REAL, ur REAL, ui REAL, uo REAL, cd REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS leases (
+    reservation_id TEXT PRIMARY KEY, bucket_id TEXT NOT NULL, account_id TEXT NOT NULL,
+    r REAL NOT NULL, i REAL NOT NULL, o REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_by_bucket ON leases (bucket_id, expires_at);
+CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires_at);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL);
+"""
+_COLUMNS = "bucket_id, r, i, o, t, lr, li, lo, ur, ui, uo, cd"
+_CHUNK = 500  # stay far below SQLite's bound on variables per statement
+
+
+def _state(row: Sequence[float | str | None] | None) -> BucketState:
+    if row is None:
+        return BucketState()
+    return BucketState(
+        levels=list(row[1:4]),
+        updated_at=row[4],
+        caps=list(row[5:8]),  # type: ignore[arg-type]
+        upstream=list(row[8:11]),
+        cooldown_until=row[11],
+    )  # type: ignore[arg-type]
+
+
+class SqliteCore:
+    def __init__(self, path: Path, *, clock: Callable[[], float], busy_timeout: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        with self.transaction():
+            # not executescript(): it would COMMIT first and run outside the lock
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self.db.execute(statement)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[float]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.clock()  # read the clock once the lock is held: times then never run backwards
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- buckets -------------------------------------------------------------------------------
+    def load(self, bucket_ids: Sequence[str]) -> dict[str, BucketState]:
+        found: dict[str, BucketState] = {}
+        for start in range(0, len(bucket_ids), _CHUNK):
+            chunk = bucket_ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT {_COLUMNS} FROM buckets WHERE bucket_id IN ({marks})", chunk):  # noqa: S608
+                found[row[0]] = _state(row)
+        return {b: found.get(b, BucketState()) for b in bucket_ids}
+
+    def save(
+        self, bucket_id: str, levels: Sequence[float | None], caps: Sequence[float | None], now: float
+    ) -> None:
+        # COALESCE: like the Lua HSET, an unknown value never erases a known one
+        self.db.execute(
+            "INSERT INTO buckets (bucket_id, r, i, o, t, lr, li, lo) VALUES (?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (bucket_id) DO UPDATE SET r=COALESCE(excluded.r, r), i=COALESCE(excluded.i, i), "
+            "o=COALESCE(excluded.o, o), t=excluded.t, lr=COALESCE(excluded.lr, lr), "
+            "li=COALESCE(excluded.li, li), lo=COALESCE(excluded.lo, lo)",
+            (bucket_id, *levels, now, *caps),
+        )
+
+    def apply_refund(self, bucket_id: str, delta: engine.Triple, now: float) -> None:
+        state = self.load([bucket_id])[bucket_id]
+        caps = engine.caps_of(None, state)
+        levels = engine.refill(state, caps, now)
+        out = [None if lv is None else engine.clamp_add(lv, delta[m], caps[m]) for m, lv in enumerate(levels)]  # type: ignore[arg-type]
+        self.save(bucket_id, out, caps, now)
+
+    # --- leases --------------------------------------------------------------------------------
+    def drop_expired(self, now: float, bucket_id: str | None = None) -> int:
+        if bucket_id is None:
+            rows = self.db.execute(
+                "SELECT reservation_id, bucket_id, o FROM leases WHERE expires_at <= ?", (now,)
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT reservation_id, bucket_id, o FROM leases WHERE bucket_id = ? AND expires_at <= ?",
+                (bucket_id, now),
+            ).fetchall()
+        for rid, bid, out in rows:
+            self.db.execute("DELETE FROM leases WHERE reservation_id = ?", (rid,))
+            self.apply_refund(bid, (0.0, 0.0, out), now)
+        return len(rows)
+
+    def in_flight(self, bucket_id: str) -> tuple[int, float | None]:
+        count, earliest = self.db.execute(
+            "SELECT COUNT(*), MIN(expires_at) FROM leases WHERE bucket_id = ?", (bucket_id,)
+        ).fetchone()
+        return count, earliest
+
+    # --- cursors (round robin, sticky) ---------------------------------------------------------
+    def cursor(self, name: str, now: float) -> str | None:
+        row = self.db.execute(
+            "SELECT value FROM cursors WHERE name = ? AND expires_at > ?", (name, now)
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_cursor(self, name: str, value: str, expires_at: float) -> None:
+        self.db.execute(
+            "INSERT INTO cursors VALUES (?,?,?) ON CONFLICT (name) DO UPDATE SET value=excluded.value, "
+            "expires_at=excluded.expires_at",
+            (name, value, expires_at),
+        )
+
+    # --- operations ----------------------------------------------------------------------------
+    def acquire(
+        self, plan: AcquirePlan, rid: str, r: float, lease_ttl: float, sticky: tuple[str, float] | None
+    ) -> tuple[int | None, float, list[tuple[int, int, float | None]]]:
+        with self.transaction() as now:
+            for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
+                if lim.max_in_flight:  # only an in-flight cap can block for ever (see acquire.lua)
+                    self.drop_expired(now, bucket_id)
+            states = self.load(list(plan.bucket_ids))
+            assessed = []
+            for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
+                state = states[bucket_id]
+                caps = engine.caps_of(lim, state)
+                levels = engine.refill(state, caps, now)
+                count, earliest = self.in_flight(bucket_id) if lim.max_in_flight else (0, None)
+                code, until = engine.assess(
+                    levels,
+                    caps,
+                    plan.need,
+                    now,
+                    state.cooldown_until,  # type: ignore[arg-type]
+                    count,
+                    lim.max_in_flight,
+                    earliest,
+                )
+                score = engine.headroom_after(levels, caps, plan.need) if code == 0 else 0.0  # type: ignore[arg-type]
+                assessed.append((caps, levels, code, until, score))
+            entries: list[Entry] = []
+            numbers: list[int] = []
+            refusals: list[tuple[int, int, float | None]] = []
+            for c, cand in enumerate(plan.candidates):
+                caps, levels, code, until, score = assessed[plan.bucket_of[c]]
+                if plan.excluded[c]:
+                    refusals.append((c, 7, None))
+                elif code:
+                    refusals.append((c, code, until))
+                else:
+                    entries.append(Entry(cand.account_id, score, cand.priority, cand.weight))
+                    numbers.append(c)
+            if not entries:
+                return None, 0.0, refusals
+            rr = self.cursor("rr", now) if plan.strategy is Strategy.ROUND_ROBIN else None
+            mapped = (
+                self.cursor("sticky:" + sticky[0], now)
+                if sticky and plan.strategy is Strategy.STICKY
+                else None
+            )
+            chosen = numbers[
+                engine.choose(plan.strategy, entries, r, last_round_robin=rr, sticky_account=mapped)
+            ]
+            cand = plan.candidates[chosen]
+            b = plan.bucket_of[chosen]
+            caps, levels = assessed[b][0], assessed[b][1]
+            self.save(plan.bucket_ids[b], [lv - plan.need[m] for m, lv in enumerate(levels)], caps, now)  # type: ignore[operator]
+            expiry = now + lease_ttl
+            self.db.execute(
+                "INSERT INTO leases VALUES (?,?,?,?,?,?,?)",
+                (rid, cand.bucket_id, cand.account_id, *plan.need, expiry),
+            )
+            if plan.strategy is Strategy.ROUND_ROBIN:
+                self.set_cursor("rr", cand.account_id, now + BUCKET_TTL_SECONDS)
+            elif plan.strategy is Strategy.STICKY and sticky:
+                self.set_cursor("sticky:" + sticky[0], cand.account_id, now + sticky[1])
+            return chosen, expiry, refusals
+
+    def settle(self, rid: str, used: tuple[float, float] | None, sent: bool) -> None:
+        with self.transaction() as now:
+            row = self.db.execute(
+                "SELECT bucket_id, r, i, o, expires_at FROM leases WHERE reservation_id = ?", (rid,)
+            ).fetchone()
+            if row is None:
+                return  # settled or reclaimed already
+            bucket_id, r, i, o, expires_at = row
+            self.db.execute("DELETE FROM leases WHERE reservation_id = ?", (rid,))
+            delta = engine.settle_refund((r, i, o), used, sent=sent, expired=now >= expires_at)
+            self.apply_refund(bucket_id, delta, now)
+
+    def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
+        with self.transaction() as now:
+            state = self.load([bucket_id])[bucket_id]
+            caps = engine.caps_of(None, state)
+            levels = engine.refill(state, caps, now)
+            upstream = list(state.upstream or [None, None, None])
+            for m, metric in enumerate((snapshot.requests, snapshot.input_tokens, snapshot.output_tokens)):
+                if metric.limit is not None and metric.limit > 0:
+                    caps[m] = upstream[m] = float(metric.limit)
+                    levels[m] = caps[m] if levels[m] is None else min(levels[m], metric.limit)  # type: ignore[type-var]
+                lv = levels[m]
+                if metric.remaining is not None and lv is not None and metric.remaining < lv:
+                    levels[m] = max(0.0, float(metric.remaining))
+            self.save(bucket_id, levels, caps, now)
+            self.db.execute(
+                "UPDATE buckets SET ur = ?, ui = ?, uo = ? WHERE bucket_id = ?", (*upstream, bucket_id)
+            )
+
+    def cool_down(self, bucket_id: str, until: float) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO buckets (bucket_id, cd) VALUES (?, ?) ON CONFLICT (bucket_id) DO UPDATE SET cd = MAX(cd, excluded.cd)",
+                (bucket_id, until),
+            )
+
+    def view(self, bucket_ids: Sequence[str]) -> tuple[float, dict[str, tuple[BucketState, int]]]:
+        with self.transaction() as now:
+            states = self.load(list(bucket_ids))
+            counts = {
+                b: self.db.execute(
+                    "SELECT COUNT(*) FROM leases WHERE bucket_id = ? AND expires_at > ?", (b, now)
+                ).fetchone()[0]
+                for b in bucket_ids
+            }
+        return now, {b: (states[b], counts[b]) for b in bucket_ids}
+
+    def reclaim_expired(self) -> int:
+        with self.transaction() as now:
+            self.db.execute("DELETE FROM cursors WHERE expires_at <= ?", (now,))
+            return self.drop_expired(now)

@@ -1,0 +1,117 @@
+-- Helpers shared by the capacity scripts. redis_store.py prepends this file to each of them when it
+-- registers them (Redis has no include); the Python twin of every function is in capacity/engine.py.
+-- Numbers are stored and returned with %.17g so that a float survives the round trip exactly.
+
+local LEVEL_FIELDS = {'r', 'i', 'o'}
+local CAP_FIELDS = {'lr', 'li', 'lo'}
+local UPSTREAM_FIELDS = {'ur', 'ui', 'uo'}
+
+local function fmt(x)
+  return string.format('%.17g', x)
+end
+
+-- The caller's clock in tests (ARGV[1] not empty), else the server's, which every worker shares.
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then
+    return tonumber(arg)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function load_bucket(key)
+  local h = redis.call('HMGET', key, 'r', 'i', 'o', 't', 'lr', 'li', 'lo', 'ur', 'ui', 'uo', 'cd')
+  return {
+    lv = {tonumber(h[1]), tonumber(h[2]), tonumber(h[3])},
+    t = tonumber(h[4]) or 0,
+    caps = {tonumber(h[5]), tonumber(h[6]), tonumber(h[7])},
+    up = {tonumber(h[8]), tonumber(h[9]), tonumber(h[10])},
+    cd = tonumber(h[11]) or 0,
+  }
+end
+
+-- Upstream's limit wins over the configured one (cfg may be nil), which wins over the last used.
+local function caps_of(s, cfg)
+  local c = {}
+  for m = 1, 3 do
+    c[m] = s.up[m] or (cfg and cfg[m]) or s.caps[m]
+  end
+  return c
+end
+
+-- Continuous refill: cap/60 per second since the last write, never past the cap; unseen = full.
+local function refill(s, caps, now)
+  local out = {}
+  local elapsed = now - s.t
+  if elapsed < 0 then
+    elapsed = 0
+  end
+  for m = 1, 3 do
+    local cap = caps[m]
+    if cap ~= nil then
+      local lv = s.lv[m]
+      if lv == nil then
+        out[m] = cap
+      else
+        out[m] = math.min(cap, lv + elapsed * cap / 60)
+      end
+    end
+  end
+  return out
+end
+
+local function save_bucket(key, s, levels, caps, now, ttl)
+  local args = {'t', fmt(now)}
+  for m = 1, 3 do
+    if levels[m] ~= nil then
+      args[#args + 1] = LEVEL_FIELDS[m]
+      args[#args + 1] = fmt(levels[m])
+    end
+    if caps[m] ~= nil then
+      args[#args + 1] = CAP_FIELDS[m]
+      args[#args + 1] = fmt(caps[m])
+    end
+  end
+  redis.call('HSET', key, unpack(args))
+  -- a cooldown longer than the idle TTL must outlive it
+  redis.call('EXPIRE', key, math.max(ttl, math.ceil(s.cd - now) + 60))
+end
+
+-- Add delta per metric, clamped to [0, cap]; used by settle and by every reclaim.
+local function apply_refund(key, delta, now, ttl)
+  local s = load_bucket(key)
+  local caps = caps_of(s, nil)
+  local lv = refill(s, caps, now)
+  for m = 1, 3 do
+    if lv[m] ~= nil then
+      lv[m] = math.min(caps[m], math.max(0, lv[m] + delta[m]))
+    end
+  end
+  save_bucket(key, s, lv, caps, now, ttl)
+end
+
+-- Drop a lease everywhere; an expired one gives back its output reservation only (see base.py).
+local function drop_lease(res_key, index_key, bucket_key, lease_key, rid, expired, now, ttl)
+  local raw = redis.call('HGET', res_key, rid)
+  redis.call('HDEL', res_key, rid)
+  redis.call('ZREM', index_key, rid)
+  if lease_key then
+    redis.call('ZREM', lease_key, rid)
+  end
+  if not raw or not bucket_key then
+    return nil
+  end
+  local rec = cjson.decode(raw)
+  if expired then
+    apply_refund(bucket_key, {0, 0, rec.o}, now, ttl)
+  end
+  return rec
+end
+
+-- Reclaim every expired lease of one bucket (lazily, from acquire).
+local function reclaim_bucket(res_key, index_key, bucket_key, lease_key, now, ttl)
+  local expired = redis.call('ZRANGEBYSCORE', lease_key, '-inf', fmt(now))
+  for _, rid in ipairs(expired) do
+    drop_lease(res_key, index_key, bucket_key, lease_key, rid, true, now, ttl)
+  end
+end

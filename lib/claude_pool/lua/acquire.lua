@@ -1,0 +1,201 @@
+-- acquire(candidates, demand, strategy): choose an account and reserve the demand on its bucket,
+-- in one atomic call. The Python twin is capacity/engine.py (assess, choose); the candidates arrive
+-- sorted by account id, so both backends walk them in the same order.
+-- KEYS: reservations hash, lease index, round-robin cursor, sticky mapping, then per bucket: bucket
+-- hash, bucket's leases.
+-- ARGV: now ('' = server time), idle ttl, strategy, r (uniform in [0,1), from Python), reservation
+-- id, lease ttl, sticky ttl, demand (requests, input, output), bucket count, candidate count, then
+-- per bucket: bucket id, rpm, itpm, otpm, max in flight (0 = none); then per candidate: account id,
+-- bucket number, priority, weight, excluded (0/1).
+-- Returns: chosen candidate number (0 = none), lease expiry, now, then per refused candidate:
+-- candidate number, reason code (types.REASON_BY_CODE), until ('' = never).
+local now = clock(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local strategy = ARGV[3]
+local r = tonumber(ARGV[4])
+local rid = ARGV[5]
+local lease_ttl = tonumber(ARGV[6])
+local sticky_ttl = tonumber(ARGV[7])
+local need = {tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])}
+local nb = tonumber(ARGV[11])
+local nc = tonumber(ARGV[12])
+local TIE_EPSILON = 1e-9
+
+-- Same order of checks as engine.assess: the code returned is the condition that clears last.
+local function assess(lv, caps, s, inflight, mif, earliest)
+  for m = 1, 3 do
+    if need[m] > caps[m] then
+      return 6, nil
+    end
+  end
+  local code, till = 0, -math.huge
+  if s.cd > now then
+    code, till = 1, s.cd
+  end
+  if mif > 0 and inflight >= mif then
+    local expiry = earliest or now
+    if expiry > till then
+      code, till = 5, expiry
+    end
+  end
+  for m = 1, 3 do
+    if lv[m] < need[m] then
+      local ready = now + (need[m] - lv[m]) * 60 / caps[m]
+      if ready > till then
+        code, till = 1 + m, ready
+      end
+    end
+  end
+  if code == 0 then
+    return 0, nil
+  end
+  return code, till
+end
+
+local buckets = {}
+for b = 1, nb do
+  local a = 8 + 5 * b
+  local key, lease_key = KEYS[3 + 2 * b], KEYS[4 + 2 * b]
+  local mif = tonumber(ARGV[a + 4])
+  if mif > 0 then
+    -- only an in-flight cap can block for ever; spent tokens come back by refill anyway
+    reclaim_bucket(KEYS[1], KEYS[2], key, lease_key, now, ttl)
+  end
+  local s = load_bucket(key)
+  local caps = caps_of(s, {tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])})
+  local lv = refill(s, caps, now)
+  local inflight, earliest = 0, nil
+  if mif > 0 then
+    inflight = redis.call('ZCARD', lease_key)
+    if inflight >= mif then
+      earliest = tonumber(redis.call('ZRANGE', lease_key, 0, 0, 'WITHSCORES')[2])
+    end
+  end
+  local code, till = assess(lv, caps, s, inflight, mif, earliest)
+  local score = nil
+  if code == 0 then
+    score = math.huge
+    for m = 1, 3 do
+      score = math.min(score, (lv[m] - need[m]) / caps[m])
+    end
+  end
+  buckets[b] = {id = ARGV[a], key = key, lease_key = lease_key, s = s, caps = caps, lv = lv,
+                code = code, till = till, score = score}
+end
+
+local first_cand = 13 + 5 * nb
+local cands, eligible, refused = {}, {}, {}
+for c = 1, nc do
+  local a = first_cand + 5 * (c - 1)
+  local cand = {c = c, id = ARGV[a], b = tonumber(ARGV[a + 1]), priority = tonumber(ARGV[a + 2]),
+                weight = tonumber(ARGV[a + 3])}
+  local bucket = buckets[cand.b]
+  cands[c] = cand
+  if ARGV[a + 4] == '1' then
+    refused[#refused + 1] = {c, 7, nil}
+  elseif bucket.code ~= 0 then
+    refused[#refused + 1] = {c, bucket.code, bucket.till}
+  else
+    cand.score = bucket.score
+    eligible[#eligible + 1] = cand
+  end
+end
+
+local function pick(tied)
+  return tied[math.min(#tied, math.floor(r * #tied) + 1)]
+end
+
+local function least_loaded()
+  local best = -math.huge
+  for _, e in ipairs(eligible) do
+    best = math.max(best, e.score)
+  end
+  local tied = {}
+  for _, e in ipairs(eligible) do
+    if e.score >= best - TIE_EPSILON then
+      tied[#tied + 1] = e
+    end
+  end
+  return pick(tied)
+end
+
+local function choose()
+  if strategy == 'round_robin' then
+    local last = redis.call('GET', KEYS[3])
+    if last then
+      for _, e in ipairs(eligible) do
+        if e.id > last then
+          return e
+        end
+      end
+    end
+    return eligible[1]
+  elseif strategy == 'weighted' then
+    local total = 0
+    for _, e in ipairs(eligible) do
+      total = total + math.max(0, e.weight)
+    end
+    if total <= 0 then
+      return pick(eligible)
+    end
+    local x, acc = r * total, 0
+    for _, e in ipairs(eligible) do
+      acc = acc + math.max(0, e.weight)
+      if x < acc then
+        return e
+      end
+    end
+    return eligible[#eligible]
+  elseif strategy == 'priority' then
+    local best = math.huge
+    for _, e in ipairs(eligible) do
+      best = math.min(best, e.priority)
+    end
+    local tied = {}
+    for _, e in ipairs(eligible) do
+      if e.priority == best then
+        tied[#tied + 1] = e
+      end
+    end
+    return pick(tied)
+  elseif strategy == 'sticky' then
+    local mapped = redis.call('GET', KEYS[4])
+    if mapped then
+      for _, e in ipairs(eligible) do
+        if e.id == mapped then
+          return e
+        end
+      end
+    end
+  end
+  return least_loaded()
+end
+
+local out = {0, '', fmt(now)}
+if #eligible > 0 then
+  local chosen = choose()
+  local bucket = buckets[chosen.b]
+  for m = 1, 3 do
+    bucket.lv[m] = bucket.lv[m] - need[m]
+  end
+  save_bucket(bucket.key, bucket.s, bucket.lv, bucket.caps, now, ttl)
+  local expiry = now + lease_ttl
+  redis.call('HSET', KEYS[1], rid, cjson.encode({a = chosen.id, b = bucket.id, r = need[1], i = need[2],
+                                                  o = need[3], e = fmt(expiry)}))
+  redis.call('ZADD', KEYS[2], fmt(expiry), rid)
+  redis.call('ZADD', bucket.lease_key, fmt(expiry), rid)
+  redis.call('EXPIRE', bucket.lease_key, math.max(ttl, math.ceil(lease_ttl) + 60))
+  if strategy == 'round_robin' then
+    redis.call('SET', KEYS[3], chosen.id, 'EX', ttl)
+  elseif strategy == 'sticky' then
+    redis.call('SET', KEYS[4], chosen.id, 'PX', math.max(1, math.floor(sticky_ttl * 1000)))
+  end
+  out[1] = chosen.c
+  out[2] = fmt(expiry)
+end
+for _, f in ipairs(refused) do
+  out[#out + 1] = f[1]
+  out[#out + 1] = f[2]
+  out[#out + 1] = f[3] and fmt(f[3]) or ''
+end
+return out

@@ -1,0 +1,25 @@
+-- Read many accounts' breakers at one instant of Redis' clock; writes nothing.
+-- KEYS: breaker hash and probe slots of each account, in pairs.
+-- Reply: now, then per account: state, failures, opened_at, open_until, trips, live probes.
+local now = now_seconds()
+local out = {fmt(now)}
+for i = 1, #KEYS, 2 do
+  local r = load_record(KEYS[i])
+  local state = r.state
+  local until_ = nil
+  if state ~= 'closed' and r.opened_at ~= nil then
+    until_ = r.opened_at + r.open_timeout
+  end
+  -- Half-open is read from the clock, not stored by a timer (the first probe stores it).
+  if state == 'open' and until_ ~= nil and now >= until_ then
+    state = 'half_open'
+  end
+  local live = redis.call('ZCOUNT', KEYS[i + 1], '(' .. fmt(now), '+inf')
+  out[#out + 1] = state
+  out[#out + 1] = tostring(r.failures)
+  out[#out + 1] = fmt(r.opened_at)
+  out[#out + 1] = fmt(until_)
+  out[#out + 1] = tostring(r.trips)
+  out[#out + 1] = tostring(live)
+end
+return out
