@@ -59,9 +59,11 @@ def test_oversized_request_waits_for_a_full_bucket() -> None:
     assert buckets.retry_after(700, 1, now=0.0) == 1  # already full: the soonest it could ever fit
 
 
-def test_tier_change_keeps_the_fraction_used() -> None:
+def test_tier_change_keeps_the_amount_used() -> None:
     buckets = OrgBuckets(Limits(rpm=100, itpm=1000, otpm=1000), now=0.0)
     buckets.try_admit(500, 1, now=0.0)
     buckets.set_limits(Limits(rpm=200, itpm=2000, otpm=2000), now=0.0)
-    assert buckets.input_tokens.level == pytest.approx(1000)
+    assert buckets.input_tokens.level == pytest.approx(1500)
+    buckets.set_limits(Limits(rpm=200, itpm=400, otpm=2000), now=0.0)
+    assert buckets.input_tokens.level == 0
     assert buckets.requests.capacity == 200

@@ -49,11 +49,11 @@ class TokenBucket:
         return (self.capacity - self.level) / self.rate
 
     def set_limit(self, limit: int) -> None:
-        # A tier change keeps the fraction used, as a fresh quota would not be fair either way.
-        fraction = self.level / self.capacity
+        # A tier change keeps what was used: a raise gives headroom at once, a cut may leave none.
+        used = self.capacity - self.level
         self.capacity = float(limit)
         self.rate = limit / 60.0
-        self.level = fraction * self.capacity
+        self.level = max(0.0, self.capacity - used)
 
 
 class OrgBuckets:
