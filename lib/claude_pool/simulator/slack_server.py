@@ -112,7 +112,10 @@ class SlackSimulator:
 
     def _is_member(self, ref: str, channel_id: str) -> bool:
         member_of = self.config.member_of
-        return member_of is None or channel_id in member_of or ref.lstrip("#") in member_of
+        if member_of is None:
+            return True
+        # Memberships may be written as names or ids; compare ids so either spelling of the channel works.
+        return channel_id in {self._resolve_channel(m) for m in member_of} or ref.lstrip("#") in member_of
 
     def _rate_limited(self, channel_id: str) -> int | None:
         """Whole seconds to wait if this channel is over its rate, else None (and the message counts)."""
