@@ -1,0 +1,67 @@
+"""One worker process of test_multiprocess.py: its own store, its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from claude_pool.breaker import (
+    BreakerListener,
+    BreakerStore,
+    CircuitBreaker,
+    EmbeddedBreakerStore,
+    Permit,
+    RedisBreakerStore,
+    Transition,
+)
+from claude_pool.classify import BreakerEffect
+from claude_pool.config import BreakerConfig
+
+ACCOUNT = "acct-mp"
+THRESHOLD = 5
+
+
+class _Heard(BreakerListener):
+    def __init__(self) -> None:
+        self.moves: list[tuple[str, str]] = []
+
+    async def on_transition(self, transition: Transition) -> None:
+        self.moves.append((transition.from_state.value, transition.to_state.value))
+
+
+def run(backend: str, where: str, prefix: str, rounds: int, barrier: Any, results: Any) -> None:
+    results.put(asyncio.run(_run(backend, where, prefix, rounds, barrier)))
+
+
+async def _run(backend: str, where: str, prefix: str, rounds: int, barrier: Any) -> dict[str, Any]:
+    store: BreakerStore = (
+        RedisBreakerStore.from_url(where, prefix=prefix) if backend == "redis" else EmbeddedBreakerStore(where)
+    )
+    heard = _Heard()
+    # A long timeout: no probe may be let through while the test runs.
+    cb = CircuitBreaker(store, BreakerConfig(failure_threshold=THRESHOLD, timeout_seconds=300), listeners=[heard])
+    permits = probes = after_denial = 0
+    denied_once = False
+    try:
+        await cb.states([ACCOUNT])  # connect before the start line, so all start together
+        barrier.wait()
+        for _ in range(rounds):
+            permit = await cb.allow(ACCOUNT)
+            if isinstance(permit, Permit):
+                permits += 1
+                probes += permit.probe
+                after_denial += denied_once
+                await cb.record(ACCOUNT, BreakerEffect.FAILURE, permit=permit)
+            else:
+                denied_once = True
+        barrier.wait()
+        late = [await cb.allow(ACCOUNT) for _ in range(20)]
+    finally:
+        await cb.aclose()
+    return {
+        "moves": heard.moves,
+        "permits": permits,
+        "probes": probes,
+        "after_denial": after_denial,
+        "late_permits": sum(isinstance(p, Permit) for p in late),
+    }
