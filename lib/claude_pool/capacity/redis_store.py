@@ -29,13 +29,15 @@ from claude_pool.capacity.types import (
     Usage,
 )
 from claude_pool.config import Strategy
-from claude_pool.errors import BackendUnavailable
+from claude_pool.errors import BackendUnavailable, InvalidInput
 from claude_pool.redis_keys import BUCKET_TTL_SECONDS, RedisKeys
 
 __all__ = ["RedisCapacityStore"]
 
 _SCRIPTS = ("acquire", "settle", "calibrate", "cool_down", "view", "reclaim_expired")
 _RECLAIM_BATCH = 256
+_STATIC_CACHE_SIZE = 64
+_US, _RS = "\x1f", "\x1e"  # unit and record separators of the packed acquire arguments
 
 
 def _script_source(name: str) -> str:
@@ -78,6 +80,8 @@ class RedisCapacityStore(CapacityStore):
         self._random = random
         self._owns_client = owns_client
         # register_script computes the SHA once and falls back to EVAL (loading it) on NOSCRIPT
+        self._fixed_keys = [self._keys.reservations(), self._keys.lease_index(), self._keys.round_robin()]
+        self._static_cache: dict[tuple[Candidate, ...], tuple[list[str], str, str]] = {}
         self._scripts = {name: client.register_script(_script_source(name)) for name in _SCRIPTS}
 
     @classmethod
@@ -105,26 +109,14 @@ class RedisCapacityStore(CapacityStore):
         plan = AcquirePlan.build(candidates, demand, strategy, sticky_key, exclude)
         if not plan.candidates:
             return Selection(None, [])
-        k = self._keys
-        keys = [k.reservations(), k.lease_index(), k.round_robin(), k.sticky(sticky_key or "")]
+        static_keys, buckets, cands = self._static(plan.candidates)
         rid = new_reservation_id()
+        keys = [*self._fixed_keys, self._keys.sticky(sticky_key or ""), *static_keys]
+        excluded = _US.join(str(c + 1) for c, ex in enumerate(plan.excluded) if ex)
         args: list[Any] = [
-            self._now(),
-            BUCKET_TTL_SECONDS,
-            plan.strategy.value,
-            repr(self._random()),
-            rid,
-            _num(float(lease_ttl)),
-            _num(float(sticky_ttl)),
-            *plan.need,
-            len(plan.bucket_ids),
-            len(plan.candidates),
-        ]
-        for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
-            keys += [k.bucket(bucket_id), k.leases(bucket_id)]
-            args += [bucket_id, lim.rpm, lim.itpm, lim.otpm, lim.max_in_flight or 0]
-        for cand, b, excluded in zip(plan.candidates, plan.bucket_of, plan.excluded, strict=True):
-            args += [cand.account_id, b + 1, cand.priority, cand.weight, int(excluded)]
+            self._now(), BUCKET_TTL_SECONDS, plan.strategy.value, repr(self._random()), rid,
+            _num(float(lease_ttl)), _num(float(sticky_ttl)), *plan.need, buckets, cands, excluded,
+        ]  # fmt: skip
         out = await self._call("acquire", keys, args)
         chosen = int(out[0])
         refusals = [
@@ -133,6 +125,34 @@ class RedisCapacityStore(CapacityStore):
         ]
         expiry = _f(out[1]) if chosen else 0.0
         return plan.selection(chosen - 1 if chosen else None, rid, demand, expiry, refusals)
+
+    def _static(self, ordered: tuple[Candidate, ...]) -> tuple[list[str], str, str]:
+        """The keys and packed data of a candidate list, cached: callers send the same list again and
+        again, and building thousands of strings per call was most of the cost at 1,000 accounts."""
+        hit = self._static_cache.get(ordered)
+        if hit is not None:
+            return hit
+        numbers: dict[str, int] = {}
+        bucket_recs: list[str] = []
+        cand_recs: list[str] = []
+        keys: list[str] = []
+        for cand in ordered:
+            for text in (cand.account_id, cand.bucket_id):
+                if _US in text or _RS in text:
+                    raise InvalidInput("account_id/bucket_id", f"{text!r} holds a control character")
+            if cand.bucket_id not in numbers:
+                numbers[cand.bucket_id] = len(numbers) + 1
+                lim = cand.limits
+                keys += [self._keys.bucket(cand.bucket_id), self._keys.leases(cand.bucket_id)]
+                fields = (cand.bucket_id, lim.rpm, lim.itpm, lim.otpm, lim.max_in_flight or 0)
+                bucket_recs.append(_US.join(map(str, fields)))
+            fields = (cand.account_id, numbers[cand.bucket_id], cand.priority, cand.weight)
+            cand_recs.append(_US.join(map(str, fields)))
+        entry = (keys, _RS.join(bucket_recs), _RS.join(cand_recs))
+        if len(self._static_cache) >= _STATIC_CACHE_SIZE:
+            self._static_cache.pop(next(iter(self._static_cache)))
+        self._static_cache[ordered] = entry
+        return entry
 
     async def settle(
         self, reservation: Reservation, usage: Usage | None, *, request_sent: bool = True

@@ -1,0 +1,54 @@
+"""A worker process for the contention test: acquire as fast as possible, count what is granted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+from claude_pool.capacity import (
+    BucketLimits,
+    Candidate,
+    CapacityStore,
+    Demand,
+    EmbeddedCapacityStore,
+    RedisCapacityStore,
+    Usage,
+)
+
+LIMITS = BucketLimits(rpm=600, itpm=1_000_000, otpm=1_000_000)  # requests bind: 600 + 10 per second
+CANDIDATES = [Candidate(f"acct-{n}", f"acct-{n}", LIMITS) for n in range(3)]
+DEMAND = Demand(100, 50)
+
+
+def hammer(
+    backend: str, target: str, prefix: str, start_at: float, duration: float
+) -> tuple[dict, float, float, int]:
+    return asyncio.run(_hammer(backend, target, prefix, start_at, duration))
+
+
+async def _hammer(backend: str, target: str, prefix: str, start_at: float, duration: float) -> tuple:
+    store: CapacityStore
+    if backend == "redis":
+        store = RedisCapacityStore.from_url(target, prefix=prefix)
+    else:
+        store = EmbeddedCapacityStore(Path(target))
+    granted: Counter[str] = Counter()
+    attempts = 0
+    try:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        first = time.time()
+        last = first
+        while time.time() < start_at + duration:
+            sel = await store.acquire(CANDIDATES, DEMAND)
+            attempts += 1
+            last = time.time()
+            if sel.reservation is None:
+                await asyncio.sleep(0.001)
+                continue
+            granted[sel.reservation.bucket_id] += 1
+            await store.settle(sel.reservation, Usage(100, 50))
+    finally:
+        await store.close()
+    return dict(granted), first, last, attempts

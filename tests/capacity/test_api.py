@@ -1,0 +1,67 @@
+"""Header parsing, the factory, failures of the backend, and the public surface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import claude_pool.capacity as capacity
+from claude_pool.capacity import (
+    Demand,
+    EmbeddedCapacityStore,
+    RateLimitSnapshot,
+    RedisCapacityStore,
+    open_capacity_store,
+)
+from claude_pool.errors import BackendUnavailable
+from claude_pool.settings import Settings
+from tests.capacity.conftest import cand
+
+
+def test_snapshot_from_headers_tolerates_missing_and_malformed() -> None:
+    snap = RateLimitSnapshot.from_headers(
+        {
+            "Anthropic-RateLimit-Requests-Limit": "50",
+            "anthropic-ratelimit-requests-remaining": "49",
+            "anthropic-ratelimit-requests-reset": "2024-01-01T00:00:30Z",
+            "anthropic-ratelimit-input-tokens-limit": "30000",
+            "anthropic-ratelimit-input-tokens-remaining": "nonsense",
+            "anthropic-ratelimit-output-tokens-reset": "2024-01-01T00:00:01.500+00:00",
+        }
+    )
+    assert (snap.requests.limit, snap.requests.remaining, snap.requests.reset) == (50, 49, 1704067230.0)
+    assert (snap.input_tokens.limit, snap.input_tokens.remaining) == (30000, None)
+    assert snap.output_tokens.reset == 1704067201.5 and snap.output_tokens.limit is None
+    assert not snap.is_empty and RateLimitSnapshot.from_headers({}).is_empty
+
+
+async def test_factory_picks_the_backend(tmp_path: Path) -> None:
+    embedded = open_capacity_store(Settings(home=tmp_path))
+    redis_store = open_capacity_store(Settings(home=tmp_path, redis_url="redis://127.0.0.1:1/0"))
+    try:
+        assert isinstance(embedded, EmbeddedCapacityStore) and isinstance(redis_store, RedisCapacityStore)
+        assert (await embedded.acquire([cand("a")], Demand(1, 1))).reservation
+        assert (tmp_path / "capacity.db").exists()
+    finally:
+        await embedded.close()
+        await redis_store.close()
+
+
+async def test_a_dead_backend_raises_backend_unavailable(tmp_path: Path) -> None:
+    dead_redis = RedisCapacityStore.from_url("redis://127.0.0.1:1/0")
+    unopenable = EmbeddedCapacityStore(tmp_path)  # a directory, not a database file
+    try:
+        for store in (dead_redis, unopenable):
+            with pytest.raises(BackendUnavailable):
+                await store.acquire([cand("a")], Demand(1, 1))
+    finally:
+        await dead_redis.close()
+        await unopenable.close()
+
+
+def test_all_is_complete() -> None:
+    public = {name for name in vars(capacity) if not name.startswith("_") and name[0].isupper()}
+    public -= {"annotations"}
+    assert public <= set(capacity.__all__), public - set(capacity.__all__)
+    assert all(hasattr(capacity, name) for name in capacity.__all__)
