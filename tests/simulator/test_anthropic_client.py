@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -249,3 +250,19 @@ def test_error_event_mid_stream(anthropic_sim_factory: Callable[..., RunningSimu
     assert sim.stats().key("acct-1")["fault_stream_error"] == 1
     # Plain (non-stream) requests are not affected by a stream_error rule.
     assert client.messages.create(model=MODEL, max_tokens=200, messages=HELLO).usage.output_tokens == 100
+
+
+def test_latency_model(anthropic_sim_factory: Callable[..., RunningSimulator], client_for: Callable[..., Any]) -> None:
+    from claude_pool.simulator import Latency
+
+    sim = anthropic_sim_factory(Scenario.uniform(
+        accounts=1, latency=Latency(ttft_ms=100, output_tokens_per_second=200),
+        output=OutputSpec(mode="fixed", tokens=20), stream_chunk_tokens=5))
+    client = client_for(sim)
+    start = time.monotonic()
+    client.messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    assert time.monotonic() - start >= 0.1 + 20 / 200  # a lower bound only: slow machines are fine
+    start = time.monotonic()
+    events = [e.type for e in client.messages.create(model=MODEL, max_tokens=50, messages=HELLO, stream=True)]
+    assert time.monotonic() - start >= 0.1 + 20 / 200
+    assert events.count("content_block_delta") == 4
