@@ -105,7 +105,7 @@ class AlertsConfig(_Model):
 class HealthCheckConfig(_Model):
     interval_seconds: int = Field(default=300, ge=10)
     method: str = Field(default="count_tokens", pattern="^(count_tokens|message)$")
-    model: str = "claude-haiku-4-5"
+    model: str = "claude-haiku-5-5"
 
 
 class EncryptionConfig(_Model):
@@ -131,7 +131,7 @@ class PoolConfig(_Model):
     tiers: dict[str, Limits] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     health_check: HealthCheckConfig = HealthCheckConfig()
     encryption: EncryptionConfig = EncryptionConfig()
-    default_model: str = "claude-sonnet-4-5"
+    default_model: str = "claude-sonnet-5-5"
 
     @field_validator("tiers")
     @classmethod

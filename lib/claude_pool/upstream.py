@@ -1,0 +1,106 @@
+"""The one place that talks to Anthropic, with the real ``anthropic`` client.
+
+The client runs with ``max_retries=0``: the pool does its own retries, on another account where
+that helps. One HTTP connection pool is shared by every account; the key is set on a per-call copy
+of the client (``with_options``), which is dropped as soon as the call ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+
+__all__ = ["UpstreamClient", "UpstreamReply"]
+
+# A placeholder that satisfies the client's constructor; every call sets the real key.
+_NO_KEY = "sk-ant-none"
+
+
+@dataclass(frozen=True)
+class UpstreamReply:
+    message: dict[str, Any]
+    headers: Mapping[str, str]
+    request_id: str | None
+
+
+class StreamBrokeAfterStart(Exception):
+    """A stream failed after its first event: the caller must see a failure, never a success."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(f"the stream failed after it started: {type(cause).__name__}")
+
+
+class UpstreamClient:
+    def __init__(
+        self, *, base_url: str | None = None, timeout: float = 600.0, max_connections: int = 512
+    ) -> None:
+        import httpx2
+
+        self._http = anthropic.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        )
+        kwargs: dict[str, Any] = {"max_retries": 0, "timeout": timeout, "http_client": self._http}
+        if base_url:
+            kwargs["base_url"] = base_url
+        self._base = anthropic.AsyncAnthropic(api_key=_NO_KEY, **kwargs)
+
+    async def create(
+        self, api_key: str, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> UpstreamReply:
+        client = self._base.with_options(api_key=api_key, **({"timeout": timeout} if timeout else {}))
+        raw = await client.messages.with_raw_response.create(**body)
+        message = await raw.parse()
+        return UpstreamReply(
+            message.model_dump(mode="json"), dict(raw.headers), raw.headers.get("request-id")
+        )
+
+    async def stream(
+        self,
+        api_key: str,
+        body: Mapping[str, Any],
+        *,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+        timeout: float | None = None,
+    ) -> UpstreamReply:
+        """Stream a message, handing each text delta to ``on_text``; returns the assembled message.
+
+        Anything that fails before the first event raises as itself (so the pool may fail over);
+        anything after raises :class:`StreamBrokeAfterStart`.
+        """
+        client = self._base.with_options(api_key=api_key, **({"timeout": timeout} if timeout else {}))
+        raw = await client.messages.with_raw_response.create(**body, stream=True)
+        headers = dict(raw.headers)
+        started = False
+        message: dict[str, Any] = {}
+        blocks: list[dict[str, Any]] = []
+        try:
+            stream = await raw.parse()
+            async for event in stream:
+                started = True
+                if event.type == "message_start":
+                    message = event.message.model_dump(mode="json")
+                elif event.type == "content_block_start":
+                    blocks.append(event.content_block.model_dump(mode="json"))
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    blocks[event.index]["text"] = blocks[event.index].get("text", "") + event.delta.text
+                    if on_text is not None:
+                        await on_text(event.delta.text)
+                elif event.type == "message_delta":
+                    message["stop_reason"] = event.delta.stop_reason
+                    message["stop_sequence"] = event.delta.stop_sequence
+                    usage = event.usage.model_dump(mode="json", exclude_none=True)
+                    message.setdefault("usage", {}).update(usage)
+        except Exception as exc:
+            if started:
+                raise StreamBrokeAfterStart(exc) from exc
+            raise
+        message["content"] = blocks
+        return UpstreamReply(message, headers, headers.get("request-id"))
+
+    async def aclose(self) -> None:
+        await self._base.close()
+        await self._http.aclose()

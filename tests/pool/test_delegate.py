@@ -1,0 +1,219 @@
+"""Delegation through the pool against the simulator: success, and each row of the error table."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from claude_pool.config import load_config
+from claude_pool.delegation import DelegationRequest
+from claude_pool.errors import CallerRequestError, NoAccountAvailable
+from claude_pool.pool import Pool
+from claude_pool.simulator import FaultRule, Scenario
+from claude_pool.storage import AccountStatus
+
+from .conftest import PoolWorld
+
+REQ = DelegationRequest(organization_id="tenant-a", message="Say hello", max_tokens=64, user_id="u1")
+
+
+async def test_a_delegation_succeeds_with_usage_and_logs_the_account_selection(
+    world_pool: tuple[PoolWorld, Pool], caplog: pytest.LogCaptureFixture
+) -> None:
+    world, pool = world_pool
+    with caplog.at_level(logging.INFO, logger="claude_pool.pool"):
+        result = await pool.delegate(REQ)
+    assert result.account_id in world.account_ids.values()
+    assert result.text and result.usage.output_tokens > 0 and result.usage.input_tokens > 0
+    assert [a.outcome for a in result.attempts] == ["success"]
+    assert any("account selection" in r.getMessage() for r in caplog.records)
+    assert world.sim.stats().total["served"] == 1
+
+
+async def test_a_streamed_delegation_assembles_the_text(world_pool: tuple[PoolWorld, Pool]) -> None:
+    _, pool = world_pool
+    chunks: list[str] = []
+
+    async def on_text(text: str) -> None:
+        chunks.append(text)
+
+    result = await pool.delegate(REQ.model_copy(update={"stream": True}), on_text=on_text)
+    assert result.text == "".join(chunks) and len(chunks) >= 1
+    assert result.usage.output_tokens > 0 and result.stop_reason is not None
+
+
+def _fault(world: PoolWorld, kind: str, name: str = "acct-1", **kw: object) -> None:
+    world.sim.add_fault(FaultRule(kind=kind, targets=(name,), **kw))  # type: ignore[arg-type]
+
+
+async def test_a_5xx_fails_over_and_counts_against_the_breaker(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world()
+    _fault(world, "error", status=503)
+    bad = world.account_ids["acct-1"]
+    async with world.open_pool() as pool:
+        result = await pool.delegate(REQ.model_copy(update={"strategy": "priority"}))
+        views = await pool.breaker.states([bad])
+    # priority ties are broken at random: when acct-1 was tried first, it failed and the next served
+    first = result.attempts[0]
+    if first.account_id == bad:
+        assert (first.outcome, first.status_code) == ("failure", 503)
+        assert views[bad].consecutive_failures == 1
+    assert result.attempts[-1].outcome == "success" and result.account_id != bad
+    assert world.sim.stats().key("acct-1")["served"] == 0
+
+
+async def test_every_5xx_kind_fails_over_to_a_healthy_account(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world(Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    bad = world.account_ids["acct-1"]
+    async with world.open_pool() as pool:
+        for status in (500, 503, 504):
+            world.sim.set_faults([FaultRule(kind="error", status=status, targets=("acct-1",))])
+            result = await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"}))
+            assert result.account_id == world.account_ids["acct-2"]
+        world.sim.set_faults([FaultRule(kind="reset", targets=("acct-1",))])
+        result = await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"}))
+        assert result.account_id == world.account_ids["acct-2"]
+        views = await pool.breaker.states([bad])
+    outcomes = world.sim.stats().key("acct-1")
+    assert outcomes["served"] == 0
+    assert views[bad].consecutive_failures == outcomes["received"] >= 2
+
+
+async def test_a_timeout_fails_over(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world(Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    _fault(world, "timeout", hang_s=5)
+    async with world.open_pool() as pool:
+        pool.call_timeout = 0.5
+        results = [await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"})) for _ in range(2)]
+    assert all(r.account_id == world.account_ids["acct-2"] for r in results)
+    assert any(a.outcome == "failure" for r in results for a in r.attempts)
+
+
+async def test_the_breaker_opens_after_five_failures_and_the_account_gets_nothing_more(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world(Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    _fault(world, "error", status=500)
+    bad = world.account_ids["acct-1"]
+    async with world.open_pool() as pool:
+        for _ in range(12):
+            await pool.delegate(REQ.model_copy(update={"strategy": "priority"}))
+        sent_when_open = world.sim.stats().key("acct-1")["received"]
+        for _ in range(10):
+            result = await pool.delegate(REQ.model_copy(update={"strategy": "priority"}))
+            assert result.account_id == world.account_ids["acct-2"]
+        view = (await pool.breaker.states([bad]))[bad]
+    assert view.state.value == "open"
+    assert sent_when_open == 5  # five consecutive failures, then nothing
+    assert world.sim.stats().key("acct-1")["received"] == 5
+    with world.runtime.db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT to_state FROM breaker_transitions WHERE account_id = :a"), {"a": bad}
+        ).all()
+    assert [r[0] for r in rows] == ["open"]
+
+
+async def test_a_caller_error_is_returned_without_retry_and_without_counting(
+    world_pool: tuple[PoolWorld, Pool],
+) -> None:
+    world, pool = world_pool
+    with pytest.raises(CallerRequestError) as info:
+        await pool.delegate(REQ.model_copy(update={"model": "gpt-4"}))
+    assert info.value.status_code == 404
+    assert world.sim.stats().total["received"] == 1
+    views = await pool.breaker.states(list(world.account_ids.values()))
+    assert all(v.consecutive_failures == 0 for v in views.values())
+
+
+async def test_a_revoked_key_marks_the_account_and_fails_over(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world()
+    world.sim.revoke("acct-1")
+    async with world.open_pool() as pool:
+        results = [await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"})) for _ in range(3)]
+    assert all(r.account_id != world.account_ids["acct-1"] for r in results)
+    assert world.runtime.accounts.get(world.account_ids["acct-1"]).status == AccountStatus.INVALID_CREDENTIALS
+    assert world.sim.stats().key("acct-1")["received"] == 1
+
+
+async def test_a_spend_cap_marks_the_account_until_the_first_of_next_month(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world()
+    _fault(world, "spend_cap")
+    async with world.open_pool() as pool:
+        for _ in range(3):
+            await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"}))
+    account = world.runtime.accounts.get(world.account_ids["acct-1"])
+    assert account.status == AccountStatus.SPEND_EXHAUSTED
+    assert account.status_until is not None and account.status_until.day == 1
+
+
+async def test_a_429_cools_the_account_down_and_fails_over_without_counting(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world()
+    _fault(world, "ramp", retry_after=30)
+    bad = world.account_ids["acct-1"]
+    async with world.open_pool() as pool:
+        for _ in range(4):
+            result = await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"}))
+            assert result.account_id != bad
+        assert world.sim.stats().key("acct-1")["received"] == 1  # cooled down after the first 429
+        views = await pool.breaker.states([bad])
+    assert views[bad].consecutive_failures == 0
+    assert world.runtime.accounts.get(bad).status == AccountStatus.ACTIVE
+
+
+async def test_a_529_backs_off_and_retries(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world(Scenario.uniform(accounts=1, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    world.sim.add_fault(FaultRule(kind="overloaded", end=0.8))
+    async with world.open_pool() as pool:
+        pool.policy.overload_backoff_seconds = 0.5
+        result = await pool.delegate(REQ.model_copy(update={"deadline": time.time() + 30}))
+    assert result.attempts[0].outcome == "overloaded"
+    assert result.attempts[-1].outcome == "success"
+
+
+async def test_every_account_cooling_down_explains_per_account_and_a_deadline_waits(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world(Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    async with world.open_pool() as pool:
+        accounts = await pool.directory.all()
+        for acc in accounts:
+            await pool.capacity.cool_down(acc.candidate.bucket_id, time.time() + 1.5)
+        with pytest.raises(NoAccountAvailable) as info:
+            await pool.delegate(REQ)
+        text = str(info.value)
+        assert "acct-1" in text and "acct-2" in text and "cooling down" in text and "until" in text
+        started = time.monotonic()
+        result = await pool.delegate(REQ.model_copy(update={"deadline": time.time() + 10}))
+        assert result.text and time.monotonic() - started >= 1.0
+
+
+async def test_a_stream_broken_after_it_started_is_a_failure_never_a_success(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world(Scenario.uniform(accounts=1, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    world.sim.add_fault(FaultRule(kind="stream_error", after_tokens=2))
+    async with world.open_pool() as pool:
+        with pytest.raises(Exception) as info:
+            await pool.delegate(REQ.model_copy(update={"stream": True, "max_tokens": 200}))
+    assert "overloaded" in str(info.value).lower() or "stream" in str(info.value).lower()
+    assert world.sim.stats().total["received"] == 1
+
+
+async def test_disabled_accounts_are_never_chosen(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world()
+    world.runtime.accounts.disable(world.account_ids["acct-1"])
+    async with world.open_pool() as pool:
+        for _ in range(6):
+            assert (await pool.delegate(REQ)).account_id != world.account_ids["acct-1"]
+
+
+def test_config_loads() -> None:
+    assert load_config(None, env={}).selection.max_attempts == 3
