@@ -20,7 +20,10 @@ __all__ = [
     "ratelimit_headers",
     "rfc3339",
     "sse_event",
+    "stream_end",
+    "stream_error",
     "stream_events",
+    "text_delta",
 ]
 
 _JSON = "application/json"
