@@ -100,11 +100,13 @@ async def test_the_breaker_opens_after_five_failures_and_the_account_gets_nothin
     _fault(world, "error", status=500)
     bad = world.account_ids["acct-1"]
     async with world.open_pool() as pool:
-        for _ in range(12):
-            await pool.delegate(REQ.model_copy(update={"strategy": "priority"}))
+        # round robin starts every request on the account after the last one chosen: acct-1 is
+        # tried first by every request until its breaker opens
+        for _ in range(8):
+            await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"}))
         sent_when_open = world.sim.stats().key("acct-1")["received"]
         for _ in range(10):
-            result = await pool.delegate(REQ.model_copy(update={"strategy": "priority"}))
+            result = await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"}))
             assert result.account_id == world.account_ids["acct-2"]
         view = (await pool.breaker.states([bad]))[bad]
     assert view.state.value == "open"
