@@ -10,6 +10,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from claude_pool.token_estimate import BASE_INPUT_TOKENS, CHARS_PER_TOKEN, estimate_input_tokens
+
 __all__ = [
     "BASE_INPUT_TOKENS",
     "CHARS_PER_TOKEN",
@@ -18,51 +20,16 @@ __all__ = [
     "output_tokens_for",
 ]
 
-#: Fixed overhead charged to every request (role markers and the like on the real service).
-BASE_INPUT_TOKENS = 8
-#: English text averages close to four characters per token on Claude models.
-CHARS_PER_TOKEN = 4
-
 # 80 characters, a multiple of CHARS_PER_TOKEN, so a slice of 4*n characters is exactly n tokens when
 # fed back as input. Built once: slicing a long string is far cheaper than generating text per request.
 _PHRASE = "the quick brown fox jumps over the lazy dog while the simulator counts tokens ok "
 _FILLER = _PHRASE * (4 * 131_072 // len(_PHRASE) + 1)
 
 
-def _text_len(value: Any) -> int:
-    """UTF-8 byte length of every text found in a content value (string or list of blocks)."""
-    if isinstance(value, str):
-        return len(value) if value.isascii() else len(value.encode("utf-8"))
-    if not isinstance(value, list):
-        return 0
-    total = 0
-    for block in value:
-        if isinstance(block, str):
-            total += _text_len(block)
-        elif isinstance(block, Mapping):
-            # text blocks carry "text"; tool_result blocks nest their own "content".
-            total += _text_len(block.get("text"))
-            total += _text_len(block.get("content"))
-            if block.get("type") == "tool_use":
-                total += len(str(block.get("input", "")))
-    return total
-
-
 def count_input_tokens(body: Mapping[str, Any]) -> int:
-    """Input tokens of a Messages request: ``8 + ceil(utf8_bytes(all text in system + messages) / 4)``.
-
-    "All text" is the ``system`` string or its text blocks, and every message's string content or the
-    ``text`` of its blocks (tool_result content included, tool_use input as its string form).
-    Images, tools and metadata cost nothing here. The pool may call this as its estimator: on the
-    simulator it is exact.
-    """
-    size = _text_len(body.get("system"))
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for message in messages:
-            if isinstance(message, Mapping):
-                size += _text_len(message.get("content"))
-    return BASE_INPUT_TOKENS + -(-size // CHARS_PER_TOKEN)
+    """Input tokens the simulator charges for a Messages request: exactly the pool's estimate
+    (:func:`claude_pool.token_estimate.estimate_input_tokens`), so tests can predict every cost."""
+    return estimate_input_tokens(body)
 
 
 def output_tokens_for(
