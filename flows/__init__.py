@@ -1,0 +1,9 @@
+"""Prefect flows: compositions of the tasks in claude_pool_tasks, nothing else.
+
+``prefect.yaml`` points at these files (``flows/delegation.py:delegate`` ...); the package is also
+installed as ``claude_pool_flows`` so the Python API is ``from claude_pool_flows import delegate``.
+"""
+
+from claude_pool_flows.delegation import delegate
+
+__all__ = ["delegate"]
