@@ -124,11 +124,15 @@ class QuotaAlert(SQLModel, table=True):
     limit: float
     fraction: float
     created_at: datetime = _ts(index=True)
-    sent_at: datetime | None = _ts(nullable=True)
+    sent_at: datetime | None = _ts(nullable=True, index=True)
     send_attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
     slack_channel: str | None = Field(default=None, max_length=100)
     slack_ts: str | None = Field(default=None, max_length=64)
+    # A sweep claims a row (a lease) before sending it, so that two sweeps never send it twice;
+    # a claim whose sweep died expires and the row is sent by a later one (migration 0002).
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = _ts(nullable=True)
 
 
 class OrchestratorExecution(SQLModel, table=True):
