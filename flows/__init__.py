@@ -4,6 +4,7 @@
 installed as ``claude_pool_flows`` so the Python API is ``from claude_pool_flows import delegate``.
 """
 
+from claude_pool_flows.batch import delegate_batch
 from claude_pool_flows.delegation import delegate
 
-__all__ = ["delegate"]
+__all__ = ["delegate", "delegate_batch"]

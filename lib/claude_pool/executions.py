@@ -34,10 +34,11 @@ class ExecutionStore:
         self.db = db
 
     def start(
-        self, request: DelegationRequest, *, flow_run_id: str | None = None
+        self, request: DelegationRequest, *, flow_run_id: str | None = None, running: bool = False
     ) -> tuple[OrchestratorExecution, bool]:
-        """The execution for ``request``: a new pending row, or (``created`` False) the row already
-        made for the same organization and idempotency key."""
+        """The execution for ``request``: a new pending row (``running`` at once when the call
+        follows immediately), or (``created`` False) the row already made for the same
+        organization and idempotency key."""
         if request.idempotency_key:
             existing = self.find_by_idempotency_key(request.organization_id, request.idempotency_key)
             if existing is not None:
@@ -52,6 +53,9 @@ class ExecutionStore:
             request_json=redact(request.model_dump_json(exclude={"deadline"})),
             flow_run_id=flow_run_id,
         )
+        if running:
+            row.status = ExecutionStatus.RUNNING
+            row.started_at = row.heartbeat_at = utcnow()
         try:
             with self.db.session() as session:
                 session.add(row)
