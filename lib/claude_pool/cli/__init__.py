@@ -16,6 +16,7 @@ _COMMANDS: dict[str, str] = {
     "keys": "claude_pool.cli.keys_cmd:keys",
     "accounts": "claude_pool.cli.accounts_cmd:accounts",
     "simulate": "claude_pool.cli.simulate_cmd:simulate",
+    "serve": "claude_pool.cli.serve_cmd:serve",
 }
 
 

@@ -1,0 +1,100 @@
+"""The HTTP API's application factory.
+
+    app = create_app(Runtime.from_env())     # what ``claude-pool serve`` runs under uvicorn
+
+The pool, the event bus and the Slack notifier are opened in the app's lifespan, on the server's
+own event loop, and closed after running executions had a chance to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+
+from claude_pool.event_publisher import EventPublisher
+from claude_pool.events import EventBus, open_event_bus
+from claude_pool.executions import ExecutionStore
+from claude_pool.http import admin, events_sse, execute, health
+from claude_pool.http.auth import ApiTokens, AuthMiddleware, Principal, current_principal
+from claude_pool.http.context import ApiContext
+from claude_pool.http.errors import install_error_handlers
+from claude_pool.pool import Pool
+from claude_pool.runtime import Runtime
+from claude_pool.slack import SlackNotifier
+
+__all__ = ["API_VERSION", "create_app"]
+
+API_VERSION = "1.0.0"
+logger = logging.getLogger("claude_pool.http")
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    tokens: ApiTokens | None = None,
+    bus: EventBus | None = None,
+    slack: SlackNotifier | None = None,
+    heartbeat_seconds: float = 15.0,
+    sse_queue_size: int = 1000,
+    drain_seconds: float = 10.0,
+) -> FastAPI:
+    """``tokens`` default to ``CLAUDE_POOL_API_TOKENS``; ``bus`` to Redis when ``REDIS_URL`` is set,
+    else in-process. A bus or notifier given here is the caller's to close."""
+    tokens = ApiTokens.from_env() if tokens is None else tokens
+    if not len(tokens):
+        logger.warning("no API tokens configured (CLAUDE_POOL_API_TOKENS): every route but /health answers 401")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        event_bus = bus or open_event_bus(runtime.settings)
+        publisher = EventPublisher(event_bus)
+        pool = Pool.open(runtime, listeners=[publisher], breaker_listeners=[publisher])
+        # The publisher names the organization of a breaker transition from the pool's directory.
+        publisher.directory = pool.directory
+        notifier = slack or SlackNotifier(runtime.settings)
+        ctx = ApiContext(
+            runtime=runtime,
+            pool=pool,
+            bus=event_bus,
+            slack=notifier,
+            executions=ExecutionStore(runtime.db),
+            heartbeat_seconds=heartbeat_seconds,
+            sse_queue_size=sse_queue_size,
+        )
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            await ctx.drain(drain_seconds)
+            await pool.aclose()
+            if bus is None:
+                await event_bus.aclose()
+            if slack is None:
+                await notifier.aclose()
+
+    app = FastAPI(
+        title="claude-pool",
+        version=API_VERSION,
+        description="Pool Anthropic API accounts: admin API, execute endpoint, event stream, health.",
+        lifespan=lifespan,
+        # The schema is served below, behind a token like every route but /health.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.add_middleware(AuthMiddleware, tokens=tokens)
+    for module in (admin, execute, events_sse, health):
+        app.include_router(module.router)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(_caller: Annotated[Principal, Depends(current_principal)]) -> JSONResponse:
+        schema: dict[str, Any] = app.openapi()
+        return JSONResponse(schema)
+
+    return app

@@ -1,0 +1,173 @@
+"""Every error the API answers is ``{"error": {"type", "message", "field"?}}`` with the right status.
+
+The library's exception tree maps onto HTTP once, here. Messages pass through :func:`redact`
+(an upstream error may quote foreign text), and nothing answers with a traceback: an unexpected
+exception is logged and answered as a short, generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from claude_pool.errors import (
+    BackendUnavailable,
+    CallerRequestError,
+    ClaudePoolError,
+    DeadlineExceeded,
+    InvalidInput,
+    NoAccountAvailable,
+    NotFound,
+    StorageError,
+    UpstreamError,
+)
+from claude_pool.http.schemas import camel
+from claude_pool.redaction import redact
+
+__all__ = ["ApiError", "error_response", "install_error_handlers", "status_for"]
+
+logger = logging.getLogger("claude_pool.http")
+
+_HTTP_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    """An error the HTTP layer itself decides (auth, scope), with its status and type."""
+
+    def __init__(
+        self, status: int, type: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.type = type
+        self.message = message
+        self.field = field
+        self.headers = headers
+        super().__init__(message)
+
+
+def error_response(
+    status: int,
+    type: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    detail: dict[str, Any] = {"type": type, "message": redact(message)}
+    if field is not None:
+        detail["field"] = field
+    detail.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+
+def status_for(exc: ClaudePoolError) -> tuple[int, str]:
+    """The HTTP status and error type of a library error."""
+    if isinstance(exc, InvalidInput):
+        return 422, "invalid_input"
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
+    if isinstance(exc, NoAccountAvailable):
+        return 503, "no_account_available"
+    if isinstance(exc, CallerRequestError):
+        # The request itself is wrong upstream: the caller gets Anthropic's verdict, not a 502.
+        status = exc.status_code if exc.status_code in (400, 404, 413) else 400
+        return status, "invalid_request"
+    if isinstance(exc, UpstreamError):
+        return 502, "upstream_error"
+    if isinstance(exc, BackendUnavailable):
+        return 503, "backend_unavailable"
+    if isinstance(exc, StorageError):
+        return 503, "storage_unavailable"
+    if isinstance(exc, DeadlineExceeded):
+        return 504, "deadline_exceeded"
+    return 503, "unavailable"
+
+
+def library_error_response(exc: ClaudePoolError, *, execution_id: str | None = None) -> JSONResponse:
+    status, type_ = status_for(exc)
+    field = camel(exc.field) if isinstance(exc, InvalidInput) else None
+    message = str(exc)
+    reasons = None
+    if isinstance(exc, NoAccountAvailable):
+        reasons = [
+            {
+                "accountId": r.account_id,
+                "accountName": r.name,
+                "reason": redact(r.reason),
+                "until": r.until.isoformat() if r.until else None,
+            }
+            for r in exc.reasons
+        ]
+    if isinstance(exc, InvalidInput):
+        message = f"{field}: {exc.problem}" + (f" ({exc.fix})" if exc.fix else "")
+    if status >= 500 and not isinstance(exc, NoAccountAvailable | UpstreamError):
+        logger.warning("request failed: %s", exc)
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return error_response(
+        status, type_, message, field=field, headers=headers, reasons=reasons, executionId=execution_id
+    )
+
+
+def _validation_field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+async def _on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    # Never echo ``input``: it may be a key pasted into the wrong field.
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "value_error"}
+    field = _validation_field(tuple(first.get("loc", ())))
+    msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        msg = "is required"
+    elif first.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    elif first.get("type") == "json_invalid":
+        field, msg = "body", "the body is not valid JSON"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return error_response(422, "invalid_input", f"{field}: {msg}{more}", field=field)
+
+
+async def _on_api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc.status, exc.type, exc.message, field=exc.field, headers=exc.headers)
+
+
+async def _on_library_error(_request: Request, exc: ClaudePoolError) -> JSONResponse:
+    return library_error_response(exc)
+
+
+async def _on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else type_
+    return error_response(exc.status_code, type_, message, headers=getattr(exc, "headers", None))
+
+
+async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unexpected error: %s: %s", type(exc).__name__, redact(str(exc)), exc_info=exc)
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(ApiError, _on_api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClaudePoolError, _on_library_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _on_unexpected)

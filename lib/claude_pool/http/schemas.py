@@ -1,0 +1,257 @@
+"""The HTTP API's bodies: camelCase JSON as the original system spoke it, snake_case inside.
+
+Request models only check shapes and bounds the database can hold; the domain rules (key format,
+tiers, names) stay in the library, which names the field it refuses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from claude_pool.config import Strategy
+
+__all__ = [
+    "AccountCreateBody",
+    "AccountOut",
+    "AccountUpdateBody",
+    "BreakerOut",
+    "CapacityOut",
+    "ErrorBody",
+    "ErrorDetail",
+    "ExecuteBody",
+    "ExecutionOut",
+    "LimitsOut",
+    "MessageIn",
+    "QuotaAlertOut",
+    "RotateKeyBody",
+    "UsageOut",
+    "camel",
+]
+
+# Bounds the database columns hold (BIGINT, and what SQLite accepts), so that an absurd number is a
+# 422 naming its field rather than a storage error.
+_BIG = 2**53
+
+
+def camel(field: str) -> str:
+    """``organization_id`` -> ``organizationId``: how a library field is named to HTTP callers."""
+    return ".".join(to_camel(part) for part in field.split("."))
+
+
+def _find_unencodable(value: Any, path: str = "") -> str | None:
+    """The path of the first string that cannot be stored (a lone surrogate, a NUL), if any."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_unencodable(key, path) or _find_unencodable(item, f"{path}.{key}".lstrip("."))
+            if found:
+                return found
+    if isinstance(value, list):
+        for n, item in enumerate(value):
+            found = _find_unencodable(item, f"{path}.{n}".lstrip("."))
+            if found:
+                return found
+    return None
+
+
+def _no_control(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_no_control)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        # PostgreSQL refuses NUL and every driver refuses lone surrogates: say so up front.
+        found = _find_unencodable(data)
+        if found is not None:
+            raise ValueError(f"{found}: text must be valid UTF-8 without NUL characters")
+        return data
+
+
+class _LimitsBody(_Body):
+    requests_per_minute: int | None = Field(default=None, gt=0, le=10_000_000)
+    input_tokens_per_minute: int | None = Field(default=None, gt=0, le=10_000_000_000)
+    output_tokens_per_minute: int | None = Field(default=None, gt=0, le=10_000_000_000)
+    daily_token_budget: int | None = Field(default=None, gt=0, le=_BIG)
+    monthly_token_budget: int | None = Field(default=None, gt=0, le=_BIG)
+    monthly_spend_budget_usd: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False)
+    max_in_flight: int | None = Field(default=None, gt=0, le=100_000)
+    capacity_group: str | None = Field(default=None, max_length=64)
+
+
+class AccountCreateBody(_LimitsBody):
+    organization_id: str = Field(max_length=64)
+    name: str = Field(max_length=100)
+    api_key: str = Field(max_length=400, repr=False)
+    tier: str = Field(max_length=32)
+    priority: int | None = Field(default=None, ge=0, le=1_000_000)
+    weight: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class AccountUpdateBody(_LimitsBody):
+    """Only the fields given change; ``null`` clears a limit override or the capacity group."""
+
+    name: str | None = Field(default=None, max_length=100)
+    tier: str | None = Field(default=None, max_length=32)
+    priority: int | None = Field(default=None, ge=0, le=1_000_000)
+    weight: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _required_not_null(self) -> AccountUpdateBody:
+        # These columns always hold a value: null cannot mean "clear" for them.
+        for field in ("name", "tier", "priority", "weight"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{camel(field)} cannot be null; leave it out to keep it")
+        return self
+
+
+class RotateKeyBody(_Body):
+    api_key: str = Field(max_length=400, repr=False)
+
+
+class MessageIn(_Body):
+    role: str = Field(max_length=16)
+    content: str | list[dict[str, Any]]
+
+
+class ExecuteBody(_Body):
+    organization_id: str = Field(max_length=64)
+    user_id: PlainText | None = Field(default=None, max_length=200)
+    message: str | None = None
+    messages: list[MessageIn] | None = None
+    model: PlainText | None = Field(default=None, max_length=100)
+    max_tokens: int | None = Field(default=None, ge=1, le=128_000)
+    system: str | None = None
+    strategy: Strategy | None = None
+    wait: bool = True
+    idempotency_key: PlainText | None = Field(default=None, min_length=1, max_length=200)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class LimitsOut(_Out):
+    requests_per_minute: int
+    input_tokens_per_minute: int
+    output_tokens_per_minute: int
+    daily_token_budget: int | None = None
+    monthly_token_budget: int | None = None
+    monthly_spend_budget_usd: float | None = None
+    max_in_flight: int | None = None
+
+
+class BreakerOut(_Out):
+    state: str
+    consecutive_failures: int
+    open_until: datetime | None
+    trips: int
+
+
+class CapacityOut(_Out):
+    bucket_id: str
+    headroom: float
+    requests_remaining: float
+    input_tokens_remaining: float
+    output_tokens_remaining: float
+    in_flight: int
+    cooling_down_until: datetime | None
+
+
+class AccountOut(_Out):
+    """An account as the API shows it: the key only as its hint, with live breaker and headroom."""
+
+    id: str
+    organization_id: str
+    name: str
+    api_key_hint: str
+    tier: str
+    status: str
+    status_reason: str | None
+    status_until: datetime | None
+    priority: int
+    weight: int
+    capacity_group: str | None
+    limits: LimitsOut
+    limit_overrides: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    key_rotated_at: datetime | None
+    breaker: BreakerOut | None = None
+    capacity: CapacityOut | None = None
+
+
+class QuotaAlertOut(_Out):
+    id: int
+    account_id: str
+    organization_id: str
+    metric: str
+    threshold: float
+    kind: str
+    window: str
+    observed: float
+    limit: float
+    fraction: float
+    created_at: datetime
+    sent_at: datetime | None
+    send_attempts: int
+    last_error: str | None
+    slack_channel: str | None
+
+
+class UsageOut(_Out):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+class ErrorDetail(_Out):
+    type: str
+    message: str
+    field: str | None = None
+    reasons: list[dict[str, Any]] | None = None
+    execution_id: str | None = None
+
+
+class ErrorBody(_Out):
+    error: ErrorDetail
+
+
+class ExecutionOut(_Out):
+    execution_id: str
+    organization_id: str
+    user_id: str | None
+    idempotency_key: str | None
+    status: str
+    model: str
+    text: str | None
+    stop_reason: str | None
+    account_id: str | None
+    account_name: str | None
+    usage: UsageOut
+    attempts: int
+    attempt_details: list[dict[str, Any]]
+    latency_ms: float | None
+    upstream_request_id: str | None
+    error: ErrorDetail | None
+    created_at: datetime
+    finished_at: datetime | None
