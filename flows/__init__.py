@@ -6,5 +6,7 @@ installed as ``claude_pool_flows`` so the Python API is ``from claude_pool_flows
 
 from claude_pool_flows.batch import delegate_batch
 from claude_pool_flows.delegation import delegate
+from claude_pool_flows.maintenance import capacity_sync, health_check
+from claude_pool_flows.quota import quota_sweep
 
-__all__ = ["delegate", "delegate_batch"]
+__all__ = ["capacity_sync", "delegate", "delegate_batch", "health_check", "quota_sweep"]

@@ -60,6 +60,16 @@ class UpstreamClient:
             message.model_dump(mode="json"), dict(raw.headers), raw.headers.get("request-id")
         )
 
+    async def count_tokens(self, api_key: str, body: Mapping[str, Any], *, timeout: float = 30.0) -> int:
+        """A cheap authenticated call (token counting is not rate limited like messages)."""
+        client = self._base.with_options(api_key=api_key, timeout=timeout)
+        reply = await client.messages.count_tokens(
+            model=body["model"],
+            messages=body["messages"],
+            **({"system": body["system"]} if "system" in body else {}),
+        )
+        return int(reply.input_tokens)
+
     async def stream(
         self,
         api_key: str,

@@ -1,0 +1,27 @@
+"""``quota_sweep``: evaluate every threshold, raise each alert once, send what is unsent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from claude_pool_tasks.quota import (
+    evaluate_quotas,
+    observe_budgets,
+    observe_per_minute_usage,
+    send_unsent_alerts,
+)
+
+__all__ = ["quota_sweep"]
+
+
+@flow(name="quota-sweep")
+async def quota_sweep() -> dict[str, Any]:
+    """Alerts at the configured thresholds (80/95/100 % by default) of every limit and budget, each
+    raised once per window across any number of concurrent sweeps; unsent ones go to Slack, and
+    an alert Slack could not take stays unsent for the next sweep: none is lost."""
+    observations = await observe_per_minute_usage() + observe_budgets()
+    raised = await evaluate_quotas(observations)
+    report = await send_unsent_alerts()
+    return {"observations": len(observations), "alerts_raised": raised, **report}

@@ -1,0 +1,83 @@
+"""Capacity sync steps: snapshot the live view, publish it, reclaim dead workers' leases."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from claude_pool.capacity_sync import read_usage_report, snapshot_pool, store_snapshot
+from claude_pool.executions import ExecutionStore
+from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
+
+__all__ = [
+    "publish_capacity_table",
+    "reap_stale_executions",
+    "reclaim_expired_leases",
+    "snapshot_capacity",
+    "usage_report",
+]
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
+async def snapshot_capacity() -> list[dict[str, Any]]:
+    """Each account's live usage and headroom, written to ``capacity_snapshots``."""
+    async with open_pool(events=False) as pool:
+        rows = await snapshot_pool(pool)
+    await asyncio.to_thread(store_snapshot, runtime().db, rows)
+    return [r.as_dict() for r in rows]
+
+
+def _fmt_until(epoch: float | None) -> str:
+    if not epoch or epoch <= datetime.now(UTC).timestamp():
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+@task(cache_policy=NO_CACHE)
+async def publish_capacity_table(rows: list[dict[str, Any]], usage: dict[str, Any] | None) -> None:
+    """The Prefect UI's view of the pool: one row per account."""
+    table = [
+        {
+            "account": r["account_name"],
+            "organization": r["organization_id"],
+            "status": r["status"],
+            "breaker": r["breaker_state"],
+            "headroom": f"{r['headroom']:.0%}",
+            "requests left": f"{r['requests_remaining']:.0f}/{r['requests_limit']}",
+            "input tokens left": f"{r['input_tokens_remaining']:.0f}/{r['input_tokens_limit']}",
+            "output tokens left": f"{r['output_tokens_remaining']:.0f}/{r['output_tokens_limit']}",
+            "in flight": r["in_flight"],
+            "cooling down until": _fmt_until(r["cooldown_until"]),
+        }
+        for r in rows
+    ]
+    description = f"{len(rows)} accounts at {datetime.now(UTC).isoformat(timespec='seconds')}"
+    if usage is not None:
+        description += f"; Admin API usage report covers {len(usage)} keys"
+    await acreate_table_artifact(table, key="pool-capacity", description=description)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
+async def reclaim_expired_leases() -> int:
+    async with open_pool(events=False) as pool:
+        return await pool.capacity.reclaim_expired()
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
+def reap_stale_executions() -> int:
+    """Executions whose worker died (no sign of life for longer than a lease) end as crashed."""
+    rt = runtime()
+    return ExecutionStore(rt.db).reap_stale(
+        older_than=timedelta(seconds=rt.config.capacity.lease_timeout_seconds)
+    )
+
+
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+async def usage_report() -> dict[str, Any] | None:
+    """The Admin API's usage per key over the last hour, when ANTHROPIC_ADMIN_API_KEY is set."""
+    return await read_usage_report(runtime().settings)
