@@ -20,7 +20,9 @@ from .conftest import CANARY_KEY, OTHER_KEY, QuotaWorld, slack_settings
 
 
 def _raise(world: QuotaWorld, *fractions: float) -> list[QuotaAlert]:
-    observations = [world.observation(f, window=f"2026-11-26T09:{40 + i:02d}") for i, f in enumerate(fractions)]
+    observations = [
+        world.observation(f, window=f"2026-11-26T09:{40 + i:02d}") for i, f in enumerate(fractions)
+    ]
     return QuotaEvaluator(world.db, world.config).evaluate(observations)
 
 
@@ -126,7 +128,9 @@ async def test_without_a_token_alerts_are_stored_and_logged_not_sent(
     assert len(alert_lines) == len(alerts) == 2
 
 
-async def test_a_refused_message_is_recorded_redacted_and_kept(world: QuotaWorld, slack_sim: RunningSlackSimulator) -> None:
+async def test_a_refused_message_is_recorded_redacted_and_kept(
+    world: QuotaWorld, slack_sim: RunningSlackSimulator
+) -> None:
     _raise(world, 0.85)
     slack_sim.revoke(slack_sim.token)
     async with SlackNotifier(slack_settings(slack_sim)) as notifier:
@@ -142,14 +146,20 @@ async def test_an_expired_claim_is_taken_over_and_a_live_one_is_respected(
     [alert] = _raise(world, 0.85)
     table = QuotaAlert.__table__  # type: ignore[attr-defined]
     with world.db.engine.begin() as conn:
-        conn.execute(sa.update(table).where(table.c.id == alert.id).values(
-            claimed_by="crashed-worker", claimed_until=utcnow() + timedelta(minutes=5)))
+        conn.execute(
+            sa.update(table)
+            .where(table.c.id == alert.id)
+            .values(claimed_by="crashed-worker", claimed_until=utcnow() + timedelta(minutes=5))
+        )
     async with SlackNotifier(slack_settings(slack_sim)) as notifier:
         report = await AlertOutbox(world.db, notifier).send_unsent()
         assert report.sent == 0 and len(slack_sim.messages) == 0
         with world.db.engine.begin() as conn:
-            conn.execute(sa.update(table).where(table.c.id == alert.id).values(
-                claimed_until=utcnow() - timedelta(seconds=1)))
+            conn.execute(
+                sa.update(table)
+                .where(table.c.id == alert.id)
+                .values(claimed_until=utcnow() - timedelta(seconds=1))
+            )
         assert (await AlertOutbox(world.db, notifier).send_unsent()).sent == 1
     assert len(slack_sim.messages) == 1
 
@@ -158,7 +168,9 @@ async def test_messages_respect_block_kit_limits_and_carry_no_key(
     world: QuotaWorld, slack_sim_factory: object
 ) -> None:
     sim: RunningSlackSimulator = slack_sim_factory(rate_per_channel=100, burst=100)  # type: ignore[operator]
-    world.accounts.update(world.primary.id, {"name": "x" * 30 + " sk-ant-api03-CANARYinName12345 " + "y" * 36})
+    world.accounts.update(
+        world.primary.id, {"name": "x" * 30 + " sk-ant-api03-CANARYinName12345 " + "y" * 36}
+    )
     evaluator = QuotaEvaluator(world.db, world.config)
     evaluator.evaluate([world.observation(1.0)])
     evaluator.evaluate([world.observation(0.1, window="2026-11-26T09:42")])  # recovery

@@ -41,7 +41,9 @@ def _rows(db: Database) -> int:
     ("fraction", "expected"),
     [(0.5, []), (0.85, [0.8]), (0.97, [0.8, 0.95]), (1.0, [0.8, 0.95, 1.0]), (1.3, [0.8, 0.95, 1.0])],
 )
-def test_every_threshold_crossed_raises_its_own_alert(world: QuotaWorld, fraction: float, expected: list[float]) -> None:
+def test_every_threshold_crossed_raises_its_own_alert(
+    world: QuotaWorld, fraction: float, expected: list[float]
+) -> None:
     evaluator = QuotaEvaluator(world.db, world.config)
     assert _thresholds(evaluator.evaluate([world.observation(fraction)])) == expected
     assert _rows(world.db) == len(expected)
@@ -68,8 +70,11 @@ def test_a_new_window_or_another_metric_or_account_raises_again(world: QuotaWorl
 
 
 def test_five_concurrent_evaluators_in_threads_raise_each_alert_once(world: QuotaWorld) -> None:
-    observations = [world.observation(1.0), world.observation(0.97, account=world.secondary),
-                    world.observation(0.9, metric="output_tokens_per_minute")]
+    observations = [
+        world.observation(1.0),
+        world.observation(0.97, account=world.secondary),
+        world.observation(0.9, metric="output_tokens_per_minute"),
+    ]
     results: list[list[QuotaAlert]] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(5)
@@ -80,7 +85,7 @@ def test_five_concurrent_evaluators_in_threads_raise_each_alert_once(world: Quot
         try:
             barrier.wait()
             results.append(QuotaEvaluator(db, world.config).evaluate(observations))
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             db.dispose()
@@ -117,8 +122,10 @@ def test_each_alert_is_logged_once_with_account_metric_threshold_and_usage(
     evaluator.evaluate([world.observation(0.97, account=world.secondary)])
     lines = [r.getMessage() for r in caplog.records if r.name == "claude_pool.quota"]
     assert len(lines) == 2
-    assert any("team-b-secondary" in line and "requests_per_minute" in line and "95%" in line
-               and "970/1000" in line for line in lines)
+    assert any(
+        "team-b-secondary" in line and "requests_per_minute" in line and "95%" in line and "970/1000" in line
+        for line in lines
+    )
 
 
 def test_recovery_is_announced_once_after_an_alert(world: QuotaWorld) -> None:
@@ -154,7 +161,9 @@ def test_windows_are_utc_minutes_days_and_months() -> None:
     assert window_for("daily_token_budget", at) == "2026-12-31"
     assert window_for("monthly_token_budget", at) == "2026-12"
     assert window_bounds("monthly_token_budget", "2026-12") == (
-        datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
     assert previous_window("requests_per_minute", "2026-11-26T00:00") == "2026-11-25T23:59"
     assert previous_window("daily_token_budget", "2026-03-01") == "2026-02-28"
     assert previous_window("monthly_token_budget", "2026-01") == "2025-12"
@@ -165,8 +174,17 @@ def test_observations_from_views_use_what_is_left_now(world: QuotaWorld) -> None
     at = datetime(2026, 11, 26, 9, 41, 12, tzinfo=UTC).timestamp()
     limits = BucketLimits(rpm=100, itpm=10_000, otpm=1_000)
     views = [
-        BucketView(world.primary.id, "group:org1", limits, requests=3, input_tokens=10_000,
-                   output_tokens=-50, cooldown_until=None, in_flight=0, observed_at=at),
+        BucketView(
+            world.primary.id,
+            "group:org1",
+            limits,
+            requests=3,
+            input_tokens=10_000,
+            output_tokens=-50,
+            cooldown_until=None,
+            in_flight=0,
+            observed_at=at,
+        ),
         BucketView("not-an-account-of-ours", "x", limits, 0, 0, 0, None, 0, at),
     ]
     observations = {o.metric: o for o in observations_from_views(views, [world.primary])}
@@ -179,13 +197,17 @@ def test_observations_from_views_use_what_is_left_now(world: QuotaWorld) -> None
 
 
 async def test_observations_from_a_live_capacity_store(world: QuotaWorld, tmp_path: Path) -> None:
-    world.accounts.update(world.secondary.id, {"requests_per_minute": 100, "input_tokens_per_minute": 10_000,
-                                               "output_tokens_per_minute": 1_000})
+    world.accounts.update(
+        world.secondary.id,
+        {"requests_per_minute": 100, "input_tokens_per_minute": 10_000, "output_tokens_per_minute": 1_000},
+    )
     now = datetime(2026, 11, 26, 9, 41, 30, tzinfo=UTC).timestamp()
     directory = AccountDirectory(world.db, world.config)
     accounts = [a for a in await directory.all() if a.id == world.secondary.id]
     async with EmbeddedCapacityStore(tmp_path / "capacity.db", clock=lambda: now) as store:
-        selection = await store.acquire([a.candidate for a in accounts], Demand(input_tokens=9_700, output_tokens=10))
+        selection = await store.acquire(
+            [a.candidate for a in accounts], Demand(input_tokens=9_700, output_tokens=10)
+        )
         assert selection.reservation is not None
         views = await store.view([a.candidate for a in accounts])
     alerts = QuotaEvaluator(world.db, world.config).evaluate(observations_from_views(views, accounts))
@@ -195,11 +217,23 @@ async def test_observations_from_a_live_capacity_store(world: QuotaWorld, tmp_pa
     ]
 
 
-def _execution(world: QuotaWorld, account_id: str, tokens: tuple[int, int], finished: datetime,
-               status: str = ExecutionStatus.SUCCEEDED) -> OrchestratorExecution:
+def _execution(
+    world: QuotaWorld,
+    account_id: str,
+    tokens: tuple[int, int],
+    finished: datetime,
+    status: str = ExecutionStatus.SUCCEEDED,
+) -> OrchestratorExecution:
     return OrchestratorExecution(
-        organization_id="org-a", model="claude-x", max_tokens=100, request_json="{}", account_id=account_id,
-        status=status, input_tokens=tokens[0], output_tokens=tokens[1], created_at=finished - timedelta(seconds=5),
+        organization_id="org-a",
+        model="claude-x",
+        max_tokens=100,
+        request_json="{}",
+        account_id=account_id,
+        status=status,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        created_at=finished - timedelta(seconds=5),
         finished_at=finished,
     )
 
@@ -209,12 +243,14 @@ def test_budgets_sum_succeeded_executions_in_the_window(world: QuotaWorld) -> No
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     with world.db.session() as session:
         for row in [
-            _execution(world, world.primary.id, (600, 300), now - timedelta(hours=1)),          # today
-            _execution(world, world.primary.id, (50, 50), now - timedelta(hours=2)),            # today
-            _execution(world, world.primary.id, (5_000, 0), now - timedelta(days=3)),           # this month
-            _execution(world, world.primary.id, (9_999, 0), datetime(2026, 10, 31, 23, tzinfo=UTC)),  # last month
+            _execution(world, world.primary.id, (600, 300), now - timedelta(hours=1)),  # today
+            _execution(world, world.primary.id, (50, 50), now - timedelta(hours=2)),  # today
+            _execution(world, world.primary.id, (5_000, 0), now - timedelta(days=3)),  # this month
+            _execution(
+                world, world.primary.id, (9_999, 0), datetime(2026, 10, 31, 23, tzinfo=UTC)
+            ),  # last month
             _execution(world, world.primary.id, (9_999, 0), now, status=ExecutionStatus.FAILED),
-            _execution(world, world.secondary.id, (9_999, 0), now),                             # no budget
+            _execution(world, world.secondary.id, (9_999, 0), now),  # no budget
         ]:
             session.add(row)
     observations = {o.metric: o for o in budget_observations(world.db, world.config, now=now)}
@@ -224,20 +260,30 @@ def test_budgets_sum_succeeded_executions_in_the_window(world: QuotaWorld) -> No
     assert (monthly.observed, monthly.limit, monthly.window) == (6_000, 10_000, "2026-11")
     alerts = QuotaEvaluator(world.db, world.config).evaluate(observations.values())
     assert sorted((a.metric, a.threshold) for a in alerts) == [
-        ("daily_token_budget", 0.8), ("daily_token_budget", 0.95), ("daily_token_budget", 1.0)]
+        ("daily_token_budget", 0.8),
+        ("daily_token_budget", 0.95),
+        ("daily_token_budget", 1.0),
+    ]
     # The next day starts from zero: yesterday's budget alert is announced as recovered.
     tomorrow = budget_observations(world.db, world.config, now=now + timedelta(days=1))
     recovered = QuotaEvaluator(world.db, world.config).evaluate(tomorrow)
-    assert [(a.kind, a.metric, a.window) for a in recovered] == [("recovery", "daily_token_budget", "2026-11-26")]
+    assert [(a.kind, a.metric, a.window) for a in recovered] == [
+        ("recovery", "daily_token_budget", "2026-11-26")
+    ]
 
 
 def test_tier_budgets_apply_to_every_account_of_the_tier(world: QuotaWorld) -> None:
     from claude_pool.config import Limits, PoolConfig
 
     tiers = dict(world.config.tiers)
-    tiers["pro"] = Limits(requests_per_minute=10, input_tokens_per_minute=10, output_tokens_per_minute=10,
-                          daily_token_budget=500)
+    tiers["pro"] = Limits(
+        requests_per_minute=10,
+        input_tokens_per_minute=10,
+        output_tokens_per_minute=10,
+        daily_token_budget=500,
+    )
     config = PoolConfig(tiers=tiers)
     observations = budget_observations(world.db, config, now=datetime(2026, 11, 26, tzinfo=UTC))
     assert sorted((o.account_id, o.metric, o.observed) for o in observations) == sorted(
-        [(world.primary.id, "daily_token_budget", 0.0), (world.secondary.id, "daily_token_budget", 0.0)])
+        [(world.primary.id, "daily_token_budget", 0.0), (world.secondary.id, "daily_token_budget", 0.0)]
+    )

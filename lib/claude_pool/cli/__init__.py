@@ -17,6 +17,7 @@ _COMMANDS: dict[str, str] = {
     "accounts": "claude_pool.cli.accounts_cmd:accounts",
     "simulate": "claude_pool.cli.simulate_cmd:simulate",
     "serve": "claude_pool.cli.serve_cmd:serve",
+    "alerts": "claude_pool.cli.alerts_cmd:alerts",
 }
 
 
