@@ -20,7 +20,7 @@ from claude_pool.accounts import AccountService
 from claude_pool.breaker import BreakerListener, CircuitBreaker, LoggingListener, Permit, open_breaker_store
 from claude_pool.breaker_history import BreakerHistoryListener
 from claude_pool.capacity import CapacityStore, Demand, RateLimitSnapshot, Usage, open_capacity_store
-from claude_pool.classify import BreakerEffect, ErrorPolicy, Outcome, Retry
+from claude_pool.classify import BreakerEffect, ErrorPolicy, Outcome, OutcomeKind, Retry
 from claude_pool.config import PoolConfig, Strategy
 from claude_pool.delegation import AttemptRecord, DelegationRequest, DelegationResult, TokenUsage
 from claude_pool.directory import AccountDirectory, PoolAccount
@@ -130,6 +130,8 @@ class Pool:
                 outcome, reply, attempt = await self._call(
                     request, body, account, reservation, permit, on_text
                 )
+            except DeadlineExceeded:
+                raise  # _call settled the reservation and the permit before raising it
             except BaseException:
                 # Our own caller gave up (cancellation): not the account's fault, nothing counted.
                 await asyncio.shield(self._release(reservation, permit, sent=True))
@@ -265,6 +267,7 @@ class Pool:
         api_key = self.accounts.keyring.decrypt(account.api_key_encrypted, account_id=account.id)
         timeout = self.call_timeout
         left = request.timeout_left()
+        deadline_bound = left is not None and left <= timeout
         if left is not None:
             timeout = max(min(timeout, left), 0.1)
         reply: UpstreamReply | None = None
@@ -296,7 +299,28 @@ class Pool:
             # Not an upstream outcome: a bug or our caller's own cancellation. Raise it as itself.
             await self._release(reservation, permit, sent=True)
             raise exc
-        await self._settle(account, reservation, permit, outcome, reply)
+        # No answer came back (a time-out, a dropped connection, a stream cut after it began): the
+        # call may have been admitted upstream, which charged its input and max_tokens then and
+        # refunds only what it did not generate, when it finishes, without us. Refunding here would
+        # leave our view above upstream's, and the next reservations would meet 429s.
+        unanswered = reply is None and (
+            isinstance(exc, StreamBrokeAfterStart)
+            or (isinstance(outcome.error, UpstreamError) and outcome.error.status_code is None)
+        )
+        if (
+            deadline_bound
+            and isinstance(outcome.error, UpstreamError)
+            and outcome.error.error_type == "timeout"
+        ):
+            # The client's time-out was our caller's deadline, not the account's slowness (DESIGN
+            # 4.4, last row): the breaker does not count it, and no time is left for another try.
+            # Counted, a burst of callers with near deadlines would open healthy accounts' circuits.
+            cancelled = Outcome(kind=OutcomeKind.CANCELLED, breaker=BreakerEffect.NOT_COUNTED, retry=Retry.NO)
+            await self._settle(account, reservation, permit, cancelled, None, keep_reserved=True)
+            raise DeadlineExceeded(
+                f"the deadline passed during the call on account {account.name!r} ({account.id})"
+            ) from exc
+        await self._settle(account, reservation, permit, outcome, reply, keep_reserved=unanswered)
         error = outcome.error
         attempt = AttemptRecord(
             account_id=account.id,
@@ -328,7 +352,11 @@ class Pool:
         permit: Permit,
         outcome: Outcome,
         reply: UpstreamReply | None,
+        *,
+        keep_reserved: bool = False,
     ) -> None:
+        """``keep_reserved``: the call's fate upstream is unknown; refund nothing of its reservation
+        (an over-charge costs a little throughput once, an under-charge costs 429s)."""
         headers = reply.headers if reply is not None else (outcome.error.headers if outcome.error else {})
         usage = None
         if reply is not None:
@@ -337,6 +365,8 @@ class Pool:
                 input_tokens=int(u.get("input_tokens") or 0) + int(u.get("cache_creation_input_tokens") or 0),
                 output_tokens=int(u.get("output_tokens") or 0),
             )
+        elif keep_reserved:
+            usage = Usage(reservation.demand.input_tokens, reservation.demand.output_tokens)
         # A connection that never opened sent nothing; any other failure may have been counted upstream.
         await self.capacity.settle(reservation, usage, request_sent=True)
         if headers and self.config.capacity.calibrate_from_headers:
