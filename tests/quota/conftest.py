@@ -34,8 +34,13 @@ class QuotaWorld:
     secondary: ClaudeAccount
 
     def observation(
-        self, fraction: float, *, metric: str = "requests_per_minute", window: str = WINDOW,
-        account: ClaudeAccount | None = None, limit: float = 1000.0,
+        self,
+        fraction: float,
+        *,
+        metric: str = "requests_per_minute",
+        window: str = WINDOW,
+        account: ClaudeAccount | None = None,
+        limit: float = 1000.0,
     ) -> QuotaObservation:
         account = account or self.primary
         return QuotaObservation(
