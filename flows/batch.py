@@ -63,12 +63,14 @@ async def delegate_batch(
     concurrency: int = 16,
     chunk_size: int = 250,
     parallel_chunks: int = 2,
+    max_wait_seconds: float | None = 300.0,
 ) -> dict[str, Any]:
     """Run every request through the pool with at most ``concurrency`` calls in flight.
 
     Requests go to Prefect tasks in chunks (``chunk_size`` each, ``parallel_chunks`` at once), each
     chunk driving many concurrent calls through the library, so Prefect's per-task cost stays out
-    of the per-request path. Returns the summary (also published as an artifact).
+    of the per-request path. A request that finds every account busy waits up to
+    ``max_wait_seconds`` for capacity. Returns the summary (also published as an artifact).
     """
     run_id = flow_run.get_id() or f"local-{time.time_ns()}"
     defaults: dict[str, Any] = {"organization_id": organization_id, "max_tokens": max_tokens}
@@ -85,7 +87,7 @@ async def delegate_batch(
     async def run_chunk(n: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
         async with gate:
             result: list[dict[str, Any]] = await delegate_chunk(
-                chunk, per_chunk_concurrency, run_id, n * chunk_size
+                chunk, per_chunk_concurrency, run_id, n * chunk_size, max_wait_seconds
             )
             return result
 

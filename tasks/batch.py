@@ -23,7 +23,11 @@ __all__ = ["delegate_chunk"]
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
 async def delegate_chunk(
-    requests: list[dict[str, Any]], concurrency: int, flow_run_id: str | None, first_index: int
+    requests: list[dict[str, Any]],
+    concurrency: int,
+    flow_run_id: str | None,
+    first_index: int,
+    max_wait_seconds: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run a chunk with bounded concurrency; each request is recorded as an execution, so a retried
     chunk skips what already succeeded (by idempotency key) instead of sending it again."""
@@ -41,6 +45,7 @@ async def delegate_chunk(
             executions=ExecutionStore(runtime().db),
             flow_run_id=flow_run_id,
             first_index=first_index,
+            max_wait_seconds=max_wait_seconds,
             on_done=done,
         )
     return [asdict(o) for o in outcomes]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
@@ -11,10 +12,14 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from sqlmodel import col, select
 
+from claude_pool.errors import NotificationError
+from claude_pool.slack import SlackNotifier
 from claude_pool.storage import BreakerTransition, ClaudeAccount, QuotaAlert
 from claude_pool_tasks.context import runtime
 
 __all__ = ["summarize_batch", "summary_markdown"]
+
+logger = logging.getLogger("claude_pool.batch")
 
 
 def _since(model: Any, since: datetime) -> list[Any]:
@@ -101,8 +106,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 async def summarize_batch(
     outcomes: list[dict[str, Any]], since: datetime, elapsed_s: float
 ) -> dict[str, Any]:
+    """The summary artifact, and one activity note for the whole batch (not one per request)."""
     summary = build_summary(outcomes, since, elapsed_s)
-    await acreate_markdown_artifact(
-        summary_markdown(summary), key="delegate-batch-summary", description="what the batch did"
-    )
+    markdown = summary_markdown(summary)
+    await acreate_markdown_artifact(markdown, key="delegate-batch-summary", description="what the batch did")
+    notifier = SlackNotifier(runtime().settings)
+    try:
+        await notifier.post_activity(markdown.splitlines()[0].lstrip("# "), max_wait=5.0)
+    except NotificationError as exc:
+        logger.warning("batch activity note not sent: %s", exc)
+    finally:
+        await notifier.aclose()
     return summary

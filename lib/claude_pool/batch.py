@@ -8,6 +8,7 @@ comparison.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,9 +43,13 @@ async def run_batch(
     executions: ExecutionStore | None = None,
     flow_run_id: str | None = None,
     first_index: int = 0,
+    max_wait_seconds: float | None = None,
     on_done: Callable[[BatchItemOutcome], Awaitable[None] | None] | None = None,
 ) -> list[BatchItemOutcome]:
     """Run ``requests`` with at most ``concurrency`` in flight; outcomes in request order.
+
+    ``max_wait_seconds`` gives each request without a deadline of its own one that starts when the
+    request does: a batch larger than the pool's minute waits for capacity instead of failing.
 
     A request that fails is recorded and reported, never allowed to stop the others. Executions
     are written on worker threads, so a slow database slows recording, not the event loop.
@@ -53,6 +58,8 @@ async def run_batch(
 
     async def one(offset: int, request: DelegationRequest) -> BatchItemOutcome:
         async with semaphore:
+            if max_wait_seconds is not None and request.deadline is None:
+                request = request.model_copy(update={"deadline": time.time() + max_wait_seconds})
             outcome = await _delegate_one(pool, request, first_index + offset, executions, flow_run_id)
         if on_done is not None:
             maybe = on_done(outcome)

@@ -16,6 +16,9 @@ _COMMANDS: dict[str, str] = {
     "keys": "claude_pool.cli.keys_cmd:keys",
     "accounts": "claude_pool.cli.accounts_cmd:accounts",
     "simulate": "claude_pool.cli.simulate_cmd:simulate",
+    "serve-flows": "claude_pool.cli.flows_cmd:serve_flows",
+    "demo": "claude_pool.cli.demo_cmd:demo",
+    "executions": "claude_pool.cli.executions_cmd:executions",
     "serve": "claude_pool.cli.serve_cmd:serve",
     "alerts": "claude_pool.cli.alerts_cmd:alerts",
 }

@@ -15,9 +15,16 @@ __all__ = ["serve"]
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=3000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option("--heartbeat", default=15.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds between keep-alive comments on the event stream.")
+@click.option(
+    "--port", default=3000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
+)
+@click.option(
+    "--heartbeat",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between keep-alive comments on the event stream.",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @handle_errors
 def serve(host: str, port: int, heartbeat: float, access_log: bool) -> None:

@@ -90,14 +90,18 @@ class AnthropicSimulator:
         headers["anthropic-organization-id"] = key.org
         return headers
 
-    def _error(self, key: KeySpec, rid: str, status: int, etype: str, message: str, **kw: Any) -> web.Response:
+    def _error(
+        self, key: KeySpec, rid: str, status: int, etype: str, message: str, **kw: Any
+    ) -> web.Response:
         headers = self._headers(key, rid, self.state.now())
         extra = kw.pop("headers", None)
         if extra:
             headers.update(extra)
         return wire.error_response(status, etype, message, rid, headers=headers, **kw)
 
-    async def _read_json(self, request: web.Request, key: KeySpec, rid: str) -> tuple[bytes, Any] | web.Response:
+    async def _read_json(
+        self, request: web.Request, key: KeySpec, rid: str
+    ) -> tuple[bytes, Any] | web.Response:
         limit = self.state.scenario.max_body_bytes
         length = request.content_length
         if length is None or length > limit:
@@ -109,7 +113,9 @@ class AnthropicSimulator:
                     break
             if length is not None or seen > limit:
                 self.state.counters[key.name]["rejected_invalid"] += 1
-                return self._error(key, rid, 413, "request_too_large", f"Request exceeds the maximum size of {limit} bytes")
+                return self._error(
+                    key, rid, 413, "request_too_large", f"Request exceeds the maximum size of {limit} bytes"
+                )
             raw = b""
         else:
             raw = await request.read()
@@ -134,7 +140,9 @@ class AnthropicSimulator:
         version = request.headers.get("anthropic-version")
         if version is not None and version not in ACCEPTED_VERSIONS:
             counters["rejected_invalid"] += 1
-            return self._error(key, rid, 400, "invalid_request_error", f"anthropic-version: unknown version {version!r}")
+            return self._error(
+                key, rid, 400, "invalid_request_error", f"anthropic-version: unknown version {version!r}"
+            )
         parsed = await self._read_json(request, key, rid)
         if isinstance(parsed, web.Response):
             return parsed
@@ -142,7 +150,13 @@ class AnthropicSimulator:
 
     def _revoked(self, key: KeySpec, rid: str, status: int) -> web.Response:
         if status == 403:
-            return self._error(key, rid, 403, "permission_error", "Your API key does not have permission to use the specified resource.")
+            return self._error(
+                key,
+                rid,
+                403,
+                "permission_error",
+                "Your API key does not have permission to use the specified resource.",
+            )
         return wire.error_response(401, "authentication_error", "invalid x-api-key", rid)
 
     # ---- routes --------------------------------------------------------------------------------
@@ -181,15 +195,24 @@ class AnthropicSimulator:
             limit = getattr(st.orgs[key.org].limits, _LIMIT_OF[refused])
             retry = buckets.retry_after(input_tokens, max_tokens, now)
             return self._error(
-                key, rid, 429, "rate_limit_error",
+                key,
+                rid,
+                429,
+                "rate_limit_error",
                 f"This request would exceed your organization's ({key.org}) rate limit of {limit} "
                 f"{_METRIC_LABEL[refused]} per minute. For details, refer to: "
                 "https://docs.claude.com/en/api/rate-limits.",
                 headers={"retry-after": str(retry)},
             )
         sc = st.scenario
-        out = output_tokens_for(raw, max_tokens, seed=sc.seed, mode=sc.output.mode,
-                                fraction=sc.output.fraction, tokens=sc.output.tokens)
+        out = output_tokens_for(
+            raw,
+            max_tokens,
+            seed=sc.seed,
+            mode=sc.output.mode,
+            fraction=sc.output.fraction,
+            tokens=sc.output.tokens,
+        )
         counters["served"] += 1
         if streaming:
             from claude_pool.simulator.streaming import stream_reply
@@ -197,7 +220,9 @@ class AnthropicSimulator:
             return await stream_reply(self, request, key, rid, model, input_tokens, max_tokens, out, fault)
         return await self._reply(key, rid, model, input_tokens, max_tokens, out)
 
-    async def _reply(self, key: KeySpec, rid: str, model: str, input_tokens: int, max_tokens: int, out: int) -> web.Response:
+    async def _reply(
+        self, key: KeySpec, rid: str, model: str, input_tokens: int, max_tokens: int, out: int
+    ) -> web.Response:
         st = self.state
         latency = st.scenario.latency
         if latency.ttft_ms or latency.output_tokens_per_second:
@@ -213,13 +238,18 @@ class AnthropicSimulator:
     def _spend_cap(self, key: KeySpec, rid: str) -> web.Response:
         self.state.counters[key.name]["rejected_spend_cap"] += 1
         return self._error(
-            key, rid, 429, "rate_limit_error",
+            key,
+            rid,
+            429,
+            "rate_limit_error",
             "You have reached your specified API usage limits. You will regain access on the 1st of next "
             "month at 00:00 UTC.",
             error_code="enforced_spend_limit_reached",
         )
 
-    async def _fault(self, request: web.Request, fault: FaultRule, key: KeySpec, rid: str) -> web.StreamResponse:
+    async def _fault(
+        self, request: web.Request, fault: FaultRule, key: KeySpec, rid: str
+    ) -> web.StreamResponse:
         counters = self.state.counters[key.name]
         kind = fault.kind
         if kind == "reset":
@@ -236,15 +266,21 @@ class AnthropicSimulator:
             return self._revoked(key, rid, fault.effective_status or 401)
         if kind == "billing":
             counters["fault_billing"] += 1
-            return self._error(key, rid, 402, "billing_error", "Your credit balance is too low to access the Anthropic API.")
+            return self._error(
+                key, rid, 402, "billing_error", "Your credit balance is too low to access the Anthropic API."
+            )
         if kind == "spend_cap":
             return self._spend_cap(key, rid)
         if kind == "ramp":
             counters["rejected_ramp"] += 1
             return self._error(
-                key, rid, 429, "rate_limit_error",
+                key,
+                rid,
+                429,
+                "rate_limit_error",
                 "Your organization's usage increased too quickly; ramp up gradually.",
-                error_code="ramp_limit_exceeded", headers={"retry-after": str(fault.retry_after)},
+                error_code="ramp_limit_exceeded",
+                headers={"retry-after": str(fault.retry_after)},
             )
         status = fault.effective_status or 500
         counters[f"fault_{status}"] += 1
@@ -268,9 +304,18 @@ class AnthropicSimulator:
         if isinstance(pre, web.Response):
             return pre
         key, _raw, body = pre
-        if not isinstance(body, Mapping) or not isinstance(body.get("messages"), list) or not isinstance(body.get("model"), str):
+        if (
+            not isinstance(body, Mapping)
+            or not isinstance(body.get("messages"), list)
+            or not isinstance(body.get("model"), str)
+        ):
             self.state.counters[key.name]["rejected_invalid"] += 1
             return self._error(key, rid, 400, "invalid_request_error", "model and messages are required")
+        st = self.state
+        fault = st.faults.pick(key.name, key.key, key.org, st.now() - st.started_mono, streaming=False)
+        if fault is not None and fault.kind == "revoke":
+            # A revoked key is revoked everywhere; other faults model message traffic only.
+            return await self._fault(request, fault, key, rid)
         self.state.counters[key.name]["count_tokens"] += 1
         headers = {"request-id": rid, "anthropic-organization-id": key.org}
         return web.json_response({"input_tokens": count_input_tokens(body)}, headers=headers)
