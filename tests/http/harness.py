@@ -10,16 +10,17 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
 from claude_pool.config import load_config
+from claude_pool.events import Event
 from claude_pool.http import ApiTokens, create_app
 from claude_pool.logs import configure_logging
 from claude_pool.runtime import Runtime
@@ -29,6 +30,7 @@ from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scena
 __all__ = ["ApiServer", "SseReader", "UvicornThread", "iter_routes", "serve_api"]
 
 ORG_A, ORG_B = "org-a", "org-b"
+T = TypeVar("T")
 
 
 def _free_port() -> int:
@@ -50,9 +52,19 @@ class UvicornThread:
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._run, name="uvicorn-test", daemon=True)
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self) -> None:
-        asyncio.run(self.server.serve())
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.server.serve()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's event loop (where its pool and bus live) and wait for it."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     def start(self) -> UvicornThread:
         self._thread.start()
@@ -77,6 +89,7 @@ class ApiServer:
     sim: RunningSimulator
     slack: RunningSlackSimulator
     tokens: dict[str, str]  # "admin" (every organization), "a", "b", "ab"
+    server: UvicornThread
     _clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, who: str | None = "admin", **kwargs: Any) -> httpx.Client:
@@ -89,6 +102,10 @@ class ApiServer:
         for client in self._clients:
             client.close()
         self._clients.clear()
+
+    def publish(self, event: Event) -> Event:
+        """Publish on the server's own bus, as a sweep or a breaker in the server would."""
+        return self.server.call(self.app.state.ctx.bus.publish(event))
 
     def register(self, client: httpx.Client, org: str, key: str, name: str, **extra: Any) -> dict[str, Any]:
         body = {"organizationId": org, "name": name, "apiKey": key, "tier": "pro", **extra}
@@ -145,7 +162,7 @@ def serve_api(
         )
         server = UvicornThread(app).start()
         stack.callback(server.stop)
-        api = ApiServer(server.base_url, runtime, app, sim, slack, tokens)
+        api = ApiServer(server.base_url, runtime, app, sim, slack, tokens, server)
         stack.callback(api.close_clients)
         yield api
 

@@ -1,0 +1,121 @@
+"""The event stream: scoped to the caller's organizations, resumable, and never held up by a slow
+client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from claude_pool.events import Event
+from tests.http.harness import ORG_A, ORG_B, ApiServer, SseReader, serve_api
+
+
+@pytest.fixture(scope="module")
+def two_orgs(api: ApiServer) -> Iterator[ApiServer]:
+    admin = api.client("admin")
+    api.register(admin, ORG_A, api.sim.keys[0].key, "events-a")
+    api.register(admin, ORG_B, api.sim.keys[1].key, "events-b")
+    yield api
+
+
+def _execute(api: ApiServer, org: str, n: int) -> None:
+    client = api.client("admin")
+    for i in range(n):
+        response = client.post("/api/orchestrator/execute", json={"message": f"hi {i}", "organizationId": org})
+        assert response.status_code == 200, response.text
+
+
+def test_a_client_of_organization_a_never_sees_organization_b(two_orgs: ApiServer) -> None:
+    api = two_orgs
+    with (
+        SseReader(api.base_url, api.tokens["a"]) as stream_a,
+        SseReader(api.base_url, api.tokens["b"]) as stream_b,
+        SseReader(api.base_url, api.tokens["admin"]) as stream_all,
+    ):
+        for _ in range(3):
+            _execute(api, ORG_A, 1)
+            _execute(api, ORG_B, 1)
+        for org in (ORG_A, ORG_B, None):
+            api.publish(Event("quota.alert", org, {"metric": "requests_per_minute", "threshold": 0.8}))
+        stream_all.wait_for(lambda e: e["event"] == "quota.alert" and e["data"]["organization_id"] is None)
+        time.sleep(0.5)  # read A's stream for a while longer
+        stream_a.wait_for(lambda e: e["event"] == "quota.alert")
+    a_orgs = {e["data"]["organization_id"] for e in stream_a.events}
+    b_orgs = {e["data"]["organization_id"] for e in stream_b.events}
+    all_orgs = {e["data"]["organization_id"] for e in stream_all.events}
+    assert a_orgs == {ORG_A} and b_orgs == {ORG_B} and all_orgs == {ORG_A, ORG_B, None}
+    kinds = {e["event"] for e in stream_a.events}
+    assert {"account.selected", "execution.succeeded", "quota.alert"} <= kinds
+    assert len([e for e in stream_a.events if e["event"] == "execution.succeeded"]) == 3
+    assert any(c.startswith(": ping") for c in stream_a.comments)  # heartbeats while idle
+
+
+def test_narrowing_to_one_organization(two_orgs: ApiServer) -> None:
+    api = two_orgs
+    with SseReader(api.base_url, api.tokens["ab"], path=f"/api/events/stream?organizationId={ORG_B}") as stream:
+        api.publish(Event("quota.alert", ORG_A, {}))
+        api.publish(Event("quota.alert", ORG_B, {}))
+        stream.wait_for(lambda e: e["data"]["organization_id"] == ORG_B)
+        time.sleep(0.3)
+    assert {e["data"]["organization_id"] for e in stream.events} == {ORG_B}
+
+
+def test_last_event_id_resumes(two_orgs: ApiServer) -> None:
+    api = two_orgs
+    with SseReader(api.base_url, api.tokens["a"]) as first:
+        api.publish(Event("quota.alert", ORG_A, {"n": 1}))
+        seen = first.wait_for(lambda e: e["data"]["data"].get("n") == 1)
+    # Published while no client is connected.
+    api.publish(Event("quota.alert", ORG_A, {"n": 2}))
+    api.publish(Event("quota.alert", ORG_B, {"n": 3}))
+    with SseReader(api.base_url, api.tokens["a"], last_event_id=seen["id"]) as again:
+        resumed = again.wait_for(lambda e: e["data"]["data"].get("n") == 2)
+        time.sleep(0.3)
+    assert int(resumed["id"]) > int(seen["id"])
+    assert all(e["data"]["organization_id"] == ORG_A for e in again.events)
+
+
+def _raw_stream(port: int, token: str) -> socket.socket:
+    """A client that opens the stream and then never reads: a tiny receive window fills at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /api/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def test_a_slow_client_is_dropped_without_blocking_others(tmp_path: Path) -> None:
+    with serve_api(tmp_path, os.urandom(32).hex(), sse_queue_size=64) as api:
+        slow = _raw_stream(api.server.port, api.tokens["a"])
+        try:
+            with SseReader(api.base_url, api.tokens["a"]) as fast:
+                time.sleep(0.2)
+                count, blob = 2500, "x" * 4000
+
+                async def burst() -> None:
+                    for n in range(count):
+                        await api.app.state.ctx.bus.publish(Event("bulk", ORG_A, {"n": n, "blob": blob}))
+                        if n % 2 == 0:
+                            await asyncio.sleep(0.001)
+
+                api.server.call(burst())
+                fast.wait_for(lambda e: e["data"]["data"].get("n") == count - 1, timeout=30)
+                assert len([e for e in fast.events if e["event"] == "bulk"]) == count
+            # The slow client was cut off: its stream ends with the "dropped" comment.
+            slow.settimeout(10)
+            received = b""
+            while b": dropped" not in received[-(1 << 16) :] and (chunk := slow.recv(1 << 20)):
+                received += chunk
+            assert b": dropped" in received
+        finally:
+            slow.close()
+        log_file = api.runtime.settings.log_file
+        assert log_file is not None and "slow event stream client dropped" in log_file.read_text()
