@@ -45,8 +45,13 @@ class UvicornThread:
     def __init__(self, app: FastAPI) -> None:
         self.port = _free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-            lifespan="on", timeout_graceful_shutdown=2,
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -184,7 +189,9 @@ class SseReader:
     The server's heartbeat (a ``: ping`` line every few tenths of a second in tests) wakes the
     reader regularly, so ``stop`` ends it within one heartbeat."""
 
-    def __init__(self, base_url: str, token: str, *, last_event_id: str | None = None, path: str = "/api/events/stream") -> None:
+    def __init__(
+        self, base_url: str, token: str, *, last_event_id: str | None = None, path: str = "/api/events/stream"
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
@@ -201,7 +208,9 @@ class SseReader:
 
     def start(self) -> SseReader:
         self._thread.start()
-        assert self.connected.wait(10), f"the event stream did not open (status {self.status}, {self.error!r})"
+        assert self.connected.wait(10), (
+            f"the event stream did not open (status {self.status}, {self.error!r})"
+        )
         return self
 
     def _read(self) -> None:
@@ -242,7 +251,9 @@ class SseReader:
             if self.ended.is_set():
                 break
             time.sleep(0.02)
-        raise AssertionError(f"no matching event; got {[e.get('event') for e in self.events]} ({self.error!r})")
+        raise AssertionError(
+            f"no matching event; got {[e.get('event') for e in self.events]} ({self.error!r})"
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -254,5 +265,3 @@ class SseReader:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
-
-

@@ -31,16 +31,27 @@ def _requests(things: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         ("POST", "/api/v1/admin/claude-accounts"): {
             "url": "/api/v1/admin/claude-accounts",
-            "json": {"organizationId": ORG_A, "name": "n", "apiKey": "sk-ant-api03-" + "Z" * 40, "tier": "pro"},
+            "json": {
+                "organizationId": ORG_A,
+                "name": "n",
+                "apiKey": "sk-ant-api03-" + "Z" * 40,
+                "tier": "pro",
+            },
         },
         ("GET", "/api/v1/admin/claude-accounts"): {
-            "url": "/api/v1/admin/claude-accounts", "params": {"organizationId": ORG_A},
+            "url": "/api/v1/admin/claude-accounts",
+            "params": {"organizationId": ORG_A},
         },
-        ("GET", "/api/v1/admin/claude-accounts/{account_id}"): {"url": f"/api/v1/admin/claude-accounts/{acc}"},
+        ("GET", "/api/v1/admin/claude-accounts/{account_id}"): {
+            "url": f"/api/v1/admin/claude-accounts/{acc}"
+        },
         ("PATCH", "/api/v1/admin/claude-accounts/{account_id}"): {
-            "url": f"/api/v1/admin/claude-accounts/{acc}", "json": {"weight": 2},
+            "url": f"/api/v1/admin/claude-accounts/{acc}",
+            "json": {"weight": 2},
         },
-        ("DELETE", "/api/v1/admin/claude-accounts/{account_id}"): {"url": f"/api/v1/admin/claude-accounts/{acc}"},
+        ("DELETE", "/api/v1/admin/claude-accounts/{account_id}"): {
+            "url": f"/api/v1/admin/claude-accounts/{acc}"
+        },
         ("POST", "/api/v1/admin/claude-accounts/{account_id}/disable"): {
             "url": f"/api/v1/admin/claude-accounts/{acc}/disable",
         },
@@ -48,11 +59,16 @@ def _requests(things: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
             "url": f"/api/v1/admin/claude-accounts/{acc}/enable",
         },
         ("POST", "/api/v1/admin/claude-accounts/{account_id}/rotate-key"): {
-            "url": f"/api/v1/admin/claude-accounts/{acc}/rotate-key", "json": {"apiKey": "sk-ant-api03-" + "Y" * 40},
+            "url": f"/api/v1/admin/claude-accounts/{acc}/rotate-key",
+            "json": {"apiKey": "sk-ant-api03-" + "Y" * 40},
         },
-        ("GET", "/api/v1/admin/quota-alerts"): {"url": "/api/v1/admin/quota-alerts", "params": {"organizationId": ORG_A}},
+        ("GET", "/api/v1/admin/quota-alerts"): {
+            "url": "/api/v1/admin/quota-alerts",
+            "params": {"organizationId": ORG_A},
+        },
         ("POST", "/api/orchestrator/execute"): {
-            "url": "/api/orchestrator/execute", "json": {"message": "x", "organizationId": ORG_A},
+            "url": "/api/orchestrator/execute",
+            "json": {"message": "x", "organizationId": ORG_A},
         },
         ("GET", "/api/orchestrator/executions/{execution_id}"): {
             "url": f"/api/orchestrator/executions/{things['execution']}",
@@ -93,7 +109,9 @@ def test_without_a_valid_token_every_route_answers_401(
     client = api.client(None)
     headers = {"Authorization": header} if header is not None else {}
     for (method, _path), spec in _requests(org_a_things).items():
-        response = client.request(method, spec["url"], json=spec.get("json"), params=spec.get("params"), headers=headers)
+        response = client.request(
+            method, spec["url"], json=spec.get("json"), params=spec.get("params"), headers=headers
+        )
         assert response.status_code == 401, (method, spec["url"], response.text)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert response.json()["error"]["type"] == "unauthorized"
@@ -119,22 +137,25 @@ def test_other_organizations_token_gets_403_or_404(api: ApiServer, org_a_things:
     # A's account, by id, through B's token, reads exactly like an id that never existed.
     foreign = client.get(f"/api/v1/admin/claude-accounts/{org_a_things['account']}").json()
     missing = client.get("/api/v1/admin/claude-accounts/no-such-id").json()
-    assert foreign["error"]["message"].replace(org_a_things["account"], "X") == missing["error"]["message"].replace(
-        "no-such-id", "X"
-    )
+    assert foreign["error"]["message"].replace(org_a_things["account"], "X") == missing["error"][
+        "message"
+    ].replace("no-such-id", "X")
     # B's unfiltered list and alerts hold nothing of A; A's account is untouched.
     assert all(a["organizationId"] == ORG_B for a in client.get("/api/v1/admin/claude-accounts").json())
     assert all(a["organizationId"] == ORG_B for a in client.get("/api/v1/admin/quota-alerts").json())
     assert api.client("a").get(f"/api/v1/admin/claude-accounts/{org_a_things['account']}").status_code == 200
 
 
-def test_multi_org_and_global_tokens_see_their_organizations(api: ApiServer, org_a_things: dict[str, str]) -> None:
+def test_multi_org_and_global_tokens_see_their_organizations(
+    api: ApiServer, org_a_things: dict[str, str]
+) -> None:
     for who in ("a", "ab", "admin"):
         response = api.client(who).get(f"/api/orchestrator/executions/{org_a_things['execution']}")
         assert response.status_code == 200, who
 
 
 # --- token configuration --------------------------------------------------------------------------
+
 
 def test_tokens_parse_json_and_plain_forms() -> None:
     t1, t2, t3 = "t" * 20, "u" * 20, "v" * 20
@@ -158,7 +179,14 @@ def test_tokens_are_kept_only_as_digests() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["short=org-a", "{not json", '{"' + "t" * 20 + '": 5}', "t" * 20 + "=", "t" * 20 + "=bad org", "no-equals-sign-here"],
+    [
+        "short=org-a",
+        "{not json",
+        '{"' + "t" * 20 + '": 5}',
+        "t" * 20 + "=",
+        "t" * 20 + "=bad org",
+        "no-equals-sign-here",
+    ],
 )
 def test_bad_token_config_is_refused_without_echoing_it(value: str) -> None:
     with pytest.raises(SettingsError) as caught:

@@ -81,7 +81,10 @@ def test_account_lifecycle(api: ApiServer) -> None:
     assert patched.status_code == 200 and patched.json()["weight"] == 5
     assert "requests_per_minute" not in patched.json()["limitOverrides"]
     assert admin.post(f"{url}/disable").json()["status"] == "disabled"
-    assert admin.get("/api/v1/admin/claude-accounts", params={"status": "disabled"}).json()[0]["id"] == account["id"]
+    assert (
+        admin.get("/api/v1/admin/claude-accounts", params={"status": "disabled"}).json()[0]["id"]
+        == account["id"]
+    )
     assert admin.post(f"{url}/enable").json()["status"] == "active"
 
     new_key = "sk-ant-api03-" + "R" * 40 + "new1"

@@ -27,7 +27,9 @@ def two_orgs(api: ApiServer) -> Iterator[ApiServer]:
 def _execute(api: ApiServer, org: str, n: int) -> None:
     client = api.client("admin")
     for i in range(n):
-        response = client.post("/api/orchestrator/execute", json={"message": f"hi {i}", "organizationId": org})
+        response = client.post(
+            "/api/orchestrator/execute", json={"message": f"hi {i}", "organizationId": org}
+        )
         assert response.status_code == 200, response.text
 
 
@@ -58,7 +60,9 @@ def test_a_client_of_organization_a_never_sees_organization_b(two_orgs: ApiServe
 
 def test_narrowing_to_one_organization(two_orgs: ApiServer) -> None:
     api = two_orgs
-    with SseReader(api.base_url, api.tokens["ab"], path=f"/api/events/stream?organizationId={ORG_B}") as stream:
+    with SseReader(
+        api.base_url, api.tokens["ab"], path=f"/api/events/stream?organizationId={ORG_B}"
+    ) as stream:
         api.publish(Event("quota.alert", ORG_A, {}))
         api.publish(Event("quota.alert", ORG_B, {}))
         stream.wait_for(lambda e: e["data"]["organization_id"] == ORG_B)

@@ -36,7 +36,9 @@ def world(api: ApiServer) -> Iterator[dict[str, Any]]:
     """Real accounts (the simulator's keys) in two organizations, and disabled canaries."""
     admin = api.client("admin")
     keys = [k.key for k in api.sim.keys]
-    ids = [api.register(admin, ORG_A if n % 2 else ORG_B, key, f"real-{n}")["id"] for n, key in enumerate(keys)]
+    ids = [
+        api.register(admin, ORG_A if n % 2 else ORG_B, key, f"real-{n}")["id"] for n, key in enumerate(keys)
+    ]
     for n, canary in enumerate(CANARIES):
         account = api.register(admin, ORG_A, canary, f"canary-{n}")
         admin.post(f"/api/v1/admin/claude-accounts/{account['id']}/disable")
@@ -72,8 +74,10 @@ def _plausible(field: str, secrets: list[str]) -> st.SearchStrategy[Any]:
         "message": st.text(max_size=60) | st.sampled_from(secrets),
         "messages": st.lists(
             st.fixed_dictionaries(
-                {"role": st.sampled_from(["user", "assistant", "system"]),
-                 "content": st.text(max_size=30) | st.sampled_from(secrets)}
+                {
+                    "role": st.sampled_from(["user", "assistant", "system"]),
+                    "content": st.text(max_size=30) | st.sampled_from(secrets),
+                }
             ),
             max_size=3,
         ),
@@ -94,7 +98,9 @@ _REQUIRED_VALID: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
-_FRESH_KEYS = st.text(alphabet="abcdefghijk0123456789", min_size=40, max_size=40).map(lambda s: "sk-ant-api03-" + s)
+_FRESH_KEYS = st.text(alphabet="abcdefghijk0123456789", min_size=40, max_size=40).map(
+    lambda s: "sk-ant-api03-" + s
+)
 
 
 def _body(model: type[BaseModel], secrets: list[str]) -> st.SearchStrategy[Any]:
@@ -146,14 +152,16 @@ def _request(data: st.DataObject, api: ApiServer, world: dict[str, Any]) -> tupl
         body = data.draw(_body(model, world["secrets"]), label="body")
         kwargs["content"] = json.dumps(body).encode()
         kwargs["headers"] = {"Content-Type": "application/json"}
-    kwargs.setdefault("headers", {})["Authorization"] = "Bearer " + api.tokens[
-        data.draw(st.sampled_from(["admin", "a", "b"]), label="token")
-    ]
+    kwargs.setdefault("headers", {})["Authorization"] = (
+        "Bearer " + api.tokens[data.draw(st.sampled_from(["admin", "a", "b"]), label="token")]
+    )
     return method, path, kwargs
 
 
 def _check(response: httpx.Response, body: str, secrets: list[str], where: str) -> None:
-    assert response.status_code != 500 and response.status_code < 600, f"{where}: {response.status_code} {body[:500]}"
+    assert response.status_code != 500 and response.status_code < 600, (
+        f"{where}: {response.status_code} {body[:500]}"
+    )
     for secret in secrets:
         assert secret not in body, f"{where}: a key leaked"
     assert not KEY_PATTERN.search(body), f"{where}: something key-shaped leaked"
@@ -194,6 +202,9 @@ def test_fuzz_every_route_longer(api: ApiServer, world: dict[str, Any], data: st
 
 def test_openapi_schema_is_served(api: ApiServer) -> None:
     schema = api.client("a").get("/openapi.json").json()
-    assert "/api/orchestrator/execute" in schema["paths"] and "bearerAuth" in schema["components"]["securitySchemes"]
+    assert (
+        "/api/orchestrator/execute" in schema["paths"]
+        and "bearerAuth" in schema["components"]["securitySchemes"]
+    )
     create = schema["components"]["schemas"]["AccountCreateBody"]["properties"]
     assert {"organizationId", "apiKey", "requestsPerMinute", "capacityGroup"} <= set(create)

@@ -38,12 +38,17 @@ class TestOnPostgresAndRedis:
         self, tmp_path: Path, fresh_postgres_url: str, redis_url: str, redis_prefix: str
     ) -> Iterator[ApiServer]:
         with serve_api(
-            tmp_path, os.urandom(32).hex(), database_url=fresh_postgres_url, redis_url=redis_url,
+            tmp_path,
+            os.urandom(32).hex(),
+            database_url=fresh_postgres_url,
+            redis_url=redis_url,
             redis_prefix=redis_prefix,
         ) as server:
             yield server
 
-    def test_execute_and_events_across_processes(self, api: ApiServer, redis_url: str, redis_prefix: str) -> None:
+    def test_execute_and_events_across_processes(
+        self, api: ApiServer, redis_url: str, redis_prefix: str
+    ) -> None:
         health = httpx.get(f"{api.base_url}/health").json()
         assert health["database"] == {"status": "up", "dialect": "postgresql"}
         assert health["redis"]["status"] == "up"
@@ -69,6 +74,7 @@ class TestOnPostgresAndRedis:
 
         with api.runtime.db.engine.connect() as conn:
             status = conn.execute(
-                text("SELECT status FROM orchestrator_executions WHERE id = :id"), {"id": result.json()["executionId"]}
+                text("SELECT status FROM orchestrator_executions WHERE id = :id"),
+                {"id": result.json()["executionId"]},
             ).scalar_one()
         assert status == "succeeded"

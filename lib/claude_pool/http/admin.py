@@ -37,9 +37,7 @@ __all__ = ["router"]
 
 logger = logging.getLogger("claude_pool.http.admin")
 
-_ERRORS = {
-    s: {"model": ErrorBody} for s in (401, 403, 404, 422, 503)
-}
+_ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 422, 503)}
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=_ERRORS)  # type: ignore[arg-type]
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
@@ -175,7 +173,11 @@ async def delete_account(account_id: str, ctx: Ctx, caller: Caller) -> Response:
 
 
 def _alerts(
-    ctx: ApiContext, orgs: frozenset[str] | None, organization_id: str | None, account_id: str | None, limit: int
+    ctx: ApiContext,
+    orgs: frozenset[str] | None,
+    organization_id: str | None,
+    account_id: str | None,
+    limit: int,
 ) -> list[QuotaAlert]:
     with ctx.runtime.db.session() as session:
         query = select(QuotaAlert)

@@ -47,7 +47,9 @@ def create_app(
     else in-process. A bus or notifier given here is the caller's to close."""
     tokens = ApiTokens.from_env() if tokens is None else tokens
     if not len(tokens):
-        logger.warning("no API tokens configured (CLAUDE_POOL_API_TOKENS): every route but /health answers 401")
+        logger.warning(
+            "no API tokens configured (CLAUDE_POOL_API_TOKENS): every route but /health answers 401"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

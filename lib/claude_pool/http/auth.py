@@ -114,7 +114,9 @@ class ApiTokens:
             except json.JSONDecodeError as exc:
                 raise SettingsError(ENV_VAR, f"not valid JSON (line {exc.lineno})", _FIX) from None
             if not isinstance(raw, dict) or not all(isinstance(v, str | list) for v in raw.values()):
-                raise SettingsError(ENV_VAR, "the JSON must map each token to a list of organizations or '*'", _FIX)
+                raise SettingsError(
+                    ENV_VAR, "the JSON must map each token to a list of organizations or '*'", _FIX
+                )
             return cls(raw)
         scopes: dict[str, list[str]] = {}
         for n, entry in enumerate(_entries(text), 1):
@@ -172,7 +174,9 @@ class AuthMiddleware:
                 break
         scheme, _, token = header.partition(" ")
         if not header:
-            response = _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'", invalid=False)
+            response = _unauthorized(
+                "missing bearer token: send 'Authorization: Bearer <token>'", invalid=False
+            )
         elif scheme.lower() != "bearer" or not token.strip():
             response = _unauthorized("the Authorization header must be 'Bearer <token>'", invalid=True)
         else:

@@ -49,7 +49,13 @@ class ApiError(Exception):
     """An error the HTTP layer itself decides (auth, scope), with its status and type."""
 
     def __init__(
-        self, status: int, type: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        type: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.status = status
         self.type = type

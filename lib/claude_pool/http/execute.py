@@ -117,7 +117,9 @@ async def _account_name(ctx: ApiContext, account_id: str | None) -> str | None:
     return None
 
 
-async def _note(ctx: ApiContext, request: DelegationRequest, row: OrchestratorExecution, name: str | None) -> None:
+async def _note(
+    ctx: ApiContext, request: DelegationRequest, row: OrchestratorExecution, name: str | None
+) -> None:
     try:
         await ctx.slack.post_delegation_activity(
             organization_id=request.organization_id,
@@ -131,7 +133,9 @@ async def _note(ctx: ApiContext, request: DelegationRequest, row: OrchestratorEx
             max_wait=_SLACK_MAX_WAIT,
         )
     except NotificationError as exc:  # a note that could not be sent is logged, never fatal
-        log_event(logger, logging.WARNING, "slack activity note not sent", error=exc.error, execution_id=row.id)
+        log_event(
+            logger, logging.WARNING, "slack activity note not sent", error=exc.error, execution_id=row.id
+        )
 
 
 async def _run(
@@ -173,8 +177,9 @@ def _answer(row: OrchestratorExecution, name: str | None, failure: Exception | N
         return JSONResponse(view.model_dump(mode="json", by_alias=True), status_code=200)
     if isinstance(failure, ClaudePoolError):
         return library_error_response(failure, execution_id=row.id)
-    return error_response(500, "internal_error", "the execution failed unexpectedly; it has been logged",
-                          executionId=row.id)
+    return error_response(
+        500, "internal_error", "the execution failed unexpectedly; it has been logged", executionId=row.id
+    )
 
 
 @router.post(
@@ -195,7 +200,11 @@ async def execute(body: ExecuteBody, ctx: Ctx, caller: Caller) -> JSONResponse:
     task = ctx.spawn(_run(ctx, row.id, request), name=f"execution-{row.id}")
     if not body.wait:
         return JSONResponse(
-            {"executionId": row.id, "status": row.status, "statusUrl": f"/api/orchestrator/executions/{row.id}"},
+            {
+                "executionId": row.id,
+                "status": row.status,
+                "statusUrl": f"/api/orchestrator/executions/{row.id}",
+            },
             status_code=202,
         )
     final, failure = await asyncio.shield(task)
@@ -203,7 +212,9 @@ async def execute(body: ExecuteBody, ctx: Ctx, caller: Caller) -> JSONResponse:
     return _answer(final, name, failure)
 
 
-@router.get("/executions/{execution_id}", response_model=ExecutionOut, summary="An execution's status and result")
+@router.get(
+    "/executions/{execution_id}", response_model=ExecutionOut, summary="An execution's status and result"
+)
 async def get_execution(execution_id: str, ctx: Ctx, caller: Caller) -> ExecutionOut:
     organizations = None if caller.organizations is None else sorted(caller.organizations)
     row = await asyncio.to_thread(ctx.executions.get, execution_id, organization_ids=organizations)

@@ -44,7 +44,9 @@ async def _redis(ctx: ApiContext) -> dict[str, Any]:
         return {"status": "not_configured"}
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=_CHECK_TIMEOUT, socket_timeout=_CHECK_TIMEOUT)
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=_CHECK_TIMEOUT, socket_timeout=_CHECK_TIMEOUT
+    )
     try:
         await asyncio.wait_for(client.ping(), _CHECK_TIMEOUT)
     except Exception as exc:  # any failure means "down"
@@ -97,7 +99,9 @@ async def health(ctx: Ctx) -> JSONResponse:
         try:
             body["pool"] = await asyncio.wait_for(_pool(ctx), _CHECK_TIMEOUT)
         except Exception as exc:  # the pool summary is informative; its failure is not an outage
-            log_event(logger, logging.WARNING, "health: pool summary failed", error=f"{type(exc).__name__}: {exc}")
+            log_event(
+                logger, logging.WARNING, "health: pool summary failed", error=f"{type(exc).__name__}: {exc}"
+            )
             body["pool"] = None
     body["status"] = "ok" if healthy else "unavailable"
     return JSONResponse(body, status_code=200 if healthy else 503)
