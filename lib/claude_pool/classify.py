@@ -123,11 +123,17 @@ _RULES: Mapping[OutcomeKind, _Rule] = {
         BreakerEffect.NOT_COUNTED, Retry.NO, None, CallerRequestError, "request rejected"
     ),
     OutcomeKind.BAD_CREDENTIALS: _Rule(
-        BreakerEffect.NOT_COUNTED, Retry.OTHER_ACCOUNT, "invalid_credentials", CredentialsRejected,
+        BreakerEffect.NOT_COUNTED,
+        Retry.OTHER_ACCOUNT,
+        "invalid_credentials",
+        CredentialsRejected,
         "credentials rejected",
     ),
     OutcomeKind.SPEND_EXHAUSTED: _Rule(
-        BreakerEffect.NOT_COUNTED, Retry.OTHER_ACCOUNT, "spend_exhausted", SpendExhausted,
+        BreakerEffect.NOT_COUNTED,
+        Retry.OTHER_ACCOUNT,
+        "spend_exhausted",
+        SpendExhausted,
         "spend exhausted",
     ),
     OutcomeKind.RATE_LIMITED: _Rule(
@@ -323,8 +329,14 @@ def _facts(exc: BaseException) -> tuple[OutcomeKind, _Facts] | None:
         return OutcomeKind.FAILURE, _Facts(None, "connection_error", None, "connection error", None)
     if isinstance(exc, anthropic.APIResponseValidationError):
         headers = _headers(exc.response.headers)
-        facts = _Facts(exc.status_code, "invalid_response", None, "response did not match the API schema",
-                       headers.get("request-id"), headers)
+        facts = _Facts(
+            exc.status_code,
+            "invalid_response",
+            None,
+            "response did not match the API schema",
+            headers.get("request-id"),
+            headers,
+        )
         return OutcomeKind.FAILURE, facts
     if isinstance(exc, httpx2.TimeoutException):
         # The client lets transport errors raised while a stream is read escape unwrapped.

@@ -1,11 +1,11 @@
 """Per-account circuit breakers shared by every worker (DESIGN.md 4.4).
 
-    breaker = CircuitBreaker(open_breaker_store(settings), config.circuit_breaker,
-                             listeners=[LoggingListener()])
-    permit = await breaker.allow(account_id)
-    if permit:                      # a Denied is falsy and says until when
-        outcome = classify(exc, account_id=account_id)   # or SUCCESS
-        await breaker.record(account_id, outcome.breaker, permit=permit)
+breaker = CircuitBreaker(open_breaker_store(settings), config.circuit_breaker,
+                         listeners=[LoggingListener()])
+permit = await breaker.allow(account_id)
+if permit:                      # a Denied is falsy and says until when
+    outcome = classify(exc, account_id=account_id)   # or SUCCESS
+    await breaker.record(account_id, outcome.breaker, permit=permit)
 """
 
 from __future__ import annotations

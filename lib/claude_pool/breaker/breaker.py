@@ -43,7 +43,9 @@ class CircuitBreaker:
         probe_ttl_seconds: float = DEFAULT_PROBE_TTL_SECONDS,
     ) -> None:
         self.store = store
-        self.params = BreakerParams.from_config(config or BreakerConfig(), probe_ttl_seconds=probe_ttl_seconds)
+        self.params = BreakerParams.from_config(
+            config or BreakerConfig(), probe_ttl_seconds=probe_ttl_seconds
+        )
         self._listeners: list[BreakerListener] = list(listeners)
 
     # --- listeners -------------------------------------------------------------------------
@@ -65,7 +67,9 @@ class CircuitBreaker:
         result = await self.store.allow(account_id, self.params, token=token)
         await self._announce(account_id, result)
         if result.verdict is Verdict.DENY:
-            denied = Denied(account_id, result.record.effective_state(result.now), result.until, result.reason)
+            denied = Denied(
+                account_id, result.record.effective_state(result.now), result.until, result.reason
+            )
             await self._notify("on_denied", denied)
             return denied
         probe = result.verdict is Verdict.PROBE

@@ -119,8 +119,16 @@ class EmbeddedBreakerStore(BreakerStore):
             " state = excluded.state, failures = excluded.failures, opened_at = excluded.opened_at,"
             " open_timeout = excluded.open_timeout, trips = excluded.trips, epoch = excluded.epoch,"
             " changed_at = excluded.changed_at",
-            (account_id, rec.state.value, rec.failures, rec.opened_at, rec.open_timeout, rec.trips,
-             rec.epoch, now),
+            (
+                account_id,
+                rec.state.value,
+                rec.failures,
+                rec.opened_at,
+                rec.open_timeout,
+                rec.trips,
+                rec.epoch,
+                now,
+            ),
         )
 
     @staticmethod
@@ -140,7 +148,9 @@ class EmbeddedBreakerStore(BreakerStore):
         def peek(conn: sqlite3.Connection, now: float) -> StoreResult | None:
             rec = self._load(conn, account_id)
             if rec.state is State.CLOSED:
-                return states.admit(rec, now=now, probes_in_flight=0, earliest_probe_expiry=None, params=params)
+                return states.admit(
+                    rec, now=now, probes_in_flight=0, earliest_probe_expiry=None, params=params
+                )
             return None
 
         # Nearly every call finds the circuit closed: answer those from a snapshot, without taking
@@ -153,15 +163,18 @@ class EmbeddedBreakerStore(BreakerStore):
         def body(conn: sqlite3.Connection, now: float) -> StoreResult:
             rec = self._load(conn, account_id)
             if rec.state is State.CLOSED:
-                return states.admit(rec, now=now, probes_in_flight=0, earliest_probe_expiry=None, params=params)
+                return states.admit(
+                    rec, now=now, probes_in_flight=0, earliest_probe_expiry=None, params=params
+                )
             conn.execute(
                 "DELETE FROM breaker_probes WHERE account_id = ? AND expires_at <= ?", (account_id, now)
             )
             held, earliest = conn.execute(
                 "SELECT COUNT(*), MIN(expires_at) FROM breaker_probes WHERE account_id = ?", (account_id,)
             ).fetchone()
-            result = states.admit(rec, now=now, probes_in_flight=held, earliest_probe_expiry=earliest,
-                                  params=params)
+            result = states.admit(
+                rec, now=now, probes_in_flight=held, earliest_probe_expiry=earliest, params=params
+            )
             if result.verdict is Verdict.PROBE:
                 conn.execute(
                     "INSERT INTO breaker_probes (account_id, token, expires_at) VALUES (?, ?, ?)",
@@ -184,9 +197,12 @@ class EmbeddedBreakerStore(BreakerStore):
             rec = self._load(conn, account_id)
             held = False
             if token is not None:
-                held = conn.execute(
-                    "DELETE FROM breaker_probes WHERE account_id = ? AND token = ?", (account_id, token)
-                ).rowcount > 0
+                held = (
+                    conn.execute(
+                        "DELETE FROM breaker_probes WHERE account_id = ? AND token = ?", (account_id, token)
+                    ).rowcount
+                    > 0
+                )
             result = states.apply_result(
                 rec, effect, probe=token is not None, probe_held=held, epoch=epoch, now=now, params=params
             )

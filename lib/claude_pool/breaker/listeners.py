@@ -44,7 +44,8 @@ class LoggingListener(BreakerListener):
             transition.from_state.value,
             transition.to_state.value,
             transition.reason,
-            f", open until {until.isoformat(timespec='seconds')}" if until and transition.to_state is State.OPEN
+            f", open until {until.isoformat(timespec='seconds')}"
+            if until and transition.to_state is State.OPEN
             else "",
             extra={
                 "account_id": transition.account_id,

@@ -52,7 +52,12 @@ class BreakerState(ABC):
 
     @abstractmethod
     def admit(
-        self, rec: BreakerRecord, *, now: float, probes_in_flight: int, earliest_probe_expiry: float | None,
+        self,
+        rec: BreakerRecord,
+        *,
+        now: float,
+        probes_in_flight: int,
+        earliest_probe_expiry: float | None,
         params: BreakerParams,
     ) -> StoreResult:
         """May a call go through? ``probes_in_flight`` counts unexpired probe slots only."""
@@ -75,7 +80,12 @@ class ClosedState(BreakerState):
     name = State.CLOSED
 
     def admit(
-        self, rec: BreakerRecord, *, now: float, probes_in_flight: int, earliest_probe_expiry: float | None,
+        self,
+        rec: BreakerRecord,
+        *,
+        now: float,
+        probes_in_flight: int,
+        earliest_probe_expiry: float | None,
         params: BreakerParams,
     ) -> StoreResult:
         return _same(Verdict.ALLOW, rec, now)
@@ -96,12 +106,23 @@ class HalfOpenState(BreakerState):
     name = State.HALF_OPEN
 
     def admit(
-        self, rec: BreakerRecord, *, now: float, probes_in_flight: int, earliest_probe_expiry: float | None,
+        self,
+        rec: BreakerRecord,
+        *,
+        now: float,
+        probes_in_flight: int,
+        earliest_probe_expiry: float | None,
         params: BreakerParams,
     ) -> StoreResult:
         if probes_in_flight >= params.half_open_max_calls:
-            return StoreResult(Verdict.DENY, rec.state, rec, now, until=earliest_probe_expiry,
-                               reason="half-open: probe slots taken")
+            return StoreResult(
+                Verdict.DENY,
+                rec.state,
+                rec,
+                now,
+                until=earliest_probe_expiry,
+                reason="half-open: probe slots taken",
+            )
         if rec.state is State.HALF_OPEN:
             return _same(Verdict.PROBE, rec, now)
         # The first probe after the timeout is where half-open starts, once, for every worker.
@@ -122,14 +143,22 @@ class OpenState(BreakerState):
     name = State.OPEN
 
     def admit(
-        self, rec: BreakerRecord, *, now: float, probes_in_flight: int, earliest_probe_expiry: float | None,
+        self,
+        rec: BreakerRecord,
+        *,
+        now: float,
+        probes_in_flight: int,
+        earliest_probe_expiry: float | None,
         params: BreakerParams,
     ) -> StoreResult:
         until = rec.open_until
         if until is not None and now < until:
             return StoreResult(Verdict.DENY, rec.state, rec, now, until=until, reason="circuit open")
         return HALF_OPEN.admit(
-            rec, now=now, probes_in_flight=probes_in_flight, earliest_probe_expiry=earliest_probe_expiry,
+            rec,
+            now=now,
+            probes_in_flight=probes_in_flight,
+            earliest_probe_expiry=earliest_probe_expiry,
             params=params,
         )
 
@@ -147,12 +176,19 @@ def state_for(rec: BreakerRecord) -> BreakerState:
 
 
 def admit(
-    rec: BreakerRecord, *, now: float, probes_in_flight: int, earliest_probe_expiry: float | None,
+    rec: BreakerRecord,
+    *,
+    now: float,
+    probes_in_flight: int,
+    earliest_probe_expiry: float | None,
     params: BreakerParams,
 ) -> StoreResult:
     """Verdict ``probe`` means the caller must record a probe slot in the same transaction."""
     return state_for(rec).admit(
-        rec, now=now, probes_in_flight=probes_in_flight, earliest_probe_expiry=earliest_probe_expiry,
+        rec,
+        now=now,
+        probes_in_flight=probes_in_flight,
+        earliest_probe_expiry=earliest_probe_expiry,
         params=params,
     )
 
@@ -189,5 +225,7 @@ def force_open(
 ) -> StoreResult:
     trips = max(rec.trips, 1)
     timeout = params.open_timeout(trips) if seconds is None else seconds
-    after = replace(rec, state=State.OPEN, opened_at=now, open_timeout=timeout, trips=trips, epoch=rec.epoch + 1)
+    after = replace(
+        rec, state=State.OPEN, opened_at=now, open_timeout=timeout, trips=trips, epoch=rec.epoch + 1
+    )
     return StoreResult(Verdict.FORCED, rec.state, after, now, reason=reason)

@@ -69,8 +69,12 @@ def usage_report(sim: AnthropicSimulator, org: OrgSpec, query: Any) -> dict[str,
                 cell = sums.setdefault(keys[secret].id if by_key else None, [0, 0])
                 cell[0] += inp
                 cell[1] += out
-        results = [_result(kid, inp, out) for kid, (inp, out) in sorted(sums.items(), key=lambda i: str(i[0]))]
-        data.append({"starting_at": wire.rfc3339(t), "ending_at": wire.rfc3339(t + width), "results": results})
+        results = [
+            _result(kid, inp, out) for kid, (inp, out) in sorted(sums.items(), key=lambda i: str(i[0]))
+        ]
+        data.append(
+            {"starting_at": wire.rfc3339(t), "ending_at": wire.rfc3339(t + width), "results": results}
+        )
         t += width
     has_more = t < end
     return {"data": data, "has_more": has_more, "next_page": wire.rfc3339(t) if has_more else None}

@@ -89,7 +89,9 @@ def add_anthropic_routes(app: web.Application, sim: AnthropicSimulator) -> None:
         return await guarded(request, act)
 
     async def reset(request: web.Request) -> web.Response:
-        return await guarded(request, lambda d: st.reset(counters=d.get("counters", True), buckets=d.get("buckets", True)))
+        return await guarded(
+            request, lambda d: st.reset(counters=d.get("counters", True), buckets=d.get("buckets", True))
+        )
 
     async def faults(request: web.Request) -> web.Response:
         return await guarded(request, lambda d: apply_faults_payload(sim, d))
@@ -98,7 +100,9 @@ def add_anthropic_routes(app: web.Application, sim: AnthropicSimulator) -> None:
         return await guarded(request, lambda d: st.revoke(d["key"], int(d.get("status", 401))))
 
     async def limits(request: web.Request) -> web.Response:
-        return await guarded(request, lambda d: st.set_limits(d["org"], Limits(int(d["rpm"]), int(d["itpm"]), int(d["otpm"]))))
+        return await guarded(
+            request, lambda d: st.set_limits(d["org"], Limits(int(d["rpm"]), int(d["itpm"]), int(d["otpm"])))
+        )
 
     app.router.add_get("/_sim/health", health)
     app.router.add_get("/_sim/stats", stats)

@@ -27,7 +27,14 @@ FaultKind = Literal[
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
-_DEFAULT_STATUS = {"error": 500, "overloaded": 529, "revoke": 401, "billing": 402, "spend_cap": 429, "ramp": 429}
+_DEFAULT_STATUS = {
+    "error": 500,
+    "overloaded": 529,
+    "revoke": 401,
+    "billing": 402,
+    "spend_cap": 429,
+    "ramp": 429,
+}
 _ALLOWED_STATUS = {"error": (500, 503, 504), "revoke": (401, 403)}
 
 
@@ -93,7 +100,9 @@ class FaultBook:
     def add(self, rule: FaultRule) -> None:
         self.rules.append(rule)
 
-    def pick(self, key_name: str, key_secret: str, org_id: str, elapsed: float, *, streaming: bool) -> FaultRule | None:
+    def pick(
+        self, key_name: str, key_secret: str, org_id: str, elapsed: float, *, streaming: bool
+    ) -> FaultRule | None:
         if not self.rules:  # the usual case: keep it to one branch
             return None
         for rule in self.rules:

@@ -90,12 +90,16 @@ class RunningSimulator:
         self._server.call(self.state.set_faults, parsed)
 
     def add_fault(self, rule: FaultRule | dict[str, Any]) -> None:
-        self._server.call(self.state.add_fault, rule if isinstance(rule, FaultRule) else FaultRule.from_dict(rule))
+        self._server.call(
+            self.state.add_fault, rule if isinstance(rule, FaultRule) else FaultRule.from_dict(rule)
+        )
 
     def clear_faults(self) -> None:
         self.set_faults([])
 
-    def add_key(self, name: str, org: str, *, key: str | None = None, limits: Limits | None = None) -> KeySpec:
+    def add_key(
+        self, name: str, org: str, *, key: str | None = None, limits: Limits | None = None
+    ) -> KeySpec:
         """Add a key to ``org`` (created with ``limits`` if it does not exist yet)."""
         from claude_pool.simulator.control import add_key_payload
 
@@ -141,8 +145,12 @@ class RunningSlackSimulator:
 
     def messages_in(self, channel: str) -> list[SlackMessage]:
         """Messages posted to ``channel``, given as an id, a name or ``#name``."""
-        return [m for m in self.messages if channel in (m.channel, m.channel_ref, m.channel_ref.lstrip("#"))
-                or channel.lstrip("#") == m.channel_ref.lstrip("#")]
+        return [
+            m
+            for m in self.messages
+            if channel in (m.channel, m.channel_ref, m.channel_ref.lstrip("#"))
+            or channel.lstrip("#") == m.channel_ref.lstrip("#")
+        ]
 
     def stats(self) -> dict[str, int]:
         return self._server.call(lambda: dict(self.sim.counts))
@@ -162,7 +170,9 @@ class RunningSlackSimulator:
 
 
 @contextmanager
-def simulator(scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningSimulator]:
+def simulator(
+    scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RunningSimulator]:
     sim = RunningSimulator(scenario, host=host, port=port).start()
     try:
         yield sim

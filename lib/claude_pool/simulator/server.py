@@ -53,7 +53,9 @@ async def start_app(app: web.Application, sock: socket.socket) -> web.AppRunner:
 class BackgroundServer:
     """An app built and served on its own event loop in a daemon thread."""
 
-    def __init__(self, app_factory: Callable[[], web.Application], *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app_factory: Callable[[], web.Application], *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self._factory = app_factory
         self._sock = bind_socket(host, port)
         self.host = host

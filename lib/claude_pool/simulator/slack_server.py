@@ -138,7 +138,9 @@ class SlackSimulator:
         return f"{int(time.time())}.{n % 1_000_000:06d}"
 
     @staticmethod
-    def _reply(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    def _reply(
+        data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+    ) -> web.Response:
         return web.Response(
             status=status, body=json.dumps(data).encode(), content_type="application/json", headers=headers
         )
@@ -180,8 +182,15 @@ class SlackSimulator:
         name = request.match_info["method"]
         if name == "auth.test":
             return self._reply(
-                {"ok": True, "url": f"https://{self.config.team}.slack.com/", "team": self.config.team,
-                 "user": "claude-pool", "team_id": "T0SIMULATE", "user_id": "U0SIMULATE", "bot_id": "B0SIMULATE"}
+                {
+                    "ok": True,
+                    "url": f"https://{self.config.team}.slack.com/",
+                    "team": self.config.team,
+                    "user": "claude-pool",
+                    "team_id": "T0SIMULATE",
+                    "user_id": "U0SIMULATE",
+                    "bot_id": "B0SIMULATE",
+                }
             )
         if name == "chat.postMessage":
             return self._post_message(args)
@@ -209,12 +218,20 @@ class SlackSimulator:
         wait = self._rate_limited(channel_id)
         if wait is not None:
             self.counts["ratelimited"] += 1
-            return self._reply({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(wait)})
+            return self._reply(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(wait)}
+            )
         ts = self._ts()
         thread_ts = args.get("thread_ts")
         self.messages.append(SlackMessage(channel_id, text, blocks, ts, thread_ts, ref, args))
         self.counts["posted"] += 1
-        message = {"type": "message", "text": text or "", "user": "U0SIMULATE", "bot_id": "B0SIMULATE", "ts": ts}
+        message = {
+            "type": "message",
+            "text": text or "",
+            "user": "U0SIMULATE",
+            "bot_id": "B0SIMULATE",
+            "ts": ts,
+        }
         if blocks:
             message["blocks"] = blocks
         if thread_ts:

@@ -63,7 +63,9 @@ class Stats:
 
     @property
     def rate_limited(self) -> int:
-        return sum(self.total[f"rejected_rate_limit_{m}"] for m in ("requests", "input_tokens", "output_tokens"))
+        return sum(
+            self.total[f"rejected_rate_limit_{m}"] for m in ("requests", "input_tokens", "output_tokens")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,7 +98,9 @@ class SimulatorState:
         self.orgs: dict[str, OrgSpec] = {o.id: o for o in scenario.orgs}
         self.keys: dict[str, KeySpec] = {k.key: k for k in scenario.keys}
         self.admin_keys: dict[str, OrgSpec] = {o.admin_key: o for o in scenario.orgs}
-        self.buckets: dict[str, OrgBuckets] = {o.id: OrgBuckets(o.limits, self.started_mono) for o in scenario.orgs}
+        self.buckets: dict[str, OrgBuckets] = {
+            o.id: OrgBuckets(o.limits, self.started_mono) for o in scenario.orgs
+        }
         self.counters: dict[str, Counter[str]] = {k.name: Counter() for k in scenario.keys}
         self.unauthenticated = 0
         self.revoked: dict[str, int] = {}  # secret -> 401 or 403
@@ -161,7 +165,9 @@ class SimulatorState:
         self.faults.add(rule)
 
     def add_org(self, org_id: str, limits: Limits, *, spend_cap_tokens: int | None = None) -> OrgSpec:
-        org = OrgSpec(org_id, limits, derive_admin_key(self.scenario.seed, 1000 + len(self.orgs)), spend_cap_tokens)
+        org = OrgSpec(
+            org_id, limits, derive_admin_key(self.scenario.seed, 1000 + len(self.orgs)), spend_cap_tokens
+        )
         self.orgs[org_id] = org
         self.admin_keys[org.admin_key] = org
         self.buckets[org_id] = OrgBuckets(limits, self.now())

@@ -109,7 +109,9 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def message_body(msg_id: str, model: str, text: str, input_tokens: int, output_tokens: int, stop: str) -> bytes:
+def message_body(
+    msg_id: str, model: str, text: str, input_tokens: int, output_tokens: int, stop: str
+) -> bytes:
     return _dumps(
         {
             "id": msg_id,
@@ -145,15 +147,18 @@ def stream_events(msg_id: str, model: str, input_tokens: int) -> bytes:
     }
     return (
         sse_event("message_start", start)
-        + sse_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                            "content_block": {"type": "text", "text": ""}})
+        + sse_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
         + sse_event("ping", {"type": "ping"})
     )
 
 
 def text_delta(text: str) -> bytes:
     return sse_event(
-        "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
     )
 
 
@@ -165,8 +170,12 @@ def stream_end(input_tokens: int, output_tokens: int, stop: str) -> bytes:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": None},
-                "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": 0,
-                          "cache_read_input_tokens": 0, "output_tokens": output_tokens},
+                "usage": {
+                    "input_tokens": input_tokens,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "output_tokens": output_tokens,
+                },
             },
         )
         + sse_event("message_stop", {"type": "message_stop"})
@@ -176,5 +185,9 @@ def stream_end(input_tokens: int, output_tokens: int, stop: str) -> bytes:
 def stream_error(request_id: str) -> bytes:
     return sse_event(
         "error",
-        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}, "request_id": request_id},
+        {
+            "type": "error",
+            "error": {"type": "overloaded_error", "message": "Overloaded"},
+            "request_id": request_id,
+        },
     )
