@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from claude_pool.capacity import (
     BucketLimits,
@@ -22,13 +23,13 @@ CANDIDATES = [Candidate(f"acct-{n}", f"acct-{n}", LIMITS) for n in range(3)]
 DEMAND = Demand(100, 50)
 
 
-def hammer(
-    backend: str, target: str, prefix: str, start_at: float, duration: float
-) -> tuple[dict, float, float, int]:
-    return asyncio.run(_hammer(backend, target, prefix, start_at, duration))
+def hammer(backend: str, target: str, prefix: str, ready: Any, duration: float, results: Any) -> None:
+    """Run in its own process: wait at the ``ready`` barrier (so slow start-ups on a loaded machine
+    do not shorten anyone's window), hammer for ``duration``, put the counts on ``results``."""
+    results.put(asyncio.run(_hammer(backend, target, prefix, ready, duration)))
 
 
-async def _hammer(backend: str, target: str, prefix: str, start_at: float, duration: float) -> tuple:
+async def _hammer(backend: str, target: str, prefix: str, ready: Any, duration: float) -> tuple:
     store: CapacityStore
     if backend == "redis":
         store = RedisCapacityStore.from_url(target, prefix=prefix)
@@ -37,8 +38,10 @@ async def _hammer(backend: str, target: str, prefix: str, start_at: float, durat
     granted: Counter[str] = Counter()
     attempts = 0
     try:
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        first = time.time()
+        await store.view(CANDIDATES)  # connected and warm before the clock starts
+        await asyncio.to_thread(ready.wait)
+        start_at = time.time()
+        first = start_at
         last = first
         while time.time() < start_at + duration:
             sel = await store.acquire(CANDIDATES, DEMAND)

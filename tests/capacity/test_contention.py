@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,10 +22,20 @@ def test_many_processes_never_exceed_capacity(
         target, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
     else:
         target, prefix = str(tmp_path / "capacity.db"), ""
-    start_at = time.time() + 3.0  # every process is up and connected before the clock starts
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds threads and loops
-    with ctx.Pool(processes) as pool:
-        results = pool.starmap(hammer, [(backend, target, prefix, start_at, DURATION)] * processes)
+    ready = ctx.Barrier(processes)
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=hammer, args=(backend, target, prefix, ready, DURATION, queue))
+               for _ in range(processes)]
+    for w in workers:
+        w.start()
+    try:
+        results = [queue.get(timeout=120) for _ in workers]
+    finally:
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.terminate()
     granted: Counter[str] = Counter()
     for counts, _first, _last, _attempts in results:
         granted.update(counts)
