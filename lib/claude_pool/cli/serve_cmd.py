@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from claude_pool.cli.common import handle_errors, runtime
+from claude_pool.errors import SettingsError
 
 __all__ = ["serve"]
 
@@ -33,8 +34,15 @@ def serve(host: str, port: int, heartbeat: float, access_log: bool) -> None:
 
     from claude_pool.http import ApiTokens, create_app
 
+    tokens = ApiTokens.from_env()  # refuses a malformed CLAUDE_POOL_API_TOKENS before anything starts
     rt = runtime(log_to_console=True)
-    tokens = ApiTokens.from_env()  # refuses a malformed CLAUDE_POOL_API_TOKENS before binding
+    if rt.db.current_revision() != rt.db.head_revision():
+        # Serving on a schema the code does not expect fails on the first request: say it now.
+        raise SettingsError(
+            "DATABASE_URL",
+            f"the database {rt.db.display_url} is not migrated to the current schema",
+            "run `claude-pool db upgrade` (or `claude-pool init`) first",
+        )
     app = create_app(rt, tokens=tokens, heartbeat_seconds=heartbeat)
     click.echo(
         f"claude-pool API on http://{host}:{port} (clients: {rt.settings.base_url}); "
@@ -53,5 +61,8 @@ def serve(host: str, port: int, heartbeat: float, access_log: bool) -> None:
     )
     try:
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn has shut down cleanly and re-raised the Ctrl-C it caught: a normal stop.
+        pass
     finally:
         rt.close()

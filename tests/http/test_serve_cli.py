@@ -1,0 +1,108 @@
+"""``claude-pool serve`` as a user runs it: a real process, tokens from the environment, Ctrl-C."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import claude_pool.http
+from tests.http.harness import _free_port
+
+HTTP_MODULES = ["app", "auth", "admin", "context", "errors", "events_sse", "execute", "health", "schemas"]
+
+
+@pytest.mark.parametrize("name", HTTP_MODULES)
+def test_modules_export_what_they_define(name: str) -> None:
+    module = importlib.import_module(f"claude_pool.http.{name}")
+    assert module.__all__ and all(hasattr(module, attr) for attr in module.__all__)
+    assert all(hasattr(claude_pool.http, attr) for attr in claude_pool.http.__all__)
+
+
+def test_serve_command(tmp_path: Path) -> None:
+    port = _free_port()
+    token = "serve-test-token-" + "x" * 16
+    env = {
+        **os.environ,
+        "CLAUDE_POOL_HOME": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "ENCRYPTION_KEY": os.urandom(32).hex(),
+        "CLAUDE_POOL_API_TOKENS": f'{{"{token}": "*"}}',
+        "LOG_FILE": str(tmp_path / "app.log"),
+    }
+    env.pop("REDIS_URL", None)
+    subprocess.run(
+        [sys.executable, "-m", "claude_pool", "db", "upgrade"],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "claude_pool", "serve", "--port", str(port), "--no-access-log"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.1)
+        assert health.status_code == 200 and health.json()["database"]["status"] == "up"
+        assert health.json()["pool"]["total"] == 0
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            assert client.get("/openapi.json").status_code == 401
+            schema = client.get("/openapi.json", headers={"Authorization": f"Bearer {token}"})
+            assert schema.status_code == 200 and "/api/orchestrator/execute" in schema.json()["paths"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=20)[0].decode()
+    assert process.returncode == 0, output
+    assert token not in output
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CLAUDE_POOL_HOME": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "claude_pool", "serve", "--port", "0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1 and "claude-pool db upgrade" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_refuses_malformed_tokens(tmp_path: Path) -> None:
+    env = {**os.environ, "CLAUDE_POOL_HOME": str(tmp_path), "CLAUDE_POOL_API_TOKENS": "{oops"}
+    done = subprocess.run(
+        [sys.executable, "-m", "claude_pool", "serve", "--port", "0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1 and "CLAUDE_POOL_API_TOKENS" in done.stderr and "Traceback" not in done.stderr
