@@ -62,6 +62,11 @@ def _translated(operation: str) -> Iterator[None]:
         raise BackendUnavailable("redis", f"{operation}: {type(exc).__name__}: {exc}") from exc
 
 
+# Connections per store (per process), and how long a call may wait for one before it fails.
+_MAX_CONNECTIONS = 100
+_CONNECTION_WAIT = 30.0
+
+
 class RedisCapacityStore(CapacityStore):
     backend = "redis"
 
@@ -86,7 +91,13 @@ class RedisCapacityStore(CapacityStore):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "claude-pool", **kwargs: Any) -> RedisCapacityStore:
-        return cls(aioredis.Redis.from_url(url), prefix=prefix, **kwargs)
+        # A blocking pool: past max_connections concurrent calls (100 by default), a call waits for
+        # a free connection instead of failing with "Too many connections", which a worker with
+        # a hundred delegations waiting for capacity reaches at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=_MAX_CONNECTIONS, timeout=_CONNECTION_WAIT
+        )
+        return cls(aioredis.Redis.from_pool(pool), prefix=prefix, **kwargs)
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(float(self._clock()))
