@@ -127,3 +127,32 @@ def test_bad_config_stops_every_command_with_the_json_path(tmp_path: Path, env: 
     result = run(tmp_path, "accounts", "list", env=env)
     assert result.returncode == 1
     assert "$.selection.strategy" in result.stderr and "least_loaded" in result.stderr
+
+
+def test_accounts_list_shows_live_headroom_and_breaker_state(tmp_path: Path, env: dict[str, str]) -> None:
+    assert run(tmp_path, "accounts", "add", "--org", "o", "--name", "a", "--tier", "pro", env=env, stdin=CANARY).returncode == 0
+    listed = run(tmp_path, "accounts", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    header, _rule, row = listed.stdout.splitlines()[:3]
+    assert "headroom" in header and "breaker" in header
+    assert "100%" in row and "closed" in row
+
+
+def test_executions_list_and_show_without_a_database_browser(tmp_path: Path, env: dict[str, str]) -> None:
+    import json
+
+    from claude_pool.delegation import DelegationRequest
+    from claude_pool.executions import ExecutionStore
+    from claude_pool.storage import Database
+
+    db = Database(f"sqlite:///{tmp_path / '.claude-pool' / 'claude-pool.db'}")
+    db.upgrade()
+    row, _ = ExecutionStore(db).start(DelegationRequest(organization_id="o", message="hi", user_id="u"))
+    ExecutionStore(db).fail(row.id, RuntimeError("upstream broke"))
+    db.dispose()
+    listed = run(tmp_path, "executions", "list", env=env)
+    assert listed.returncode == 0 and row.id in listed.stdout and "failed" in listed.stdout
+    shown = json.loads(run(tmp_path, "executions", "show", row.id, env=env).stdout)
+    assert shown["status"] == "failed" and shown["request"]["messages"][0]["content"] == "hi"
+    missing = run(tmp_path, "executions", "show", "nope", env=env)
+    assert missing.returncode == 1 and "no execution 'nope'" in missing.stderr

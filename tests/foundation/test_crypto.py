@@ -74,7 +74,7 @@ def test_hint_and_fingerprint_reveal_nothing_recognisable() -> None:
     assert fp == fingerprint_api_key(API_KEY) and "CANARY" not in fp and len(fp) == 64
 
 
-def test_log_lines_mask_keys_from_any_source(tmp_path: "os.PathLike[str]") -> None:
+def test_log_lines_mask_keys_from_any_source(tmp_path: os.PathLike[str]) -> None:
     import logging
     from pathlib import Path
 

@@ -6,6 +6,7 @@ argument: arguments land in shell history and in the process list.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from typing import Any
@@ -14,7 +15,8 @@ import click
 
 from claude_pool.accounts import AccountService
 from claude_pool.cli.common import echo_json, echo_table, handle_errors, runtime
-from claude_pool.errors import InvalidInput
+from claude_pool.errors import ClaudePoolError, InvalidInput
+from claude_pool.runtime import Runtime
 from claude_pool.storage import ClaudeAccount
 
 __all__ = ["accounts"]
@@ -100,16 +102,19 @@ def add(
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def list_(organization_id: str | None, status: str | None, as_json: bool) -> None:
-    """List accounts; keys are shown only as hints."""
+    """List accounts with live headroom and breaker state; keys are shown only as hints."""
     rt = runtime()
     rt.db.upgrade()
     rows = rt.accounts.list(organization_id=organization_id, status=status)
+    live = _live_view(rt)
     if as_json:
-        echo_json([_summary(rt.accounts, a) for a in rows])
+        echo_json([{**_summary(rt.accounts, a), **live.get(a.id, {})} for a in rows])
         return
     table = []
     for a in rows:
         limits = rt.accounts.view(a).limits
+        now = live.get(a.id, {})
+        headroom = now.get("headroom")
         table.append(
             [
                 a.id,
@@ -122,11 +127,53 @@ def list_(organization_id: str | None, status: str | None, as_json: bool) -> Non
                 a.weight,
                 a.capacity_group or "-",
                 f"{limits.requests_per_minute}/{limits.input_tokens_per_minute}/{limits.output_tokens_per_minute}",
+                f"{headroom:.0%}" if headroom is not None else "?",
+                now.get("breaker_state", "?"),
             ]
         )
     echo_table(
-        ["id", "org", "name", "tier", "status", "key", "prio", "weight", "group", "rpm/itpm/otpm"], table
+        [
+            "id",
+            "org",
+            "name",
+            "tier",
+            "status",
+            "key",
+            "prio",
+            "weight",
+            "group",
+            "rpm/itpm/otpm",
+            "headroom",
+            "breaker",
+        ],
+        table,
     )
+    if not live and rows:
+        click.echo(
+            "(live headroom and breaker state unavailable: the capacity store did not answer)", err=True
+        )
+
+
+def _live_view(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """Headroom and breaker state per account from the capacity store ({} when it is down)."""
+    from claude_pool.capacity_sync import snapshot_pool
+    from claude_pool.pool import Pool
+
+    async def read() -> dict[str, dict[str, Any]]:
+        async with Pool.open(rt) as pool:
+            return {
+                r.account_id: {
+                    "headroom": r.headroom,
+                    "breaker_state": r.breaker_state,
+                    "in_flight": r.in_flight,
+                }
+                for r in await snapshot_pool(pool)
+            }
+
+    try:
+        return asyncio.run(read())
+    except ClaudePoolError:
+        return {}
 
 
 @accounts.command("show")
