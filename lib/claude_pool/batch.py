@@ -8,16 +8,27 @@ comparison.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from claude_pool.delegation import DelegationRequest
-from claude_pool.errors import ClaudePoolError
+from claude_pool.errors import ClaudePoolError, StorageError
 from claude_pool.executions import ExecutionStore
+from claude_pool.logs import log_event
 from claude_pool.pool import Pool
 
 __all__ = ["BatchItemOutcome", "run_batch"]
+
+logger = logging.getLogger("claude_pool.batch")
+T = TypeVar("T")
+
+#: Back-off between attempts to write an execution while the database is unreachable (about a
+#: minute in all): a result already paid for upstream is worth waiting for, and every write is
+#: idempotent (``succeed`` keeps the first success, ``start`` finds the row by idempotency key).
+RECORD_RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,12 @@ async def _delegate_one(
 ) -> BatchItemOutcome:
     execution_id = None
     if executions is not None:
-        row, created = await asyncio.to_thread(
-            executions.start, request, flow_run_id=flow_run_id, running=True
-        )
+        try:
+            row, created = await _record(executions.start, request, flow_run_id=flow_run_id, running=True)
+        except StorageError as exc:  # nothing was sent: the request fails, the batch goes on
+            return BatchItemOutcome(
+                index, None, "failed", error_type=type(exc).__name__, error=str(exc)[:500]
+            )
         execution_id = row.id
         if not created and row.status == "succeeded":
             return BatchItemOutcome(index, execution_id, "succeeded", row.account_id, row.attempts)
@@ -89,12 +103,12 @@ async def _delegate_one(
         result = await pool.delegate(request)
     except ClaudePoolError as exc:
         if executions is not None and execution_id is not None:
-            await asyncio.to_thread(executions.fail, execution_id, exc)
+            await _record_quietly(executions.fail, execution_id, exc)
         return BatchItemOutcome(
             index, execution_id, "failed", error_type=type(exc).__name__, error=str(exc)[:500]
         )
     if executions is not None and execution_id is not None:
-        await asyncio.to_thread(executions.succeed, execution_id, result)
+        await _record_quietly(executions.succeed, execution_id, result)
     return BatchItemOutcome(
         index,
         execution_id,
@@ -106,3 +120,38 @@ async def _delegate_one(
         output_tokens=result.usage.output_tokens,
         latency_ms=result.latency_ms,
     )
+
+
+async def _record(write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``write`` on a worker thread, tried again while the database is unreachable."""
+    for delay in (*RECORD_RETRY_DELAYS, None):
+        try:
+            return await asyncio.to_thread(write, *args, **kwargs)
+        except StorageError as exc:
+            if delay is None:
+                raise
+            log_event(
+                logger,
+                logging.WARNING,
+                "recording an execution failed; trying again",
+                step=write.__name__,
+                retry_in_s=delay,
+                error=str(exc)[:300],
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def _record_quietly(write: Callable[..., Any], *args: Any) -> None:
+    """Record an outcome; when the database stays away past every retry, log it rather than
+    fail the batch (the other requests' outcomes would be lost with it)."""
+    try:
+        await _record(write, *args)
+    except StorageError as exc:
+        log_event(
+            logger,
+            logging.ERROR,
+            "an execution outcome could not be recorded",
+            step=write.__name__,
+            error=str(exc)[:300],
+        )
