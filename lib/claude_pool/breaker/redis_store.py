@@ -7,6 +7,8 @@ from importlib import resources
 from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -74,7 +76,9 @@ class RedisBreakerStore(BreakerStore):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "claude-pool") -> RedisBreakerStore:
-        client = aioredis.Redis.from_url(url)
+        # One retry on a fresh connection: a connection broken by an outage fails one call after
+        # Redis is back otherwise (see capacity.redis_store.from_url).
+        client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1))
         return cls(client, keys=RedisKeys(prefix), owns_client=True)
 
     def _account_keys(self, account_id: str) -> list[str]:

@@ -14,6 +14,8 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from claude_pool.capacity.base import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
@@ -94,8 +96,12 @@ class RedisCapacityStore(CapacityStore):
         # A blocking pool: past max_connections concurrent calls (100 by default), a call waits for
         # a free connection instead of failing with "Too many connections", which a worker with
         # a hundred delegations waiting for capacity reaches at once.
+        # One retry on a fresh connection: after an outage the pool still holds connections the
+        # outage broke, and without it each fails one call after Redis is back (redis-py's
+        # from_url retries nothing). A repeated script is safe: settle is idempotent and a
+        # repeated acquire only over-charges until its lease is reclaimed.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=_MAX_CONNECTIONS, timeout=_CONNECTION_WAIT
+            url, max_connections=_MAX_CONNECTIONS, timeout=_CONNECTION_WAIT, retry=Retry(NoBackoff(), 1)
         )
         return cls(aioredis.Redis.from_pool(pool), prefix=prefix, **kwargs)
 
