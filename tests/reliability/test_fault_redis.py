@@ -1,0 +1,155 @@
+"""Redis lost in the middle of a batch, then back: requests fail clearly (``BackendUnavailable``)
+while it is away, each is recorded once and ends, no capacity stays taken after the leases are
+reclaimed, and the same pool serves again without a restart.
+
+Two kinds of loss: the network cut (a proxy resets every connection; Redis keeps its data) and a
+restart (a throwaway ``redis-server`` killed with SIGKILL and started again on its port, empty)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from claude_pool.batch import run_batch
+from claude_pool.delegation import DelegationRequest
+from claude_pool.executions import ExecutionStore
+from claude_pool.pool import Pool
+from claude_pool.simulator import Latency, Scenario
+from tests.reliability.conftest import TENANT, execution_rows
+from tests.reliability.netfaults import RedisServer, TcpProxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+LEASE_SECONDS = 2.0
+MAX_IN_FLIGHT = 4  # per account: a leaked lease would show as a slot never given back
+REQUESTS = 48
+
+
+class Outage(Protocol):
+    url: str
+
+    def down(self) -> None: ...
+    def up(self) -> None: ...
+
+
+class _Cut:
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+        self.url = f"redis://{proxy.address}/0"
+
+    def down(self) -> None:
+        self.proxy.cut()
+
+    def up(self) -> None:
+        self.proxy.restore()
+
+
+class _Restart:
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.url = server.url
+
+    def down(self) -> None:
+        self.server.stop()
+
+    def up(self) -> None:
+        self.server.start()
+
+
+@pytest.fixture(params=["network-cut", "restart-empty"])
+def outage(
+    request: pytest.FixtureRequest, tmp_path: Path, proxy_factory: Callable[[str, int], TcpProxy]
+) -> Iterator[Outage]:
+    if request.param == "network-cut":
+        url = request.getfixturevalue("redis_url")  # the shared server, behind a proxy of our own
+        host_port = url.split("//", 1)[1].split("/", 1)[0]
+        host, port = host_port.rsplit(":", 1)
+        yield _Cut(proxy_factory(host, int(port)))
+        return
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield _Restart(server.start())
+    finally:
+        server.stop()
+
+
+def _requests(prefix: str, n: int) -> list[DelegationRequest]:
+    return [
+        DelegationRequest(organization_id=TENANT, message=f"{prefix} {i}", max_tokens=32) for i in range(n)
+    ]
+
+
+async def test_redis_lost_mid_batch_fails_clearly_records_each_request_once_leaks_no_capacity_and_recovers(
+    outage: Outage, redis_prefix: str, sim_world: Callable[..., Any]
+) -> None:
+    scenario = Scenario.uniform(
+        accounts=3, rpm=60_000, itpm=60_000_000, otpm=6_000_000, latency=Latency(ttft_ms=400)
+    )
+    runtime, sim, ids = sim_world(
+        scenario,
+        redis_url=outage.url,
+        redis_prefix=redis_prefix,
+        config={"capacity": {"leaseTimeoutSeconds": LEASE_SECONDS}},
+        extra={"max_in_flight": MAX_IN_FLIGHT},
+    )
+    executions = ExecutionStore(runtime.db)
+
+    async def lose_redis() -> None:
+        await asyncio.sleep(0.9)  # a few rounds of calls are in flight
+        outage.down()
+        await asyncio.sleep(2.5)
+        outage.up()
+
+    async with Pool.open(runtime) as pool:
+        first, _ = await asyncio.gather(
+            run_batch(
+                pool,
+                _requests("during", REQUESTS),
+                concurrency=12,
+                executions=executions,
+                max_wait_seconds=30,
+            ),
+            lose_redis(),
+        )
+        # the same pool, no restart: everything is served again
+        second = await run_batch(
+            pool, _requests("after", 24), concurrency=12, executions=executions, max_wait_seconds=30
+        )
+        assert [o.status for o in second] == ["succeeded"] * 24, [
+            (o.error_type, o.error) for o in second if o.error
+        ]
+
+        # leases of calls whose settle could not reach Redis expire and are reclaimed
+        await asyncio.sleep(LEASE_SECONDS + 0.5)
+        await pool.capacity.reclaim_expired()
+        await asyncio.sleep(1.0)  # a second of refill covers what this test spent many times over
+        accounts = await pool.directory.all()
+        views = await pool.capacity.view([a.candidate for a in accounts])
+
+    rows = execution_rows(runtime)
+    statuses = [r[1] for r in rows]
+    failed_types = {r[2] for r in rows if r[1] == "failed"}
+    total = sim.stats().total
+    print(
+        f"\n[{type(outage).__name__}] during: {sum(o.status == 'succeeded' for o in first)} succeeded, "
+        f"{sum(o.status == 'failed' for o in first)} failed {failed_types}; after: 24/24; "
+        f"simulator served {total['served']}"
+    )
+    assert len(rows) == REQUESTS + 24 == len({r[0] for r in rows})  # one row per request
+    assert set(statuses) <= {"succeeded", "failed"}  # every one ended
+    assert failed_types <= {"BackendUnavailable"}  # and the failures say what failed
+    assert any(o.status == "succeeded" for o in first)
+    # nothing was sent twice: a success is one call served upstream (a call served while Redis was
+    # away may end as failed, since its settlement could not be written)
+    assert statuses.count("succeeded") <= total["served"] == total["received"]
+    assert total["rejected_rate_limit_requests"] == 0
+    for view in views:
+        assert view.in_flight == 0, view
+        assert view.requests == pytest.approx(view.limits.rpm, abs=1), view
+        assert view.input_tokens == pytest.approx(view.limits.itpm, rel=1e-3), view
+        assert view.output_tokens == pytest.approx(view.limits.otpm, rel=1e-3), view
+    assert {v.account_id for v in views} == set(ids.values())
