@@ -74,6 +74,8 @@ class Pool:
         self.listeners = list(listeners)
         self.policy = policy or ErrorPolicy()
         self.call_timeout = call_timeout
+        # The waiting turn (see _choose); asyncio's Lock wakes its waiters in order.
+        self._waiting = asyncio.Lock()
 
     @classmethod
     def open(
@@ -157,96 +159,125 @@ class Pool:
         self, request: DelegationRequest, demand: Demand, strategy: Strategy, tried: set[str], attempt: int
     ) -> tuple[PoolAccount, Any, Permit]:
         """An account with its capacity reserved and a breaker permit; waits for a recovery when the
-        request has a deadline, else raises :class:`NoAccountAvailable` with the reasons."""
-        while True:
-            accounts = await self.directory.all()
-            by_id = {a.id: a for a in accounts}
-            reasons: list[AccountUnavailability] = []
-            active = []
-            for acc in accounts:
-                if acc.status != AccountStatus.ACTIVE:
-                    reasons.append(
-                        AccountUnavailability(
-                            acc.id, acc.name, acc.status.replace("_", " "), _dt(acc.status_until)
-                        )
-                    )
-                else:
-                    active.append(acc)
-            views = await self.breaker.states([a.id for a in active]) if active else {}
-            candidates = []
-            for acc in active:
-                view = views.get(acc.id)
-                if view is not None and not view.available:
-                    reasons.append(
-                        AccountUnavailability(acc.id, acc.name, "circuit open", _dt(view.open_until))
-                    )
-                else:
-                    candidates.append(acc.candidate)
-            selection = None
-            if candidates:
-                selection = await self.capacity.acquire(
-                    candidates,
-                    demand,
-                    strategy=strategy,
-                    sticky_key=request.effective_sticky_key() if strategy is Strategy.STICKY else None,
-                    sticky_ttl=self.config.selection.sticky_ttl_seconds,
-                    lease_ttl=self.config.capacity.lease_timeout_seconds,
-                    exclude=tried,
-                )
-                if selection.reservation is not None:
-                    reservation = selection.reservation
-                    account = by_id[reservation.account_id]
-                    permit = await self.breaker.allow(account.id)
-                    if permit:
-                        assert isinstance(permit, Permit)
-                        selected = Selected(
-                            account.id,
-                            account.name,
-                            account.organization_id,
-                            strategy.value,
-                            attempt,
-                            permit.probe,
-                        )
-                        log_event(
-                            logger,
-                            logging.INFO,
-                            "account selection",
-                            account_id=account.id,
-                            account=account.name,
-                            organization_id=request.organization_id,
-                            strategy=strategy.value,
-                            attempt=attempt,
-                            probe=permit.probe or None,
-                        )
-                        await self._notify("on_selection", request, selected)
-                        return account, reservation, permit
-                    # Half-open with its probe slot taken by another worker: give the capacity back.
-                    await self.capacity.settle(reservation, None, request_sent=False)
-                    reasons.append(
-                        AccountUnavailability(account.id, account.name, permit.reason, _dt(permit.until))
-                    )
-                    tried.add(account.id)
-                    continue
-                for refusal in selection.refusals:
-                    acc = by_id[refusal.account_id]
-                    reasons.append(
-                        AccountUnavailability(acc.id, acc.name, refusal.reason, _dt(refusal.until))
-                    )
-            await self._wait_or_raise(request, reasons)
+        request has a deadline, else raises :class:`NoAccountAvailable` with the reasons.
 
-    async def _wait_or_raise(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> None:
+        Waiting requests of this process queue for one turn: only the head polls the stores, the
+        others wait behind it in order. Polling each on its own (all wake at the same predicted
+        recovery, one wins) costs a round trip per waiter per admission, which on a loaded worker
+        delayed calls past their deadlines."""
+        turn = False  # whether this request holds the waiting turn of this process
+        try:
+            while True:
+                accounts = await self.directory.all()
+                by_id = {a.id: a for a in accounts}
+                reasons: list[AccountUnavailability] = []
+                active = []
+                for acc in accounts:
+                    if acc.status != AccountStatus.ACTIVE:
+                        reasons.append(
+                            AccountUnavailability(
+                                acc.id, acc.name, acc.status.replace("_", " "), _dt(acc.status_until)
+                            )
+                        )
+                    else:
+                        active.append(acc)
+                views = await self.breaker.states([a.id for a in active]) if active else {}
+                candidates = []
+                for acc in active:
+                    view = views.get(acc.id)
+                    if view is not None and not view.available:
+                        reasons.append(
+                            AccountUnavailability(acc.id, acc.name, "circuit open", _dt(view.open_until))
+                        )
+                    else:
+                        candidates.append(acc.candidate)
+                selection = None
+                if candidates:
+                    selection = await self.capacity.acquire(
+                        candidates,
+                        demand,
+                        strategy=strategy,
+                        sticky_key=request.effective_sticky_key() if strategy is Strategy.STICKY else None,
+                        sticky_ttl=self.config.selection.sticky_ttl_seconds,
+                        lease_ttl=self.config.capacity.lease_timeout_seconds,
+                        exclude=tried,
+                    )
+                    if selection.reservation is not None:
+                        reservation = selection.reservation
+                        account = by_id[reservation.account_id]
+                        permit = await self.breaker.allow(account.id)
+                        if permit:
+                            assert isinstance(permit, Permit)
+                            selected = Selected(
+                                account.id,
+                                account.name,
+                                account.organization_id,
+                                strategy.value,
+                                attempt,
+                                permit.probe,
+                            )
+                            log_event(
+                                logger,
+                                logging.INFO,
+                                "account selection",
+                                account_id=account.id,
+                                account=account.name,
+                                organization_id=request.organization_id,
+                                strategy=strategy.value,
+                                attempt=attempt,
+                                probe=permit.probe or None,
+                            )
+                            await self._notify("on_selection", request, selected)
+                            return account, reservation, permit
+                        # Half-open with its probe slot taken by another worker: give the capacity back.
+                        await self.capacity.settle(reservation, None, request_sent=False)
+                        reasons.append(
+                            AccountUnavailability(account.id, account.name, permit.reason, _dt(permit.until))
+                        )
+                        tried.add(account.id)
+                        continue
+                    for refusal in selection.refusals:
+                        acc = by_id[refusal.account_id]
+                        reasons.append(
+                            AccountUnavailability(acc.id, acc.name, refusal.reason, _dt(refusal.until))
+                        )
+                if not turn:
+                    self._recovery_wait(request, reasons)  # raises now if the deadline cannot be met
+                    await self._take_turn(request, reasons)
+                    turn = True
+                    continue  # capacity may have come back while it queued: try again at once
+                await asyncio.sleep(self._recovery_wait(request, reasons))
+        finally:
+            if turn:
+                self._waiting.release()
+
+    def _recovery_wait(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> float:
+        """Seconds to sleep before trying again; raises :class:`NoAccountAvailable` when the request
+        has no deadline, no account will recover by waiting, or not before the deadline."""
         error = NoAccountAvailable(reasons)
         left = request.timeout_left()
         if left is None or error.earliest_recovery is None:
             raise error
         wait = error.earliest_recovery.timestamp() - time.time()
         if wait > left:
-            raise NoAccountAvailable(
-                reasons,
-                message=f"no account can serve before the deadline (in {max(left, 0):.1f}s):\n"
-                + "\n".join(f"  - {r}" for r in reasons),
-            )
-        await asyncio.sleep(min(max(wait, 0.01), _MAX_WAIT_STEP))
+            raise self._too_late(reasons, left)
+        return min(max(wait, 0.01), _MAX_WAIT_STEP)
+
+    async def _take_turn(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> None:
+        left = request.timeout_left()
+        try:
+            async with asyncio.timeout(left):
+                await self._waiting.acquire()
+        except TimeoutError:
+            raise self._too_late(reasons, 0.0) from None
+
+    @staticmethod
+    def _too_late(reasons: list[AccountUnavailability], left: float) -> NoAccountAvailable:
+        return NoAccountAvailable(
+            reasons,
+            message=f"no account can serve before the deadline (in {max(left, 0):.1f}s):\n"
+            + "\n".join(f"  - {r}" for r in reasons),
+        )
 
     async def _sleep_within_deadline(self, request: DelegationRequest, seconds: float) -> None:
         left = request.timeout_left()
