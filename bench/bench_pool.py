@@ -230,6 +230,10 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
                 )
                 register(settings, described)
                 rows.append(await pool_run(name, settings, args.seconds, args.concurrency))
+            # the baseline again, last: the machine's load drifts, and the two rows show by how much
+            again = await bare_client(base_url, described["keys"][0]["key"], args.seconds, args.concurrency)
+            again.name = "bare AsyncAnthropic again (drift check)"
+            rows.append(again)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -269,7 +273,8 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n"
         "One simulator in its own process (no added latency, limits far above the load, 16-token answers), "
         "one load process. Latency: one call at a time. Throughput: the given number of concurrent tasks. "
-        "The baseline is the bare `anthropic.AsyncAnthropic` client with one key, same simulator, same run. "
+        "The baseline is the bare `anthropic.AsyncAnthropic` client with one key, same simulator, same run, "
+        "measured first and again last (the gap between the two is the noise of the machine). "
         "Added latency is each `delegate` call's wall time minus the upstream call inside it "
         "(`AttemptRecord.latency_ms`): selection, reservation, breaker, settlement, calibration.\n\n"
         f"{out}\n",
