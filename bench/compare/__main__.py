@@ -1,0 +1,96 @@
+"""``python -m bench.compare``: run every scenario against every contender, write the results.
+
+    .venv-bench/bin/python -m bench.compare [--only steady,revoked] [--parallel 3] [--duration S]
+
+Scenarios run ``--parallel`` at a time; within one, all contenders (and the bare latency floor)
+start their load on the same second, each against its own simulator process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.compare.contenders import BARE, CONTENDERS, ROOT, Contender, litellm_available
+from bench.compare.figures import Figures, compute
+from bench.compare.report import write_plot, write_report
+from bench.compare.run import RunOutcome, bare_scenario, run_contender
+from bench.compare.scenarios import BenchScenario, load_scenarios
+
+
+def _contenders_for(scenario: BenchScenario, litellm: str | None) -> list[Contender]:
+    chosen = []
+    for c in CONTENDERS:
+        if c.client == "flow" and not scenario.flow:
+            continue
+        chosen.append(c)
+    return chosen if litellm else [c for c in chosen if c.client != "litellm"]
+
+
+async def run_scenario(scenario: BenchScenario, litellm: str | None, logs: Path) -> list[Figures]:
+    contenders = _contenders_for(scenario, litellm)
+    barrier = asyncio.Barrier(len(contenders) + 1)
+    started = time.monotonic()
+    outcomes = await asyncio.gather(
+        run_contender(BARE, bare_scenario(scenario), barrier, logs),
+        *(run_contender(c, scenario, barrier, logs) for c in contenders),
+    )
+    bare: RunOutcome = outcomes[0]
+    bare_latencies = [lat for r in bare.results for lat in r["latencies"]]
+    bare_p50 = statistics.median(bare_latencies) if bare_latencies else 0.0
+    figures = [compute(o, bare_p50) for o in outcomes[1:]]
+    figures.append(dataclasses.replace(compute(bare, 0.0), goodput=float("nan"), spread_cv=float("nan")))
+    print(f"[{scenario.name}] done in {time.monotonic() - started:.0f}s (bare p50 {bare_p50 * 1000:.1f} ms)",
+          flush=True)
+    for f in figures:
+        state = f.error or (f"goodput {f.goodput:.0%}, failed {f.failed}/{f.offered}, 429s {f.limit_429}, "
+                            f"injected {f.injected}, cpu {f.cpu_ms_per_request:.1f} ms/req")
+        print(f"    {f.contender:<28} {state}", flush=True)
+    return figures
+
+
+async def main(args: argparse.Namespace) -> int:
+    paths = sorted((ROOT / "bench" / "scenarios").glob("*.y*ml")) + sorted(
+        (ROOT / "bench" / "scenarios").glob("*.json"))
+    scenarios = load_scenarios(paths)
+    if args.only:
+        wanted = set(args.only.split(","))
+        scenarios = [s for s in scenarios if s.name in wanted]
+    if args.duration:
+        scenarios = [dataclasses.replace(s, duration_s=args.duration) for s in scenarios]
+    litellm = litellm_available()
+    if litellm is None:
+        print("LiteLLM is not installed in this interpreter: its contenders are reported as not run.",
+              file=sys.stderr)
+    started = time.monotonic()
+    results: dict[str, list[Figures]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as logs:
+        for i in range(0, len(scenarios), args.parallel):
+            group = scenarios[i : i + args.parallel]
+            done = await asyncio.gather(*(run_scenario(s, litellm, Path(logs)) for s in group))
+            for s, figures in zip(group, done, strict=True):
+                results[s.name] = figures
+    elapsed = time.monotonic() - started
+    command = "make bench-compare" if not (args.only or args.duration) else " ".join(
+        [".venv-bench/bin/python -m bench.compare", *sys.argv[1:]])
+    write_report(args.output, scenarios, results, litellm=litellm, elapsed_s=elapsed, command=command,
+                 parallel=args.parallel)
+    write_plot(args.plot, scenarios, results)
+    print(f"wrote {args.output} and {args.plot} in {elapsed:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--parallel", type=int, default=3, help="scenarios run at the same time")
+    parser.add_argument("--duration", type=float, help="override every scenario's duration (smoke runs)")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "results" / "compare.png")
+    sys.exit(asyncio.run(main(parser.parse_args())))

@@ -1,0 +1,191 @@
+"""One contender on one scenario: a fresh simulator, its workers, the load, the counts.
+
+Every process started here (the simulator, the workers) is stopped in ``finally``; Redis keys
+under the run's prefix are deleted; the run's folder is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.compare.contenders import ROOT, Contender, prepare, worker_command
+from bench.compare.measure import Sample, SimProcess, StatsPoller, stop_process, tree_cpu_seconds
+from bench.compare.scenarios import BenchScenario, arrival_offsets
+
+__all__ = ["RunOutcome", "run_contender"]
+
+READY_TIMEOUT = 180.0  # Prefect's ephemeral server may take 20 s, more on a loaded machine
+
+
+@dataclass
+class RunOutcome:
+    contender: Contender
+    scenario: BenchScenario
+    error: str | None = None
+    samples: list[Sample] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    cpu_s: float = 0.0
+    processes: int = 0
+    offered: int = 0
+    key_orgs: dict[str, str] = field(default_factory=dict)
+    rested_s: float = 0.0
+
+
+def bare_scenario(scenario: BenchScenario) -> BenchScenario:
+    """The latency floor: one key with limits far above the load, 2 requests/s through the run."""
+    return BenchScenario(
+        name=f"{scenario.name}-bare", title="bare", phases=scenario.phases, duration_s=scenario.duration_s,
+        simulator={"seed": 1, "output": scenario.simulator.get("output", {}),
+                   "uniform": {"accounts": 1, "rpm": 100_000, "itpm": 10_000_000, "otpm": 10_000_000}},
+        max_tokens=scenario.max_tokens, budget_s=scenario.budget_s,
+    )
+
+
+async def _expect(proc: asyncio.subprocess.Process, prefix: str, timeout: float) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {prefix!r} from worker {proc.pid} in {timeout:.0f}s")
+        line = (await asyncio.wait_for(proc.stdout.readline(), left)).decode()
+        if not line:
+            raise RuntimeError(f"worker {proc.pid} ended (exit {await proc.wait()}) before {prefix!r}")
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+
+
+async def _spawn(contender: Contender, scenario: BenchScenario, prep: Any, base_url: str,
+                 folder: Path, offsets: list[float]) -> list[asyncio.subprocess.Process]:
+    n = contender.processes(scenario)
+    procs = []
+    for w in range(n):
+        cfg = {
+            "client": contender.client, "strategy": contender.strategy, "redis": contender.redis,
+            "redis_prefix": prep.redis_prefix, "base_url": base_url, "keys": prep.keys,
+            "max_tokens": scenario.max_tokens, "budget_s": scenario.budget_s,
+            "indices": list(range(w, len(offsets), n)), "offsets": offsets[w::n],
+        }
+        path = folder / f"worker-{w}.json"
+        path.write_text(json.dumps(cfg), encoding="utf-8")
+        log = (folder.parent / f"{folder.name}-worker-{w}.log").open("wb")
+        procs.append(await asyncio.create_subprocess_exec(
+            *worker_command(path), env=prep.env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=log, cwd=str(ROOT),
+        ))
+        log.close()
+    return procs
+
+
+async def run_contender(
+    contender: Contender, scenario: BenchScenario, barrier: asyncio.Barrier, logs: Path
+) -> RunOutcome:
+    """Set up, wait for every contender of the group at ``barrier``, run the load, count."""
+    outcome = RunOutcome(contender, scenario)
+    folder = Path(tempfile.mkdtemp(prefix=f"cmp-{scenario.name}-", dir=logs))
+    offsets = arrival_offsets(scenario)
+    if contender.client == "bare":
+        offsets = [i * 0.5 for i in range(int(scenario.duration_s * 2))]
+    outcome.offered = len(offsets)
+    sim: SimProcess | None = None
+    procs: list[asyncio.subprocess.Process] = []
+    prep = None
+    arrived = False
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            try:
+                sim = await SimProcess.start(scenario.simulator, folder)
+                outcome.key_orgs = {k["name"]: k["org"] for k in sim.described["keys"]}
+                prep = await prepare(contender, sim.described, sim.base_url, folder,
+                                     f"bench-cmp-{uuid.uuid4().hex[:10]}")
+                procs = await _spawn(contender, scenario, prep, sim.base_url, folder, offsets)
+                outcome.processes = len(procs)
+                await asyncio.gather(*(_expect(p, "READY", READY_TIMEOUT) for p in procs))
+            except Exception as exc:
+                outcome.error = f"set-up failed: {type(exc).__name__}: {exc}"
+            arrived = True
+            await barrier.wait()
+            if outcome.error is not None:
+                return outcome
+            assert sim is not None
+            await _load(outcome, scenario, sim, session, procs)
+    except Exception as exc:
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        if not arrived:
+            await barrier.wait()
+    finally:
+        for p in procs:
+            await stop_process(p)
+        if sim is not None:
+            await sim.stop()
+        for cleanup in prep.cleanups if prep else ():
+            result = cleanup()
+            if asyncio.iscoroutine(result):
+                await result
+        shutil.rmtree(folder, ignore_errors=True)
+    return outcome
+
+
+async def _drain(sim: SimProcess, session: aiohttp.ClientSession) -> None:
+    """Empty every organization's request bucket, then forget the counts: the load meets a pool in
+    steady state (as one that has been busy), not a minute's worth of rested capacity."""
+
+    async def one(key: str, rpm: int) -> None:
+        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+        body = {"model": "claude-sonnet-5-5", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
+        for _ in range(rpm + 20):
+            async with session.post(sim.base_url + "/v1/messages", json=body, headers=headers) as resp:
+                await resp.read()
+                if resp.status == 429:
+                    return
+
+    first: dict[str, str] = {}
+    for k in sim.described["keys"]:
+        first.setdefault(k["org"], k["key"])
+    rpm = {o["id"]: int(o["limits"]["rpm"]) for o in sim.described["organizations"]}
+    await asyncio.gather(*(one(key, rpm[org]) for org, key in first.items()))
+    await sim.post(session, "/_sim/reset", {"counters": True, "buckets": False})
+
+
+async def _load(outcome: RunOutcome, scenario: BenchScenario, sim: SimProcess,
+                session: aiohttp.ClientSession, procs: list[asyncio.subprocess.Process]) -> None:
+    start = math.ceil(time.time()) + 2.0  # the whole group starts on the same whole second
+    if outcome.contender.client != "bare":
+        await _drain(sim, session)
+        outcome.rested_s = max(start - time.time(), 0.0)  # refill between the drain and the start
+    health = await sim.get(session, "/_sim/health")
+    offset = float(health["elapsed_s"]) + (start - time.time())
+    if scenario.faults and outcome.contender.client != "bare":
+        await sim.post(session, "/_sim/faults", {"faults": scenario.fault_rules(offset)})
+    poller = StatsPoller(sim, session, start)
+    cpu0 = tree_cpu_seconds([p.pid for p in procs])
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"GO {start}\n".encode())
+        await p.stdin.drain()
+    poller.run()
+    try:
+        limit = scenario.duration_s * 3 + scenario.budget_s + 120  # the flow runs a batch past the load
+        raw = await asyncio.gather(*(_expect(p, "RESULT ", limit) for p in procs))
+    finally:
+        outcome.cpu_s = tree_cpu_seconds([p.pid for p in procs]) - cpu0
+        await poller.stop()
+    outcome.results = [json.loads(r) for r in raw]
+    outcome.samples = poller.samples
+    outcome.stats = await sim.get(session, "/_sim/stats")
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(b"EXIT\n")
+        await p.stdin.drain()

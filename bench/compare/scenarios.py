@@ -1,0 +1,132 @@
+"""Benchmark scenarios: a simulator scenario, the offered load, its duration, faults and workers.
+
+A file (YAML or JSON) under ``bench/scenarios/`` holds one scenario. ``simulator`` is a
+``claude_pool.simulator.Scenario`` as plain data (without faults); ``faults`` are the same rules
+with times counted from the start of the load, posted to the simulator when the load starts, so a
+contender's set-up time (imports, Prefect's ephemeral server) never shifts them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from claude_pool.simulator import FaultRule, Scenario
+
+__all__ = ["BenchScenario", "LoadPhase", "arrival_offsets", "load_scenarios"]
+
+#: Hard bound on requests offered in one run, whatever a scenario file says.
+MAX_REQUESTS = 5_000
+
+
+@dataclass(frozen=True)
+class LoadPhase:
+    seconds: float
+    factor: float  # offered requests per second, as a multiple of the pool's capacity
+
+
+@dataclass(frozen=True)
+class BenchScenario:
+    name: str
+    title: str
+    simulator: dict[str, Any]
+    phases: tuple[LoadPhase, ...]
+    duration_s: float
+    workers: int = 1
+    max_tokens: int = 32
+    budget_s: float = 20.0  # each request's time budget, the same for every contender
+    faults: tuple[dict[str, Any], ...] = ()
+    broken_key: str | None = None
+    flow: bool = False
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def sim(self) -> Scenario:
+        return Scenario.from_dict(self.simulator)
+
+    @property
+    def capacity_rps(self) -> float:
+        """Requests per second the limits allow: every organization's RPM (the binding limit here)."""
+        return sum(o.limits.rpm for o in self.sim.orgs) / 60.0
+
+    def allowed(self, seconds: float) -> float:
+        """Requests the limits allow in ``seconds`` from empty buckets (the load starts on drained ones)."""
+        return sum(o.limits.rpm * seconds / 60.0 for o in self.sim.orgs)
+
+    @property
+    def fault_start(self) -> float | None:
+        starts = [float(f.get("start", 0.0)) for f in self.faults]
+        return min(starts) if starts else None
+
+    def fault_rules(self, offset: float) -> list[dict[str, Any]]:
+        """The faults as the simulator's ``/_sim/faults`` takes them, shifted by ``offset`` seconds."""
+        rules = []
+        for raw in self.faults:
+            data = dict(raw)
+            data["start"] = float(data.get("start", 0.0)) + offset
+            if data.get("end") is not None:
+                data["end"] = float(data["end"]) + offset
+            rules.append(FaultRule.from_dict(data).to_dict())
+        return rules
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, path: Path | None = None) -> BenchScenario:
+        load = dict(data.get("load") or {})
+        if "phases" in load:
+            phases = tuple(LoadPhase(float(p["seconds"]), float(p["factor"])) for p in load["phases"])
+        else:
+            phases = (LoadPhase(float(data["duration_s"]), float(load.get("factor", 1.0))),)
+        sim = dict(data["simulator"])
+        if sim.get("faults"):
+            raise ValueError(f"{path}: put faults at the top level (times from the load's start)")
+        scenario = cls(
+            name=str(data["name"]),
+            title=str(data.get("title") or data["name"]),
+            simulator=sim,
+            phases=phases,
+            duration_s=float(data["duration_s"]),
+            workers=int(data.get("workers", 1)),
+            max_tokens=int(data.get("max_tokens", 32)),
+            budget_s=float(data.get("budget_s", 20.0)),
+            faults=tuple(dict(f) for f in data.get("faults") or ()),
+            broken_key=data.get("broken_key"),
+            flow=bool(data.get("flow", False)),
+            path=path,
+        )
+        scenario.sim  # validates the simulator part now, not in a worker  # noqa: B018
+        scenario.fault_rules(0.0)
+        if len(arrival_offsets(scenario)) > MAX_REQUESTS:
+            raise ValueError(f"{path}: more than {MAX_REQUESTS} requests offered")
+        return scenario
+
+
+def arrival_offsets(scenario: BenchScenario) -> list[float]:
+    """When each request is offered, in seconds from the start: evenly spaced at each phase's rate,
+    the phases repeated until the duration ends. Deterministic, so every contender gets the same."""
+    offsets: list[float] = []
+    t = 0.0
+    cycle = sum(p.seconds for p in scenario.phases)
+    while t < scenario.duration_s and len(offsets) <= MAX_REQUESTS:
+        within = t % cycle
+        for phase in scenario.phases:
+            if within < phase.seconds:
+                break
+            within -= phase.seconds
+        rate = phase.factor * scenario.capacity_rps
+        offsets.append(t)
+        t += 1.0 / rate
+    return offsets
+
+
+def load_scenarios(paths: Sequence[Path]) -> list[BenchScenario]:
+    found = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        found.append(BenchScenario.from_dict(data, path=path))
+    return found
