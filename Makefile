@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-compare clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,20 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# claude-pool beside LiteLLM Router and naive round-robin (bench/RESULTS.md, bench/results/compare.png).
+# LiteLLM lives in its own virtualenv, never in the library's dependencies.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]' 'litellm==1.110.*' 'matplotlib>=3.8,<4'
+	touch $(BENCH_STAMP)
+
+bench-compare: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m bench.compare
 
 clean:
 	rm -rf $(VENV) .claude-pool logs .pytest_cache
