@@ -43,23 +43,6 @@ def postgres_admin_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
-    """A database of its own for this test session, created here and dropped at the end."""
-    import psycopg
-
-    name = f"claude_pool_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        _server_missing("PostgreSQL", str(exc).splitlines()[0])
-    base = postgres_admin_url.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis
 
@@ -96,7 +79,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """An empty PostgreSQL database for one test (migrations start from nothing)."""
+    """An empty PostgreSQL database of this test's own (migrations start from nothing), dropped after."""
     import psycopg
 
     name = f"claude_pool_test_{uuid.uuid4().hex[:12]}"
