@@ -436,9 +436,11 @@ def test_twice_the_capacity_from_many_processes_is_served_without_one_429(
     assert total["rejected_rate_limit_requests"] == 0
     assert total["rejected_rate_limit_input_tokens"] == 0
     assert total["rejected_rate_limit_output_tokens"] == 0
-    # what the workers were told was served is what the simulator served, to the token
-    assert total["served"] == outcomes["served"] == total["received"]
-    assert total["output_tokens"] == sum(o["served_output"] for o in out)
+    # what the workers were told was served, the simulator served; it may also have served calls
+    # whose client timed out at the caller's deadline (DeadlineExceeded: the pool kept them charged)
+    assert total["received"] == total["served"]
+    assert outcomes["served"] <= total["served"] <= outcomes["served"] + outcomes["DeadlineExceeded"]
+    assert total["output_tokens"] >= sum(o["served_output"] for o in out)
     assert served_share >= 0.95
     # and the load really was about twice the capacity: about half had to be turned away
     assert outcomes["NoAccountAvailable"] + outcomes["DeadlineExceeded"] >= 0.3 * sum(outcomes.values())
