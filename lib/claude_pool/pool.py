@@ -19,7 +19,14 @@ from typing import Any
 from claude_pool.accounts import AccountService
 from claude_pool.breaker import BreakerListener, CircuitBreaker, LoggingListener, Permit, open_breaker_store
 from claude_pool.breaker_history import BreakerHistoryListener
-from claude_pool.capacity import CapacityStore, Demand, RateLimitSnapshot, Usage, open_capacity_store
+from claude_pool.capacity import (
+    Candidate,
+    CapacityStore,
+    Demand,
+    RateLimitSnapshot,
+    Usage,
+    open_capacity_store,
+)
 from claude_pool.classify import BreakerEffect, ErrorPolicy, Outcome, OutcomeKind, Retry
 from claude_pool.config import PoolConfig, Strategy
 from claude_pool.delegation import AttemptRecord, DelegationRequest, DelegationResult, TokenUsage
@@ -41,6 +48,8 @@ from claude_pool.upstream import StreamBrokeAfterStart, UpstreamClient, Upstream
 __all__ = ["Pool"]
 
 logger = logging.getLogger("claude_pool.pool")
+
+_PROBE_TAKEN = "half-open: its probe slot is taken by another call"
 
 # Longest single sleep while waiting for capacity: short enough to notice a recovery that the
 # refusals could not predict (a breaker closing, an account enabled elsewhere).
@@ -168,79 +177,15 @@ class Pool:
         turn = False  # whether this request holds the waiting turn of this process
         try:
             while True:
-                accounts = await self.directory.all()
-                by_id = {a.id: a for a in accounts}
-                reasons: list[AccountUnavailability] = []
-                active = []
-                for acc in accounts:
-                    if acc.status != AccountStatus.ACTIVE:
-                        reasons.append(
-                            AccountUnavailability(
-                                acc.id, acc.name, acc.status.replace("_", " "), _dt(acc.status_until)
-                            )
-                        )
-                    else:
-                        active.append(acc)
-                views = await self.breaker.states([a.id for a in active]) if active else {}
-                candidates = []
-                for acc in active:
-                    view = views.get(acc.id)
-                    if view is not None and not view.available:
-                        reasons.append(
-                            AccountUnavailability(acc.id, acc.name, "circuit open", _dt(view.open_until))
-                        )
-                    else:
-                        candidates.append(acc.candidate)
-                selection = None
+                by_id, candidates, reasons = await self._candidates(request)
                 if candidates:
-                    selection = await self.capacity.acquire(
-                        candidates,
-                        demand,
-                        strategy=strategy,
-                        sticky_key=request.effective_sticky_key() if strategy is Strategy.STICKY else None,
-                        sticky_ttl=self.config.selection.sticky_ttl_seconds,
-                        lease_ttl=self.config.capacity.lease_timeout_seconds,
-                        exclude=tried,
+                    chosen = await self._reserve(
+                        request, demand, strategy, tried, attempt, by_id, candidates, reasons
                     )
-                    if selection.reservation is not None:
-                        reservation = selection.reservation
-                        account = by_id[reservation.account_id]
-                        permit = await self.breaker.allow(account.id)
-                        if permit:
-                            assert isinstance(permit, Permit)
-                            selected = Selected(
-                                account.id,
-                                account.name,
-                                account.organization_id,
-                                strategy.value,
-                                attempt,
-                                permit.probe,
-                            )
-                            log_event(
-                                logger,
-                                logging.INFO,
-                                "account selection",
-                                account_id=account.id,
-                                account=account.name,
-                                organization_id=request.organization_id,
-                                strategy=strategy.value,
-                                attempt=attempt,
-                                probe=permit.probe or None,
-                            )
-                            await self._notify("on_selection", request, selected)
-                            return account, reservation, permit
-                        # Half-open with its probe slot taken by another worker: give the capacity back.
-                        await self.capacity.settle(reservation, None, request_sent=False)
-                        reasons.append(
-                            AccountUnavailability(account.id, account.name, permit.reason, _dt(permit.until))
-                        )
-                        tried.add(account.id)
-                        continue
-                    for refusal in selection.refusals:
-                        acc = by_id[refusal.account_id]
-                        reasons.append(
-                            AccountUnavailability(acc.id, acc.name, refusal.reason, _dt(refusal.until))
-                        )
+                    if chosen is not None:
+                        return chosen
+                    if any(r.reason == _PROBE_TAKEN for r in reasons):
+                        continue  # a half-open account's probe slot was taken: try the others at once
                 if not turn:
                     self._recovery_wait(request, reasons)  # raises now if the deadline cannot be met
                     await self._take_turn(request, reasons)
@@ -250,6 +195,92 @@ class Pool:
         finally:
             if turn:
                 self._waiting.release()
+
+    async def _candidates(
+        self, request: DelegationRequest
+    ) -> tuple[dict[str, PoolAccount], list[Candidate], list[AccountUnavailability]]:
+        """The tenant's accounts that may serve now, and why each other one may not."""
+        # A tenant's requests run on its own accounts only: never on another's keys or spend.
+        accounts = [a for a in await self.directory.all() if a.organization_id == request.organization_id]
+        if not accounts:
+            raise NoAccountAvailable(
+                [],
+                message=f"organization {request.organization_id!r} has no account in the pool; register one first",
+            )
+        reasons: list[AccountUnavailability] = []
+        active = []
+        for acc in accounts:
+            if acc.status == AccountStatus.ACTIVE:
+                active.append(acc)
+            else:
+                reasons.append(
+                    AccountUnavailability(
+                        acc.id, acc.name, acc.status.replace("_", " "), _dt(acc.status_until)
+                    )
+                )
+        views = await self.breaker.states([a.id for a in active]) if active else {}
+        candidates = []
+        for acc in active:
+            view = views.get(acc.id)
+            if view is not None and not view.available:
+                reasons.append(AccountUnavailability(acc.id, acc.name, "circuit open", _dt(view.open_until)))
+            else:
+                candidates.append(acc.candidate)
+        return {a.id: a for a in accounts}, candidates, reasons
+
+    async def _reserve(
+        self,
+        request: DelegationRequest,
+        demand: Demand,
+        strategy: Strategy,
+        tried: set[str],
+        attempt: int,
+        by_id: dict[str, PoolAccount],
+        candidates: list[Candidate],
+        reasons: list[AccountUnavailability],
+    ) -> tuple[PoolAccount, Any, Permit] | None:
+        """Choose and reserve in one atomic step, then take the breaker's permit; ``None`` (with
+        the refusals added to ``reasons``) when no candidate can serve now."""
+        selection = await self.capacity.acquire(
+            candidates,
+            demand,
+            strategy=strategy,
+            sticky_key=request.effective_sticky_key() if strategy is Strategy.STICKY else None,
+            sticky_ttl=self.config.selection.sticky_ttl_seconds,
+            lease_ttl=self.config.capacity.lease_timeout_seconds,
+            exclude=tried,
+        )
+        reservation = selection.reservation
+        if reservation is None:
+            for refusal in selection.refusals:
+                acc = by_id[refusal.account_id]
+                reasons.append(AccountUnavailability(acc.id, acc.name, refusal.reason, _dt(refusal.until)))
+            return None
+        account = by_id[reservation.account_id]
+        permit = await self.breaker.allow(account.id)
+        if not permit:
+            # Half-open with its probe slot taken by another worker: give the capacity back.
+            await self.capacity.settle(reservation, None, request_sent=False)
+            reasons.append(AccountUnavailability(account.id, account.name, _PROBE_TAKEN, _dt(permit.until)))
+            tried.add(account.id)
+            return None
+        assert isinstance(permit, Permit)
+        log_event(
+            logger,
+            logging.INFO,
+            "account selection",
+            account_id=account.id,
+            account=account.name,
+            organization_id=request.organization_id,
+            strategy=strategy.value,
+            attempt=attempt,
+            probe=permit.probe or None,
+        )
+        selected = Selected(
+            account.id, account.name, account.organization_id, strategy.value, attempt, permit.probe
+        )
+        await self._notify("on_selection", request, selected)
+        return account, reservation, permit
 
     def _recovery_wait(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> float:
         """Seconds to sleep before trying again; raises :class:`NoAccountAvailable` when the request

@@ -219,3 +219,13 @@ async def test_disabled_accounts_are_never_chosen(make_world: Callable[..., Pool
 
 def test_config_loads() -> None:
     assert load_config(None, env={}).selection.max_attempts == 3
+
+
+async def test_a_tenant_never_runs_on_another_tenants_accounts(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world()
+    other = world.runtime.accounts.update(world.account_ids["acct-1"], {"name": "acct-1"})
+    assert other.organization_id == "tenant-a"
+    with pytest.raises(NoAccountAvailable, match="tenant-b"):
+        async with world.open_pool() as pool:
+            await pool.delegate(REQ.model_copy(update={"organization_id": "tenant-b"}))
+    assert world.sim.stats().total["received"] == 0
