@@ -55,7 +55,7 @@ class SimProcess:
         )
         try:
             assert proc.stdout is not None
-            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            line = await asyncio.wait_for(proc.stdout.readline(), 180)
             described = json.loads(line)
         except BaseException:
             await stop_process(proc)

@@ -25,7 +25,8 @@ from bench.compare.scenarios import BenchScenario, arrival_offsets
 
 __all__ = ["RunOutcome", "run_contender"]
 
-READY_TIMEOUT = 180.0  # Prefect's ephemeral server may take 20 s, more on a loaded machine
+READY_TIMEOUT = 300.0  # Prefect's ephemeral server may take 20 s, more on a loaded machine
+_STARTING = asyncio.Semaphore(3)
 
 
 @dataclass
@@ -106,15 +107,19 @@ async def run_contender(
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             try:
-                sim = await SimProcess.start(scenario.simulator, folder)
+                # A few start-ups at a time: dozens of interpreters importing at once on two cores
+                # would each take minutes. The load itself starts for everyone at the barrier.
+                async with _STARTING:
+                    sim = await SimProcess.start(scenario.simulator, folder)
                 outcome.key_orgs = {k["name"]: k["org"] for k in sim.described["keys"]}
                 prep = await prepare(contender, sim.described, sim.base_url, folder,
                                      f"bench-cmp-{uuid.uuid4().hex[:10]}")
-                procs = await _spawn(contender, scenario, prep, sim.base_url, folder, offsets)
-                outcome.processes = len(procs)
-                await asyncio.gather(*(_expect(p, "READY", READY_TIMEOUT) for p in procs))
+                async with _STARTING:
+                    procs = await _spawn(contender, scenario, prep, sim.base_url, folder, offsets)
+                    outcome.processes = len(procs)
+                    await asyncio.gather(*(_expect(p, "READY", READY_TIMEOUT) for p in procs))
             except Exception as exc:
-                outcome.error = f"set-up failed: {type(exc).__name__}: {exc}"
+                outcome.error = f"set-up failed: {type(exc).__name__}: {exc or 'timed out'}"
             arrived = True
             await barrier.wait()
             if outcome.error is not None:
