@@ -15,7 +15,7 @@ from claude_pool.delegation import DelegationRequest
 from claude_pool.errors import InvalidInput
 from claude_pool.storage import utcnow
 from claude_pool_tasks.batch import delegate_chunk
-from claude_pool_tasks.progress import BatchProgress
+from claude_pool_tasks.batch_run import BatchRun
 from claude_pool_tasks.summary import summarize_batch
 
 __all__ = ["delegate_batch", "load_requests"]
@@ -69,7 +69,8 @@ async def delegate_batch(
 
     Requests go to Prefect tasks in chunks (``chunk_size`` each, ``parallel_chunks`` at once), each
     chunk driving many concurrent calls through the library, so Prefect's per-task cost stays out
-    of the per-request path. A request that finds every account busy waits up to
+    of the per-request path; the chunks share one set of ``concurrency`` slots, so no slot idles
+    at a chunk's end. A request that finds every account busy waits up to
     ``max_wait_seconds`` for capacity. Returns the summary (also published as an artifact).
     """
     run_id = flow_run.get_id() or f"local-{time.time_ns()}"
@@ -78,20 +79,18 @@ async def delegate_batch(
         defaults["model"] = model
     items = load_requests(requests, jsonl_path, defaults, f"batch-{run_id}")
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), max(1, chunk_size))]
-    parallel = max(1, min(parallel_chunks, len(chunks)))
-    per_chunk_concurrency = max(1, concurrency // parallel)
-    gate = asyncio.Semaphore(parallel)
+    gate = asyncio.Semaphore(max(1, min(parallel_chunks, len(chunks))))
     since = utcnow()
     started = time.monotonic()
 
     async def run_chunk(n: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
         async with gate:
             result: list[dict[str, Any]] = await delegate_chunk(
-                chunk, per_chunk_concurrency, run_id, n * chunk_size, max_wait_seconds
+                chunk, concurrency, run_id, n * chunk_size, max_wait_seconds
             )
             return result
 
-    async with BatchProgress(run_id, len(items)):
+    async with BatchRun(run_id, len(items), concurrency=concurrency):
         results = await asyncio.gather(*(run_chunk(n, c) for n, c in enumerate(chunks)))
     outcomes = [o for chunk in results for o in chunk]
     summary: dict[str, Any] = await summarize_batch(outcomes, since, time.monotonic() - started)

@@ -6,6 +6,7 @@ than the pool's own work for a request.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from typing import Any
 
@@ -15,8 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from claude_pool.batch import BatchItemOutcome, run_batch
 from claude_pool.delegation import DelegationRequest
 from claude_pool.executions import ExecutionStore
+from claude_pool_tasks.batch_run import batch_run_for
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
-from claude_pool_tasks.progress import progress_for
 
 __all__ = ["delegate_chunk"]
 
@@ -31,13 +32,19 @@ async def delegate_chunk(
 ) -> list[dict[str, Any]]:
     """Run a chunk with bounded concurrency; each request is recorded as an execution, so a retried
     chunk skips what already succeeded (by idempotency key) instead of sending it again."""
-    progress = progress_for(flow_run_id)
+    batch = batch_run_for(flow_run_id)
 
     async def done(outcome: BatchItemOutcome) -> None:
-        if progress is not None:
-            await progress.advance(failed=outcome.status != "succeeded")
+        if batch is not None:
+            await batch.advance(failed=outcome.status != "succeeded")
 
-    async with open_pool() as pool:
+    async with contextlib.AsyncExitStack() as stack:
+        # The batch's shared pool when this chunk runs in its flow's process, else one of its own.
+        pool = (
+            batch.pool
+            if batch is not None and batch.pool is not None
+            else await stack.enter_async_context(open_pool())
+        )
         outcomes = await run_batch(
             pool,
             [DelegationRequest.model_validate(r) for r in requests],
@@ -47,5 +54,6 @@ async def delegate_chunk(
             first_index=first_index,
             max_wait_seconds=max_wait_seconds,
             on_done=done,
+            slots=batch.slots if batch is not None else None,
         )
     return [asdict(o) for o in outcomes]

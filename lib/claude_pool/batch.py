@@ -56,6 +56,7 @@ async def run_batch(
     first_index: int = 0,
     max_wait_seconds: float | None = None,
     on_done: Callable[[BatchItemOutcome], Awaitable[None] | None] | None = None,
+    slots: asyncio.Semaphore | None = None,
 ) -> list[BatchItemOutcome]:
     """Run ``requests`` with at most ``concurrency`` in flight; outcomes in request order.
 
@@ -64,8 +65,10 @@ async def run_batch(
 
     A request that fails is recorded and reported, never allowed to stop the others. Executions
     are written on worker threads, so a slow database slows recording, not the event loop.
+    ``slots`` bounds several concurrent calls of this function together (the chunks of one batch),
+    so that the end of one chunk leaves no slot idle while another still has requests waiting.
     """
-    semaphore = asyncio.Semaphore(max(1, concurrency))
+    semaphore = slots or asyncio.Semaphore(max(1, concurrency))
 
     async def one(offset: int, request: DelegationRequest) -> BatchItemOutcome:
         async with semaphore:

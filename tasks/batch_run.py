@@ -1,11 +1,16 @@
-"""Batch progress, shown twice: a bar on the console and a progress artifact in the Prefect UI.
+"""What the chunk tasks of one batch share: one pool, one set of in-flight slots, and the progress,
+shown twice (a bar on the console, a progress artifact in the Prefect UI).
 
-The chunk tasks of one batch run in the flow's own process, so they find the flow's tracker here
-by flow run id; updates to the Prefect API are throttled so that progress never costs throughput.
+The chunk tasks of a batch run in the flow's own process and event loop, so they find the flow's
+``BatchRun`` here by flow run id. One pool rather than one per chunk: two pools in one process
+contend for the embedded store's SQLite lock with each other, which measured as a fifth of the
+batch's throughput. Updates to the Prefect API are throttled so that progress costs nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -14,15 +19,21 @@ from uuid import UUID
 
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
-__all__ = ["BatchProgress", "progress_for"]
+from claude_pool.pool import Pool
+from claude_pool_tasks.context import open_pool
+
+__all__ = ["BatchRun", "batch_run_for"]
 
 logger = logging.getLogger("claude_pool.batch")
-_trackers: dict[str, BatchProgress] = {}
+_runs: dict[str, BatchRun] = {}
 
 
-class BatchProgress:
-    def __init__(self, flow_run_id: str, total: int, *, ui_interval: float = 1.0) -> None:
+class BatchRun:
+    def __init__(
+        self, flow_run_id: str, total: int, *, concurrency: int = 16, ui_interval: float = 1.0
+    ) -> None:
         self.flow_run_id = flow_run_id
+        self.slots = asyncio.Semaphore(max(1, concurrency))
         self.total = max(total, 1)
         self.done = 0
         self.failed = 0
@@ -31,9 +42,12 @@ class BatchProgress:
         self._last_logged_tenth = -1
         self._artifact_id: UUID | None = None
         self._bar: Any = None
+        self._resources = contextlib.AsyncExitStack()
+        self.pool: Pool | None = None
 
-    async def __aenter__(self) -> BatchProgress:
-        _trackers[self.flow_run_id] = self
+    async def __aenter__(self) -> BatchRun:
+        self.pool = await self._resources.enter_async_context(open_pool())
+        _runs[self.flow_run_id] = self
         try:
             self._artifact_id = await acreate_progress_artifact(
                 0.0, key="delegate-batch-progress", description=f"{self.total} requests"
@@ -49,7 +63,8 @@ class BatchProgress:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        _trackers.pop(self.flow_run_id, None)
+        _runs.pop(self.flow_run_id, None)
+        await self._resources.aclose()
         await self._push_ui(force=True)
         if self._bar is not None:
             self._bar.stop()
@@ -77,5 +92,5 @@ class BatchProgress:
             logger.debug("progress update failed", exc_info=True)
 
 
-def progress_for(flow_run_id: str | None) -> BatchProgress | None:
-    return _trackers.get(flow_run_id) if flow_run_id else None
+def batch_run_for(flow_run_id: str | None) -> BatchRun | None:
+    return _runs.get(flow_run_id) if flow_run_id else None
