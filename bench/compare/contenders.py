@@ -92,6 +92,8 @@ def _pool_environment(home: Path, base_url: str, contender: Contender, prefix: s
         LOG_FILE=str(home / "app.log"), CLAUDE_POOL_CONFIG=str(ROOT / "config" / "multi-account.json"),
         PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING", CLAUDE_POOL_REDIS_PREFIX=prefix,
+        # Prefect waits 20 s for its ephemeral server by default: too little on a busy 2-core machine.
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
     )
     if contender.redis:
         env["REDIS_URL"] = REDIS_URL
