@@ -58,7 +58,10 @@ def _check_name(value: str) -> str:
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    # hide_input_in_errors: a ValidationError's text quotes the input (pydantic truncates it to its
+    # first and last characters, still dozens of a key); it lives on as __context__ of the
+    # InvalidInput raised from it, where anything that walks an exception chain would read it.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, hide_input_in_errors=True)
 
 
 class _LimitFields(_Input):
