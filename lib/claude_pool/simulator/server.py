@@ -80,6 +80,13 @@ class BackgroundServer:
         self._ready.set_result(None)
         self._loop.run_forever()
         self._loop.run_until_complete(self._runner.cleanup())
+        # Handlers still running (a request hanging on a time-out fault) are cancelled and awaited:
+        # left pending they would be reported as "Task was destroyed but it is pending" at exit.
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
 
     def start(self) -> None:
