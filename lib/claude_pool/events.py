@@ -23,6 +23,7 @@ from typing import Any
 
 from claude_pool.errors import BackendUnavailable
 from claude_pool.redaction import redact
+from claude_pool.redis_client import connect
 from claude_pool.redis_keys import EVENTS_STREAM_MAXLEN, RedisKeys
 from claude_pool.settings import Settings
 
@@ -117,13 +118,8 @@ class InProcessEventBus(EventBus):
 
 class RedisEventBus(EventBus):
     def __init__(self, url: str, *, prefix: str, block_ms: int = 15_000) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
 
-        # One retry on a fresh connection: a connection broken by an outage fails one call after
-        # Redis is back otherwise (see capacity.redis_store.from_url).
-        self._client = aioredis.Redis.from_url(url, decode_responses=True, retry=Retry(NoBackoff(), 1))
+        self._client = connect(url, decode_responses=True)
         self._stream = RedisKeys(prefix).events_stream()
         self._block_ms = block_ms
 

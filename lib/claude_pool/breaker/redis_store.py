@@ -7,8 +7,6 @@ from importlib import resources
 from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -17,6 +15,7 @@ from claude_pool.breaker.store import BreakerStore
 from claude_pool.classify import BreakerEffect
 from claude_pool.errors import BackendUnavailable
 from claude_pool.redaction import redact
+from claude_pool.redis_client import connect
 from claude_pool.redis_keys import RedisKeys
 
 __all__ = ["RedisBreakerStore"]
@@ -76,10 +75,7 @@ class RedisBreakerStore(BreakerStore):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "claude-pool") -> RedisBreakerStore:
-        # One retry on a fresh connection: a connection broken by an outage fails one call after
-        # Redis is back otherwise (see capacity.redis_store.from_url).
-        client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1))
-        return cls(client, keys=RedisKeys(prefix), owns_client=True)
+        return cls(connect(url), keys=RedisKeys(prefix), owns_client=True)
 
     def _account_keys(self, account_id: str) -> list[str]:
         return [self._keys.breaker(account_id), self._keys.breaker_probes(account_id)]

@@ -14,8 +14,6 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from claude_pool.capacity.base import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
@@ -32,6 +30,7 @@ from claude_pool.capacity.types import (
 )
 from claude_pool.config import Strategy
 from claude_pool.errors import BackendUnavailable, InvalidInput
+from claude_pool.redis_client import connect
 from claude_pool.redis_keys import BUCKET_TTL_SECONDS, RedisKeys
 
 __all__ = ["RedisCapacityStore"]
@@ -65,8 +64,6 @@ def _translated(operation: str) -> Iterator[None]:
 
 
 # Connections per store (per process), and how long a call may wait for one before it fails.
-_MAX_CONNECTIONS = 100
-_CONNECTION_WAIT = 30.0
 
 
 class RedisCapacityStore(CapacityStore):
@@ -93,17 +90,7 @@ class RedisCapacityStore(CapacityStore):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "claude-pool", **kwargs: Any) -> RedisCapacityStore:
-        # A blocking pool: past max_connections concurrent calls (100 by default), a call waits for
-        # a free connection instead of failing with "Too many connections", which a worker with
-        # a hundred delegations waiting for capacity reaches at once.
-        # One retry on a fresh connection: after an outage the pool still holds connections the
-        # outage broke, and without it each fails one call after Redis is back (redis-py's
-        # from_url retries nothing). A repeated script is safe: settle is idempotent and a
-        # repeated acquire only over-charges until its lease is reclaimed.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=_MAX_CONNECTIONS, timeout=_CONNECTION_WAIT, retry=Retry(NoBackoff(), 1)
-        )
-        return cls(aioredis.Redis.from_pool(pool), prefix=prefix, **kwargs)
+        return cls(connect(url), prefix=prefix, **kwargs)
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(float(self._clock()))
