@@ -33,6 +33,7 @@ from claude_pool.delegation import AttemptRecord, DelegationRequest, DelegationR
 from claude_pool.directory import AccountDirectory, PoolAccount
 from claude_pool.errors import (
     AccountUnavailability,
+    BackendUnavailable,
     DeadlineExceeded,
     NoAccountAvailable,
     UpstreamError,
@@ -382,7 +383,20 @@ class Pool:
             raise DeadlineExceeded(
                 f"the deadline passed during the call on account {account.name!r} ({account.id})"
             ) from exc
-        await self._settle(account, reservation, permit, outcome, reply, keep_reserved=unanswered)
+        try:
+            await self._settle(account, reservation, permit, outcome, reply, keep_reserved=unanswered)
+        except BackendUnavailable as exc:
+            if reply is None:
+                raise
+            # The answer is paid for: never drop it because the bookkeeping failed. The unsettled
+            # reservation stays charged until its lease expires, which errs on the safe side.
+            log_event(
+                logger,
+                logging.WARNING,
+                "settlement failed; result kept",
+                account_id=account.id,
+                error=str(exc),
+            )
         error = outcome.error
         attempt = AttemptRecord(
             account_id=account.id,

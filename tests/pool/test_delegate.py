@@ -229,3 +229,4 @@ async def test_a_tenant_never_runs_on_another_tenants_accounts(make_world: Calla
         async with world.open_pool() as pool:
             await pool.delegate(REQ.model_copy(update={"organization_id": "tenant-b"}))
     assert world.sim.stats().total["received"] == 0
+

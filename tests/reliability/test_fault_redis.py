@@ -153,3 +153,38 @@ async def test_redis_lost_mid_batch_fails_clearly_records_each_request_once_leak
         assert view.input_tokens == pytest.approx(view.limits.itpm, rel=1e-3), view
         assert view.output_tokens == pytest.approx(view.limits.otpm, rel=1e-3), view
     assert {v.account_id for v in views} == set(ids.values())
+
+
+async def test_an_answer_already_paid_for_is_kept_when_redis_drops_during_the_call(
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+    proxy_factory: Callable[[str, int], TcpProxy],
+    anthropic_sim_factory: Callable[..., Any],
+    encryption_key: str,
+) -> None:
+    from tests.reliability.conftest import make_runtime, register_keys
+
+    host, port = redis_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    proxy = proxy_factory(host, int(port))
+    sim = anthropic_sim_factory(
+        Scenario.uniform(
+            accounts=1, rpm=10_000, itpm=10_000_000, otpm=1_000_000, latency=Latency(ttft_ms=800)
+        )
+    )
+    runtime = make_runtime(
+        tmp_path, sim, encryption_key, redis_url=f"redis://{proxy.address}/0", redis_prefix=redis_prefix
+    )
+    register_keys(runtime, sim)
+    try:
+        async with Pool.open(runtime) as pool:
+            call = asyncio.create_task(
+                pool.delegate(DelegationRequest(organization_id=TENANT, message="hi", max_tokens=8))
+            )
+            await asyncio.sleep(0.4)  # reserved, and the call is on its way upstream
+            proxy.cut()
+            result = await call  # settling fails: Redis is gone, but the answer is not dropped
+            proxy.restore()
+        assert result.text and sim.stats().total["served"] == 1
+    finally:
+        runtime.close()
