@@ -230,3 +230,41 @@ async def test_a_tenant_never_runs_on_another_tenants_accounts(make_world: Calla
             await pool.delegate(REQ.model_copy(update={"organization_id": "tenant-b"}))
     assert world.sim.stats().total["received"] == 0
 
+
+@pytest.mark.parametrize(
+    ("fault", "status", "account_status"),
+    [
+        (FaultRule(kind="billing", targets=("acct-1",)), 402, AccountStatus.SPEND_EXHAUSTED),
+        (FaultRule(kind="revoke", status=403, targets=("acct-1",)), 403, AccountStatus.INVALID_CREDENTIALS),
+    ],
+)
+async def test_402_and_403_set_the_account_aside_and_fail_over_without_counting(
+    make_world: Callable[..., PoolWorld], fault: FaultRule, status: int, account_status: str
+) -> None:
+    world = make_world(Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    world.sim.add_fault(fault)
+    bad = world.account_ids["acct-1"]
+    async with world.open_pool() as pool:
+        results = [await pool.delegate(REQ.model_copy(update={"strategy": "round_robin"})) for _ in range(3)]
+        views = await pool.breaker.states([bad])
+    assert all(r.account_id == world.account_ids["acct-2"] for r in results)
+    assert any((a.account_id, a.status_code) == (bad, status) for r in results for a in r.attempts)
+    assert world.runtime.accounts.get(bad).status == account_status
+    assert world.sim.stats().key("acct-1")["received"] == 1
+    assert views[bad].consecutive_failures == 0
+
+
+async def test_a_413_is_the_callers_error_and_is_not_retried(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world(
+        Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000, max_body_bytes=2_000)
+    )
+    async with world.open_pool() as pool:
+        with pytest.raises(CallerRequestError) as info:
+            await pool.delegate(
+                DelegationRequest(organization_id="tenant-a", message="x" * 5_000, max_tokens=16)
+            )
+    assert info.value.status_code == 413
+    assert world.sim.stats().total["received"] == 1  # refused once, never retried on the other account
+    assert all(
+        world.runtime.accounts.get(a).status == AccountStatus.ACTIVE for a in world.account_ids.values()
+    )
