@@ -18,6 +18,10 @@ __all__ = ["write_plot", "write_report"]
 LITELLM_MISSING = "not run: LiteLLM could not be installed"
 
 CANNOT = {
+    "steady": "The delegate_batch flow is a batch, not an open loop: it is handed every request at the start "
+    "and runs them 32 at a time, each waiting up to 20 s for capacity once it starts, so its requests queue "
+    "inside the flow instead of failing, and the run lasts until the last is served. Its latency is the "
+    "pool's own (from `orchestrator_executions`), without the time queued in the batch.",
     "shared-org": "LiteLLM has no shared-organization bucket: the two keys of one organization are two "
     "deployments to it, each given the organization's whole limits (as copied from the console), so "
     "it plans for 180 RPM where 120 exist. claude-pool registers them in one `capacity_group`.",
