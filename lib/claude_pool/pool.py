@@ -86,6 +86,9 @@ class Pool:
         self.call_timeout = call_timeout
         # The waiting turn (see _choose); asyncio's Lock wakes its waiters in order.
         self._waiting = asyncio.Lock()
+        # A running average of how long an answered call takes: a request does not wait for
+        # capacity past the point where the call itself could no longer finish by its deadline.
+        self._typical_call_seconds = 0.0
 
     @classmethod
     def open(
@@ -291,7 +294,9 @@ class Pool:
         if left is None or error.earliest_recovery is None:
             raise error
         wait = error.earliest_recovery.timestamp() - time.time()
-        if wait > left:
+        # Capacity that comes back too late for the call to finish would only be spent on a call
+        # timed out at the deadline (and charged upstream all the same).
+        if wait > left - self._typical_call_seconds:
             raise self._too_late(reasons, left)
         return min(max(wait, 0.01), _MAX_WAIT_STEP)
 
@@ -347,6 +352,8 @@ class Pool:
         finally:
             del api_key
         latency_ms = (time.monotonic() - started) * 1000
+        if reply is not None:
+            self._typical_call_seconds += 0.1 * (latency_ms / 1000 - self._typical_call_seconds)
         outcome = self.policy.classify(
             exc.cause if isinstance(exc, StreamBrokeAfterStart) else exc, account_id=account.id
         )
