@@ -29,7 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check lib tests flows tasks bench
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_simulator.py
+	$(BIN)/python bench/bench_capacity.py --seconds 3
+	$(BIN)/python bench/bench_pool.py --seconds 9
+	$(BIN)/python bench/bench_flows.py --requests 1500 --rounds 2
 
 # claude-pool beside LiteLLM Router and naive round-robin (bench/RESULTS.md, bench/results/compare.png).
 # LiteLLM lives in its own virtualenv, never in the library's dependencies.
