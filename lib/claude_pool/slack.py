@@ -34,11 +34,10 @@ __all__ = [
     "HEADER_MAX",
     "MAX_FIELDS",
     "SECTION_TEXT_MAX",
+    "DelegationNote",
     "SlackNotifier",
     "alert_blocks",
     "alert_text",
-    "delegation_activity_blocks",
-    "delegation_activity_text",
 ]
 
 DEFAULT_SLACK_BASE_URL = "https://slack.com/api/"
@@ -136,49 +135,47 @@ def alert_blocks(alert: QuotaAlert, *, account_name: str | None = None) -> list[
     return [_header(title), _section(summary, fields)]
 
 
-def delegation_activity_text(
-    *,
-    organization_id: str,
-    user_id: str | None,
-    account_name: str | None,
-    status: str,
-    input_tokens: int | None = None,
-    output_tokens: int | None = None,
-    latency_ms: float | None = None,
-    model: str | None = None,
-) -> str:
-    tokens = f"{input_tokens or 0:,} in / {output_tokens or 0:,} out"
-    latency = f"{latency_ms:,.0f} ms" if latency_ms is not None else "n/a"
-    return redact(
-        f"[claude-pool] delegation {status}: org {organization_id}, user {user_id or '-'}, "
-        f"account {account_name or '-'}, model {model or '-'}, {tokens} tokens, {latency}"
-    )
+@dataclass(frozen=True)
+class DelegationNote:
+    """A delegation activity note, as text (the fallback) and as Block Kit."""
 
+    organization_id: str
+    user_id: str | None
+    account_name: str | None
+    status: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float | None = None
+    model: str | None = None
 
-def delegation_activity_blocks(
-    *,
-    organization_id: str,
-    user_id: str | None,
-    account_name: str | None,
-    status: str,
-    input_tokens: int | None = None,
-    output_tokens: int | None = None,
-    latency_ms: float | None = None,
-    model: str | None = None,
-) -> list[dict[str, Any]]:
-    """A short note for the activity channel: one section, no header (it is not an alarm)."""
-    icon = "✅" if status == "succeeded" else "❌"
-    fields = [
-        ("Organization", organization_id),
-        ("User", user_id or "-"),
-        ("Account", account_name or "-"),
-        ("Tokens", f"{input_tokens or 0:,} in / {output_tokens or 0:,} out"),
-        ("Latency", f"{latency_ms:,.0f} ms" if latency_ms is not None else "n/a"),
-        ("Status", status),
-    ]
-    if model:
-        fields.append(("Model", model))
-    return [_section(f"{icon} Delegation *{_mrkdwn(status)}*", fields)]
+    @property
+    def _tokens(self) -> str:
+        return f"{self.input_tokens or 0:,} in / {self.output_tokens or 0:,} out"
+
+    @property
+    def _latency(self) -> str:
+        return f"{self.latency_ms:,.0f} ms" if self.latency_ms is not None else "n/a"
+
+    def text(self) -> str:
+        return redact(
+            f"[claude-pool] delegation {self.status}: org {self.organization_id}, user {self.user_id or '-'}, "
+            f"account {self.account_name or '-'}, model {self.model or '-'}, {self._tokens} tokens, {self._latency}"
+        )
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """One section, no header (it is not an alarm)."""
+        icon = "✅" if self.status == "succeeded" else "❌"
+        fields = [
+            ("Organization", self.organization_id),
+            ("User", self.user_id or "-"),
+            ("Account", self.account_name or "-"),
+            ("Tokens", self._tokens),
+            ("Latency", self._latency),
+            ("Status", self.status),
+        ]
+        if self.model:
+            fields.append(("Model", self.model))
+        return [_section(f"{icon} Delegation *{_mrkdwn(self.status)}*", fields)]
 
 
 # ---- the notifier ------------------------------------------------------------------------------
@@ -346,19 +343,10 @@ class SlackNotifier:
         model: str | None = None,
         max_wait: float | None = None,
     ) -> str | None:
-        note = {
-            "organization_id": organization_id,
-            "user_id": user_id,
-            "account_name": account_name,
-            "status": status,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "latency_ms": latency_ms,
-            "model": model,
-        }
-        return await self.post_activity(
-            delegation_activity_text(**note), delegation_activity_blocks(**note), max_wait=max_wait
+        note = DelegationNote(
+            organization_id, user_id, account_name, status, input_tokens, output_tokens, latency_ms, model
         )
+        return await self.post_activity(note.text(), note.blocks(), max_wait=max_wait)
 
     async def auth_test(self) -> dict[str, Any]:
         """Slack's view of the token (team, bot user); raises ``NotificationError`` when refused."""

@@ -14,10 +14,10 @@ from claude_pool.slack import (
     HEADER_MAX,
     MAX_FIELDS,
     SECTION_TEXT_MAX,
+    DelegationNote,
     SlackNotifier,
     alert_blocks,
     alert_text,
-    delegation_activity_blocks,
 )
 from claude_pool.storage import QuotaAlert
 
@@ -172,8 +172,8 @@ def test_block_kit_limits_hold_for_extreme_values() -> None:
         assert len(section["fields"]) <= MAX_FIELDS
         rendered = str(blocks)
         assert CANARY_KEY not in rendered and "<!here>" not in rendered
-    activity = delegation_activity_blocks(
+    activity = DelegationNote(
         organization_id="o" * 5000, user_id=None, account_name=long, status="failed"
-    )
+    ).blocks()
     assert all(len(f["text"]) <= 2000 for f in activity[0]["fields"])
     assert CANARY_KEY not in str(activity)
