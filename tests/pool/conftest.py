@@ -13,7 +13,7 @@ from claude_pool.config import PoolConfig, load_config
 from claude_pool.pool import Pool
 from claude_pool.runtime import Runtime
 from claude_pool.settings import Secret, Settings
-from claude_pool.simulator import RunningSimulator, Scenario
+from claude_pool.simulator import RunningSimulator, Scenario, register_simulated_accounts
 
 
 @dataclass
@@ -29,29 +29,11 @@ class PoolWorld:
 def register_simulated_keys(
     runtime: Runtime, sim: RunningSimulator, *, shared_orgs: bool = True
 ) -> dict[str, str]:
-    """Every key of the simulator as an account whose limits are its organization's."""
+    """Every key of the simulator as an account of tenant-a whose limits are its organization's."""
     runtime.db.upgrade()
-    ids = {}
-    per_org: dict[str, int] = {}
-    for spec in sim.keys:
-        per_org[spec.org] = per_org.get(spec.org, 0) + 1
-    orgs = {o.id: o for o in sim.orgs}
-    for spec in sim.keys:
-        limits = orgs[spec.org].limits
-        account = runtime.accounts.register(
-            {
-                "organization_id": "tenant-a",
-                "name": spec.name,
-                "tier": "pro",
-                "api_key": spec.key,
-                "requests_per_minute": limits.rpm,
-                "input_tokens_per_minute": limits.itpm,
-                "output_tokens_per_minute": limits.otpm,
-                "capacity_group": spec.org if shared_orgs and per_org[spec.org] > 1 else None,
-            }
-        )
-        ids[spec.name] = account.id
-    return ids
+    return register_simulated_accounts(
+        runtime.accounts, sim.keys, sim.orgs, organization_id="tenant-a", shared_orgs=shared_orgs
+    )
 
 
 @pytest.fixture(params=["embedded", "redis"])

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from claude_pool.config import PoolConfig, load_config
 from claude_pool.runtime import Runtime
 from claude_pool.settings import Secret, Settings
-from claude_pool.simulator import RunningSimulator, Scenario
+from claude_pool.simulator import RunningSimulator, Scenario, register_simulated_accounts
 from tests.reliability.netfaults import TcpProxy
 
 TENANT = "tenant-a"
@@ -46,24 +46,9 @@ def register_keys(runtime: Runtime, sim: RunningSimulator, **extra: Any) -> dict
     """Every simulated key as an account of ``TENANT`` with its organization's limits (and
     ``extra`` fields such as ``max_in_flight``); name -> account id."""
     runtime.db.upgrade()
-    orgs = {o.id: o.limits for o in sim.orgs}
-    ids = {}
-    for spec in sim.keys:
-        limits = orgs[spec.org]
-        account = runtime.accounts.register(
-            {
-                "organization_id": TENANT,
-                "name": spec.name,
-                "tier": "pro",
-                "api_key": spec.key,
-                "requests_per_minute": limits.rpm,
-                "input_tokens_per_minute": limits.itpm,
-                "output_tokens_per_minute": limits.otpm,
-                **extra,
-            }
-        )
-        ids[spec.name] = account.id
-    return ids
+    return register_simulated_accounts(
+        runtime.accounts, sim.keys, sim.orgs, organization_id=TENANT, shared_orgs=False, **extra
+    )
 
 
 def execution_rows(runtime: Runtime) -> list[tuple[Any, ...]]:

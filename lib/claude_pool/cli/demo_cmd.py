@@ -141,7 +141,7 @@ def demo(n_requests: int, concurrency: int, seed: int, live: bool) -> None:
         click.echo(f"ENCRYPTION_KEY not set: using a demo key kept in {key_file}")
 
     from claude_pool.cli.init_cmd import run_checks
-    from claude_pool.simulator import simulator, slack_simulator
+    from claude_pool.simulator import register_simulated_accounts, simulator, slack_simulator
 
     with simulator(_demo_scenario(seed)) as sim, slack_simulator(rate_per_channel=20, burst=20) as slack:
         os.environ.update(
@@ -155,19 +155,7 @@ def demo(n_requests: int, concurrency: int, seed: int, live: bool) -> None:
         from claude_pool.runtime import Runtime
 
         rt = Runtime.from_env(settings)
-        for spec in sim.keys:
-            limits = sim.org_of(spec.name).limits
-            rt.accounts.register(
-                {
-                    "organization_id": "demo",
-                    "name": spec.name,
-                    "tier": "pro",
-                    "api_key": spec.key,
-                    "requests_per_minute": limits.rpm,
-                    "input_tokens_per_minute": limits.itpm,
-                    "output_tokens_per_minute": limits.otpm,
-                }
-            )
+        register_simulated_accounts(rt.accounts, sim.keys, sim.orgs, organization_id="demo")
         rt.close()
         click.echo(
             f"registered {len(sim.keys)} simulated accounts; running {n_requests} requests through Prefect..."

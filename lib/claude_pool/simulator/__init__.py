@@ -6,6 +6,7 @@ spend caps, outages, broken connections) and count everything, so tests can prov
 
 from __future__ import annotations
 
+from claude_pool.simulator.accounts import register_simulated_accounts
 from claude_pool.simulator.anthropic_server import AnthropicSimulator
 from claude_pool.simulator.buckets import OrgBuckets, TokenBucket
 from claude_pool.simulator.faults import FAULT_KINDS, FaultRule
@@ -38,6 +39,7 @@ __all__ = [
     "TokenBucket",
     "count_input_tokens",
     "output_text",
+    "register_simulated_accounts",
     "simulator",
     "slack_simulator",
 ]
