@@ -154,3 +154,23 @@ def test_usage_report(anthropic_sim_factory: Callable[..., RunningSimulator], cl
         http(sim, "GET", "/v1/organizations/usage_report/messages" + query, headers={"x-api-key": sim.keys[0].key})
     assert info.value.code == 401
     info.value.close()
+
+
+def test_stats_tell_when_each_key_last_received_a_call(
+    anthropic_sim_factory: Callable[..., RunningSimulator], client_for: Callable[..., Any]
+) -> None:
+    """One snapshot answers "when did the broken key stop getting calls", revoked calls included."""
+    sim = anthropic_sim_factory(Scenario.uniform(accounts=2))
+    a = client_for(sim, "acct-1")
+    before = sim.elapsed()
+    assert ok(a)
+    after = sim.elapsed()
+    sim.revoke("acct-1")
+    assert not ok(a)  # a 401 is still a call the key received
+    revoked_call = sim.elapsed()
+    seen = http(sim, "GET", "/_sim/stats")["last_received_s"]
+    assert seen["acct-2"] is None
+    assert after <= seen["acct-1"] <= revoked_call
+    assert seen["acct-1"] >= before
+    sim.reset()
+    assert http(sim, "GET", "/_sim/stats")["last_received_s"] == {"acct-1": None, "acct-2": None}

@@ -133,6 +133,7 @@ class AnthropicSimulator:
             return wire.error_response(401, "authentication_error", "invalid x-api-key", rid)
         counters = self.state.counters[key.name]
         counters["received"] += 1
+        self.state.last_received[key.name] = self.state.now()
         revoked = self.state.revoked.get(key.key)
         if revoked is not None:
             counters["rejected_auth"] += 1

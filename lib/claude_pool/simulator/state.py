@@ -53,6 +53,9 @@ class Stats:
     unauthenticated: int = 0
     elapsed_s: float = 0.0
     key_names: dict[str, str] = field(default_factory=dict)  # secret -> name
+    # key name -> seconds from the simulator's start to the last request it received (None: none yet),
+    # so "when did this key stop getting calls" needs one snapshot, not polling.
+    last_received_s: dict[str, float | None] = field(default_factory=dict)
 
     def key(self, ref: str) -> dict[str, int]:
         """Counts of one key, by name or secret."""
@@ -74,6 +77,7 @@ class Stats:
             "total": self.total,
             "unauthenticated": self.unauthenticated,
             "elapsed_s": self.elapsed_s,
+            "last_received_s": self.last_received_s,
         }
 
     @classmethod
@@ -85,6 +89,7 @@ class Stats:
             unauthenticated=int(data.get("unauthenticated", 0)),
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             key_names=dict(key_names or {}),
+            last_received_s=dict(data.get("last_received_s") or {}),
         )
 
 
@@ -102,6 +107,7 @@ class SimulatorState:
             o.id: OrgBuckets(o.limits, self.started_mono) for o in scenario.orgs
         }
         self.counters: dict[str, Counter[str]] = {k.name: Counter() for k in scenario.keys}
+        self.last_received: dict[str, float] = {}  # key name -> monotonic time of its last request
         self.unauthenticated = 0
         self.revoked: dict[str, int] = {}  # secret -> 401 or 403
         self.faults = FaultBook(scenario.faults, seed=scenario.seed)
@@ -191,6 +197,7 @@ class SimulatorState:
         now = self.now()
         if counters:
             self.counters = {name: Counter() for name in self.counters}
+            self.last_received.clear()
             self.unauthenticated = 0
             self.served_tokens.clear()
             self.usage.clear()
@@ -212,6 +219,10 @@ class SimulatorState:
             unauthenticated=self.unauthenticated,
             elapsed_s=self.elapsed(),
             key_names={k.key: k.name for k in self.keys.values()},
+            last_received_s={
+                name: (self.elapsed(self.last_received[name]) if name in self.last_received else None)
+                for name in self.counters
+            },
         )
 
     def describe(self) -> dict[str, Any]:
