@@ -1,6 +1,6 @@
 """``python -m bench.compare``: run every scenario against every contender, write the results.
 
-    .venv-bench/bin/python -m bench.compare [--only steady,revoked] [--parallel 3] [--duration S]
+    .venv-bench/bin/python -m bench.compare [--only steady,revoked] [--parallel 4] [--duration S]
 
 Scenarios run ``--parallel`` at a time; within one, all contenders (and the bare latency floor)
 start their load on the same second, each against its own simulator process.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.compare.contenders import BARE, CONTENDERS, ROOT, Contender, litellm_available
 from bench.compare.figures import Figures, compute
+from bench.compare.processes import warm_up
 from bench.compare.report import write_plot, write_report
 from bench.compare.run import RunOutcome, bare_scenario, run_contender
 from bench.compare.scenarios import BenchScenario, load_scenarios
@@ -69,27 +70,32 @@ async def main(args: argparse.Namespace) -> int:
         print("LiteLLM is not installed in this interpreter: its contenders are reported as not run.",
               file=sys.stderr)
     started = time.monotonic()
-    results: dict[str, list[Figures]] = {}
+    warm_up(litellm=litellm is not None)
+    print(f"fork server ready in {time.monotonic() - started:.0f}s", flush=True)
+    running = asyncio.Semaphore(args.parallel)
+
+    async def one(scenario: BenchScenario, logs: Path) -> list[Figures]:
+        async with running:  # a scenario starts as soon as another ends, not group by group
+            return await run_scenario(scenario, litellm, logs)
+
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as logs:
-        for i in range(0, len(scenarios), args.parallel):
-            group = scenarios[i : i + args.parallel]
-            done = await asyncio.gather(*(run_scenario(s, litellm, Path(logs)) for s in group))
-            for s, figures in zip(group, done, strict=True):
-                results[s.name] = figures
+        done = await asyncio.gather(*(one(s, Path(logs)) for s in scenarios))
+    results = {s.name: figures for s, figures in zip(scenarios, done, strict=True)}
     elapsed = time.monotonic() - started
     command = "make bench-compare" if not (args.only or args.duration) else " ".join(
         [".venv-bench/bin/python -m bench.compare", *sys.argv[1:]])
     write_report(args.output, scenarios, results, litellm=litellm, elapsed_s=elapsed, command=command,
                  parallel=args.parallel)
-    write_plot(args.plot, scenarios, results)
-    print(f"wrote {args.output} and {args.plot} in {elapsed:.0f}s")
+    plotted = write_plot(args.plot, scenarios, results)
+    print(f"wrote {args.output}" + (f" and {args.plot}" if plotted else " (no plot: matplotlib is not installed)")
+          + f" in {elapsed:.0f}s")
     return 0
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated scenario names")
-    parser.add_argument("--parallel", type=int, default=3, help="scenarios run at the same time")
+    parser.add_argument("--parallel", type=int, default=4, help="scenarios run at the same time")
     parser.add_argument("--duration", type=float, help="override every scenario's duration (smoke runs)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "results" / "compare.png")

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import sys
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.compare.processes import run_to_end, set_environment, start_child
 from bench.compare.scenarios import BenchScenario
 
 __all__ = ["CONTENDERS", "Contender", "Preparation", "litellm_available", "prepare"]
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
-_MIGRATING = asyncio.Lock()
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,16 @@ def _pool_environment(home: Path, base_url: str, contender: Contender, prefix: s
     return env
 
 
+def _register_in_child(env: dict[str, str], keys: list[dict[str, Any]], conn: Connection) -> None:
+    set_environment(env)
+    try:
+        _register(env, keys)
+    except Exception as exc:
+        conn.send(("error", f"registering the accounts: {type(exc).__name__}: {exc}"))
+        raise
+    conn.send(("done",))
+
+
 def _register(env: dict[str, str], keys: list[dict[str, Any]]) -> None:
     """Every key as an account; keys of one organization share its bucket (``capacity_group``)."""
     from claude_pool.runtime import Runtime
@@ -144,8 +153,9 @@ async def prepare(
         home = folder / "home"
         home.mkdir(parents=True)
         env = _pool_environment(home, base_url, contender, prefix)
-        async with _MIGRATING:  # Alembic's context is process-global: one migration at a time
-            await asyncio.to_thread(_register, env, keys)
+        # In a child of its own: Alembic's context is process-global, and the child has the
+        # contender's environment (its database, its encryption key).
+        await run_to_end(start_child(_register_in_child, env, keys), 120)
         cleanups.append(lambda: shutil.rmtree(home, ignore_errors=True))
     if contender.redis:
         cleanups.append(lambda: _drop_redis_keys(prefix))
@@ -154,6 +164,3 @@ async def prepare(
     env["PYTHONUNBUFFERED"] = "1"
     return Preparation(env, keys, prefix, cleanups)
 
-
-def worker_command(config_path: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.compare.worker", str(config_path)]

@@ -60,18 +60,17 @@ def _served_by(outcome: RunOutcome, t: float) -> dict[str, int]:
 def _stop_time(outcome: RunOutcome) -> tuple[float | None, bool, int]:
     scenario = outcome.scenario
     key, start = scenario.broken_key, scenario.fault_start
-    if key is None or start is None or not outcome.samples:
+    if key is None or start is None:
         return None, False, 0
     at_start = [s for s in outcome.samples if s.t <= start]
     base = at_start[-1].received.get(key, 0) if at_start else 0
-    last_change, previous = start, base
-    for s in outcome.samples:
-        if s.t > start and s.received.get(key, 0) != previous:
-            previous = s.received.get(key, 0)
-            last_change = s.t
     calls = int(outcome.stats["keys"][key]["received"]) - base
-    still = calls > 0 and last_change > scenario.duration_s - STILL_SENDING_S
-    return (last_change - start if calls else 0.0), still, calls
+    if calls <= 0:
+        return 0.0, False, 0
+    # The simulator's own time of the key's last call, on the load's clock.
+    last = float(outcome.stats["last_received_s"][key]) - outcome.sim_offset_s
+    still = last > scenario.duration_s - STILL_SENDING_S
+    return max(last - start, 0.0), still, calls
 
 
 def compute(outcome: RunOutcome, bare_p50_s: float) -> Figures:

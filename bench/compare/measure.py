@@ -1,66 +1,67 @@
 """What the benchmark measures with, outside the contenders: a simulator process of their own, its
-ground-truth counters sampled every 100 ms, and the CPU time of the client processes.
+ground-truth counters at the instants that matter, and the CPU time of the client processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-__all__ = ["Sample", "SimProcess", "StatsPoller", "stop_process", "tree_cpu_seconds"]
+from bench.compare.processes import Child, receive, redirect_output, set_environment, start_child
+
+__all__ = ["Sample", "SimProcess", "Snapshots", "serve_simulator", "tree_cpu_seconds"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def stop_process(proc: asyncio.subprocess.Process, *, grace: float = 5.0) -> None:
-    """Terminate, then kill after ``grace`` seconds; always reaped, its pipes closed."""
-    if proc.stdin is not None:
-        proc.stdin.close()
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+def serve_simulator(scenario: dict[str, Any], conn: Connection) -> None:
+    """Child process: serve ``scenario`` on a free loopback port until told to exit (or orphaned)."""
+    set_environment(dict(os.environ))
+    redirect_output(None)
+    asyncio.run(_serve_simulator(scenario, conn))
+
+
+async def _serve_simulator(scenario: dict[str, Any], conn: Connection) -> None:
+    from claude_pool.simulator import AnthropicSimulator, Scenario, SimulatorState
+    from claude_pool.simulator.server import bind_socket, start_app
+
+    state = SimulatorState(Scenario.from_dict(scenario))
+    sock = bind_socket("127.0.0.1", 0)
+    runner = await start_app(AnthropicSimulator(state).app(), sock)
+    try:
+        conn.send(("ready", {"base_url": f"http://127.0.0.1:{sock.getsockname()[1]}", **state.describe()}))
+        with contextlib.suppress(EOFError):
+            while (await receive(conn, None))[0] != "exit":
+                pass
+    finally:
+        await runner.cleanup()
 
 
 @dataclass
 class SimProcess:
-    """``python -m claude_pool simulate --scenario FILE --port 0 --json`` on loopback."""
+    """An Anthropic simulator of one contender's own, forked, on loopback."""
 
-    proc: asyncio.subprocess.Process
+    child: Child
     base_url: str
     described: dict[str, Any]
 
     @classmethod
-    async def start(cls, scenario: dict[str, Any], folder: Path) -> SimProcess:
-        path = folder / "simulator.json"
-        path.write_text(json.dumps(scenario), encoding="utf-8")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", "claude_pool", "simulate", "--scenario", str(path),
-            "--host", "127.0.0.1", "--port", "0", "--json",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
-        )
+    async def start(cls, scenario: dict[str, Any]) -> SimProcess:
+        child = start_child(serve_simulator, scenario)
         try:
-            assert proc.stdout is not None
-            line = await asyncio.wait_for(proc.stdout.readline(), 180)
-            described = json.loads(line)
+            described = await child.expect("ready", 60)
         except BaseException:
-            await stop_process(proc)
+            await child.stop()
             raise
-        return cls(proc, described["base_url"], described)
+        return cls(child, described["base_url"], described)
 
     async def get(self, session: aiohttp.ClientSession, path: str) -> dict[str, Any]:
         async with session.get(self.base_url + path) as resp:
@@ -73,24 +74,25 @@ class SimProcess:
             resp.raise_for_status()
 
     async def stop(self) -> None:
-        await stop_process(self.proc)
+        await self.child.stop()
 
 
 @dataclass(frozen=True)
 class Sample:
-    t: float  # seconds from the load's start
+    t: float  # seconds from the load's start at which it was due (taken a few ms later)
     received: dict[str, int]
     served: dict[str, int]
 
 
 @dataclass
-class StatsPoller:
-    """Samples ``/_sim/stats`` every ``interval`` seconds until stopped."""
+class Snapshots:
+    """``/_sim/stats`` taken at given seconds from the load's start (the fault's start, the window's
+    end): the figures need counts at those instants only, and the simulator's own last-call times."""
 
     sim: SimProcess
     session: aiohttp.ClientSession
     start: float
-    interval: float = 0.1
+    at: list[float]
     samples: list[Sample] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
@@ -98,24 +100,18 @@ class StatsPoller:
         self._task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
-        while True:
+        for t in sorted(self.at):
+            await asyncio.sleep(max(self.start + t - time.time(), 0.0))
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                stats = await self.sim.get(self.session, "/_sim/stats")
-                keys = stats["keys"]
-                self.samples.append(
-                    Sample(
-                        time.time() - self.start,
-                        {k: int(v["received"]) for k, v in keys.items()},
-                        {k: int(v["served"]) for k, v in keys.items()},
-                    )
-                )
-            await asyncio.sleep(self.interval)
+                keys = (await self.sim.get(self.session, "/_sim/stats"))["keys"]
+                self.samples.append(Sample(
+                    t, {k: int(v["received"]) for k, v in keys.items()}, {k: int(v["served"]) for k, v in keys.items()}
+                ))
 
     async def stop(self) -> None:
+        """Waits for the snapshots still due (the load has ended by then), then returns."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
 
 def _proc_table() -> dict[int, tuple[int, float]]:

@@ -1,4 +1,4 @@
-"""One contender on one scenario: a fresh simulator, its workers, the load, the counts.
+"""One contender on one scenario: a simulator of its own, its workers, the load, the counts.
 
 Every process started here (the simulator, the workers) is stopped in ``finally``; Redis keys
 under the run's prefix are deleted; the run's folder is removed.
@@ -7,7 +7,6 @@ under the run's prefix are deleted; the run's folder is removed.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import shutil
 import tempfile
@@ -19,14 +18,16 @@ from typing import Any
 
 import aiohttp
 
-from bench.compare.contenders import ROOT, Contender, prepare, worker_command
-from bench.compare.measure import Sample, SimProcess, StatsPoller, stop_process, tree_cpu_seconds
+from bench.compare.contenders import Contender, prepare
+from bench.compare.measure import Sample, SimProcess, Snapshots, tree_cpu_seconds
+from bench.compare.processes import Child, start_child
 from bench.compare.scenarios import BenchScenario, arrival_offsets
+from bench.compare.worker import run_worker
 
 __all__ = ["RunOutcome", "run_contender"]
 
+FAULT_SNAPSHOT_LEAD_S = 0.05
 READY_TIMEOUT = 300.0  # Prefect's ephemeral server may take 20 s, more on a loaded machine
-_STARTING = asyncio.Semaphore(3)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class RunOutcome:
     offered: int = 0
     key_orgs: dict[str, str] = field(default_factory=dict)
     rested_s: float = 0.0
+    sim_offset_s: float = 0.0  # the simulator's own clock (elapsed_s) when the load started
 
 
 def bare_scenario(scenario: BenchScenario) -> BenchScenario:
@@ -54,46 +56,26 @@ def bare_scenario(scenario: BenchScenario) -> BenchScenario:
     )
 
 
-async def _expect(proc: asyncio.subprocess.Process, prefix: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no {prefix!r} from worker {proc.pid} in {timeout:.0f}s")
-        line = (await asyncio.wait_for(proc.stdout.readline(), left)).decode()
-        if not line:
-            raise RuntimeError(f"worker {proc.pid} ended (exit {await proc.wait()}) before {prefix!r}")
-        if line.startswith(prefix):
-            return line[len(prefix):].strip()
-
-
 async def _spawn(contender: Contender, scenario: BenchScenario, prep: Any, base_url: str,
-                 folder: Path, offsets: list[float]) -> list[asyncio.subprocess.Process]:
+                 offsets: list[float], folder: Path) -> list[Child]:
     n = contender.processes(scenario)
-    procs = []
+    children = []
     for w in range(n):
         cfg = {
             "client": contender.client, "strategy": contender.strategy, "redis": contender.redis,
             "redis_prefix": prep.redis_prefix, "base_url": base_url, "keys": prep.keys,
             "max_tokens": scenario.max_tokens, "budget_s": scenario.budget_s,
             "indices": list(range(w, len(offsets), n)), "offsets": offsets[w::n],
+            "log": str(folder.parent / f"{folder.name}-worker-{w}.log"),
         }
-        path = folder / f"worker-{w}.json"
-        path.write_text(json.dumps(cfg), encoding="utf-8")
-        log = (folder.parent / f"{folder.name}-worker-{w}.log").open("wb")
-        procs.append(await asyncio.create_subprocess_exec(
-            *worker_command(path), env=prep.env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=log, cwd=str(ROOT),
-        ))
-        log.close()
-    return procs
+        children.append(start_child(run_worker, cfg, prep.env, fresh=contender.client == "flow"))
+    return children
 
 
 async def run_contender(
     contender: Contender, scenario: BenchScenario, barrier: asyncio.Barrier, logs: Path
 ) -> RunOutcome:
-    """Set up, wait for every contender of the group at ``barrier``, run the load, count."""
+    """Set up, wait for every contender of the scenario at ``barrier``, run the load, count."""
     outcome = RunOutcome(contender, scenario)
     folder = Path(tempfile.mkdtemp(prefix=f"cmp-{scenario.name}-", dir=logs))
     offsets = arrival_offsets(scenario)
@@ -101,23 +83,19 @@ async def run_contender(
         offsets = [i * 0.5 for i in range(int(scenario.duration_s * 2))]
     outcome.offered = len(offsets)
     sim: SimProcess | None = None
-    procs: list[asyncio.subprocess.Process] = []
+    workers: list[Child] = []
     prep = None
     arrived = False
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             try:
-                # A few start-ups at a time: dozens of interpreters importing at once on two cores
-                # would each take minutes. The load itself starts for everyone at the barrier.
-                async with _STARTING:
-                    sim = await SimProcess.start(scenario.simulator, folder)
+                sim = await SimProcess.start(scenario.simulator)
                 outcome.key_orgs = {k["name"]: k["org"] for k in sim.described["keys"]}
                 prep = await prepare(contender, sim.described, sim.base_url, folder,
                                      f"bench-cmp-{uuid.uuid4().hex[:10]}")
-                async with _STARTING:
-                    procs = await _spawn(contender, scenario, prep, sim.base_url, folder, offsets)
-                    outcome.processes = len(procs)
-                    await asyncio.gather(*(_expect(p, "READY", READY_TIMEOUT) for p in procs))
+                workers = await _spawn(contender, scenario, prep, sim.base_url, offsets, folder)
+                outcome.processes = len(workers)
+                await asyncio.gather(*(w.expect("ready", READY_TIMEOUT) for w in workers))
             except Exception as exc:
                 outcome.error = f"set-up failed: {type(exc).__name__}: {exc or 'timed out'}"
             arrived = True
@@ -125,14 +103,13 @@ async def run_contender(
             if outcome.error is not None:
                 return outcome
             assert sim is not None
-            await _load(outcome, scenario, sim, session, procs)
+            await _load(outcome, scenario, sim, session, workers)
     except Exception as exc:
         outcome.error = f"{type(exc).__name__}: {exc}"
         if not arrived:
             await barrier.wait()
     finally:
-        for p in procs:
-            await stop_process(p)
+        await asyncio.gather(*(w.stop() for w in workers))
         if sim is not None:
             await sim.stop()
         for cleanup in prep.cleanups if prep else ():
@@ -165,32 +142,31 @@ async def _drain(sim: SimProcess, session: aiohttp.ClientSession) -> None:
 
 
 async def _load(outcome: RunOutcome, scenario: BenchScenario, sim: SimProcess,
-                session: aiohttp.ClientSession, procs: list[asyncio.subprocess.Process]) -> None:
-    start = math.ceil(time.time()) + 2.0  # the whole group starts on the same whole second
+                session: aiohttp.ClientSession, workers: list[Child]) -> None:
+    start = math.ceil(time.time()) + 2.0  # the whole scenario starts on the same whole second
     if outcome.contender.client != "bare":
         await _drain(sim, session)
         outcome.rested_s = max(start - time.time(), 0.0)  # refill between the drain and the start
     health = await sim.get(session, "/_sim/health")
-    offset = float(health["elapsed_s"]) + (start - time.time())
+    outcome.sim_offset_s = float(health["elapsed_s"]) + (start - time.time())
     if scenario.faults and outcome.contender.client != "bare":
-        await sim.post(session, "/_sim/faults", {"faults": scenario.fault_rules(offset)})
-    poller = StatsPoller(sim, session, start)
-    cpu0 = tree_cpu_seconds([p.pid for p in procs])
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write(f"GO {start}\n".encode())
-        await p.stdin.drain()
-    poller.run()
+        await sim.post(session, "/_sim/faults", {"faults": scenario.fault_rules(outcome.sim_offset_s)})
+    instants = [scenario.duration_s]
+    if scenario.fault_start is not None:
+        # Taken just before the fault starts: a snapshot due at the instant would arrive a few ms
+        # late and could hide a call the broken key received right after it.
+        instants.append(max(scenario.fault_start - FAULT_SNAPSHOT_LEAD_S, 0.0))
+    snapshots = Snapshots(sim, session, start, instants)
+    pids = [w.pid for w in workers]
+    cpu0 = tree_cpu_seconds(pids)
+    for w in workers:
+        w.send("go", start)
+    snapshots.run()
     try:
         limit = scenario.duration_s * 3 + scenario.budget_s + 120  # the flow runs a batch past the load
-        raw = await asyncio.gather(*(_expect(p, "RESULT ", limit) for p in procs))
+        outcome.results = await asyncio.gather(*(w.expect("result", limit) for w in workers))
     finally:
-        outcome.cpu_s = tree_cpu_seconds([p.pid for p in procs]) - cpu0
-        await poller.stop()
-    outcome.results = [json.loads(r) for r in raw]
-    outcome.samples = poller.samples
+        outcome.cpu_s = tree_cpu_seconds(pids) - cpu0
+        await snapshots.stop()
+    outcome.samples = snapshots.samples
     outcome.stats = await sim.get(session, "/_sim/stats")
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write(b"EXIT\n")
-        await p.stdin.drain()

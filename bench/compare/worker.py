@@ -1,34 +1,26 @@
-"""One client process of one contender: ``python -m bench.compare.worker CONFIG.json``.
+"""One client process of one contender (``run_worker``, started by ``bench.compare.processes``).
 
-Protocol on stdin/stdout, one line each: the worker sets its client up and prints ``READY``; it
-reads ``GO <epoch>``, offers its share of the requests at their times from that epoch (open loop,
-each with the scenario's time budget), prints ``RESULT <json>``, and exits on ``EXIT`` or end of
-input. The delegate_batch flow variant hands all its requests to one flow run at ``GO`` instead.
+Protocol on its pipe: the worker sets its client up and sends ``("ready",)``; it waits for
+``("go", epoch)``, offers its share of the requests at their times from that epoch (open loop,
+each with the scenario's time budget), sends ``("result", {...})``, and exits on ``("exit",)`` or
+when the pipe closes. The delegate_batch flow variant hands all its requests to one flow run at
+``go`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
+import contextlib
 import time
 from collections import Counter
-from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.compare.clients import Client, make_client
+from bench.compare.processes import receive, redirect_output, set_environment
 
 #: At most this many requests in flight per worker; an arrival beyond it fails as "overflow".
 MAX_IN_FLIGHT = 512
-
-
-def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-async def _read_line() -> str:
-    return (await asyncio.to_thread(sys.stdin.readline)).strip()
 
 
 async def open_loop(client: Client, cfg: dict[str, Any], start: float) -> dict[str, Any]:
@@ -100,19 +92,31 @@ async def warm_prefect() -> None:
     await asyncio.to_thread(warm)
 
 
-async def main(cfg: dict[str, Any]) -> None:
+def run_worker(cfg: dict[str, Any], env: dict[str, str], conn: Connection) -> None:
+    """Child process entry: the contender's environment first, then its client."""
+    set_environment(env)
+    redirect_output(cfg.get("log"))
+    try:
+        asyncio.run(_main(cfg, conn))
+    except Exception as exc:  # the orchestrator reports it as the contender's set-up or run error
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+async def _main(cfg: dict[str, Any], conn: Connection) -> None:
     client: Client | None = None
     if cfg["client"] == "flow":
         await warm_prefect()
     else:
         client = make_client(cfg)
-    _say("READY")
-    line = await _read_line()
-    if not line.startswith("GO "):
-        return
-    start = float(line.split()[1])
-    cpu0 = time.process_time()
+    conn.send(("ready",))
     try:
+        message = await receive(conn, None)
+        if message[0] != "go":
+            return
+        start = float(message[1])
+        cpu0 = time.process_time()
         if client is None:
             await asyncio.sleep(max(start - time.time(), 0))
             result = await flow_batch(cfg)
@@ -120,12 +124,11 @@ async def main(cfg: dict[str, Any]) -> None:
             result = await open_loop(client, cfg, start)
         result["cpu_s"] = time.process_time() - cpu0
         result["setup_s"] = cfg.get("setup_s")
-        _say("RESULT " + json.dumps(result))
-        await _read_line()  # EXIT, or the end of input when the orchestrator went away
+        conn.send(("result", result))
+        with contextlib.suppress(EOFError):
+            await receive(conn, None)  # exit, or the pipe closing when the orchestrator went away
+    except EOFError:
+        return
     finally:
         if client is not None:
             await client.aclose()
-
-
-if __name__ == "__main__":
-    asyncio.run(main(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))))
