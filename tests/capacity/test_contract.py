@@ -193,6 +193,41 @@ async def test_reclaim_expired(store: CapacityStore, clock: FakeClock) -> None:
     assert (await store.view([A]))[0].in_flight == 0
 
 
+async def test_a_renewed_lease_outlives_its_first_period_and_keeps_its_slot(
+    store: CapacityStore, clock: FakeClock
+) -> None:
+    """A long call renews its lease: no reclaim, no second caller in its in-flight slot, and its
+    own settle still refunds what it did not use."""
+    one = cand("a", max_in_flight=1)
+    sel = await store.acquire([one], Demand(3000, 400), lease_ttl=5)
+    assert sel.reservation
+    clock.advance(4)
+    assert await store.renew(sel.reservation, 5) == pytest.approx(clock.now + 5)
+    clock.advance(4)  # 8 s in: past the first expiry
+    assert await store.reclaim_expired() == 0
+    refused = await store.acquire([one], Demand(1, 1), lease_ttl=5)
+    assert refused.reservation is None and refused.refusals[0].reason == REASON_IN_FLIGHT
+    assert refused.refusals[0].until == pytest.approx(clock.now + 1)
+    assert (await store.view([one]))[0].in_flight == 1
+    await store.settle(sel.reservation, Usage(1000, 100))
+    # its own usage charged (a reclaim would have kept all 3000 input): 8 s of refill on top
+    assert await levels(store, one) == pytest.approx((60, 6000 - 1000 + 800, 600 - 100 + 80))
+    assert (await store.view([one]))[0].in_flight == 0
+
+
+async def test_a_lease_is_never_revived_nor_shortened(store: CapacityStore, clock: FakeClock) -> None:
+    sel = await store.acquire([A], Demand(1000, 100), lease_ttl=10)
+    assert sel.reservation
+    assert await store.renew(sel.reservation, 2) == pytest.approx(clock.now + 10)  # not shortened
+    clock.advance(10)
+    assert await store.renew(sel.reservation, 10) is None  # expired: the slot is gone
+    assert await store.reclaim_expired() == 1
+    settled = await store.acquire([A], Demand(1000, 100), lease_ttl=10)
+    assert settled.reservation
+    await store.settle(settled.reservation, Usage(1000, 100))
+    assert await store.renew(settled.reservation, 10) is None  # settled: nothing to keep
+
+
 async def test_settle_after_expiry_is_the_reclaim(store: CapacityStore, clock: FakeClock) -> None:
     sel = await store.acquire([A], Demand(1000, 100), lease_ttl=1)
     assert sel.reservation

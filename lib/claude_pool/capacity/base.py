@@ -14,6 +14,8 @@ Semantics shared by all backends:
   output tokens are refunded (upstream charges output as it is generated and a dead worker's
   connection is closed, which stops generation). Over-charging would only cost a little throughput,
   but the output reservation is max_tokens, usually far above what a cut-off call produced.
+- A call that outlives its lease period keeps its lease by ``renew`` (the pool renews every third
+  of the period while a call is in flight); only a lease nobody renews is a dead worker's.
 - ``settle`` is idempotent; a settle arriving after its lease expired is treated exactly as the
   reclaim would (its usage is ignored), so the result does not depend on who got there first.
 - Levels never leave [0, capacity]: refunds are clamped at the capacity; usage above the
@@ -64,6 +66,12 @@ class CapacityStore(ABC):
 
         ``usage`` given: refund the difference. ``usage`` None and ``request_sent``: keep the request
         charged, refund the tokens. Not sent: refund everything. Idempotent."""
+
+    @abstractmethod
+    async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
+        """Keep a call in flight: its lease now expires ``lease_ttl`` seconds from now (never sooner
+        than before). The new expiry (epoch seconds), or None when the lease has already expired,
+        been settled or been reclaimed: a lease is never revived."""
 
     @abstractmethod
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:

@@ -96,6 +96,10 @@ class EmbeddedCapacityStore(CapacityStore):
         used = (float(usage.input_tokens), float(usage.output_tokens)) if usage is not None else None
         await self._run("settle", lambda core: core.settle(reservation.reservation_id, used, request_sent))
 
+    async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
+        rid = reservation.reservation_id
+        return await self._run("renew", lambda core: core.renew(rid, float(lease_ttl)))  # type: ignore[no-any-return]
+
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
         await self._run("calibrate", lambda core: core.calibrate(bucket_id, snapshot))
 

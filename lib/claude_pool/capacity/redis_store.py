@@ -35,7 +35,7 @@ from claude_pool.redis_keys import BUCKET_TTL_SECONDS, RedisKeys
 
 __all__ = ["RedisCapacityStore"]
 
-_SCRIPTS = ("acquire", "settle", "calibrate", "cool_down", "view", "reclaim_expired")
+_SCRIPTS = ("acquire", "settle", "renew", "calibrate", "cool_down", "view", "reclaim_expired")
 _RECLAIM_BATCH = 256
 _STATIC_CACHE_SIZE = 64
 _US, _RS = "\x1f", "\x1e"  # unit and record separators of the packed acquire arguments
@@ -173,6 +173,12 @@ class RedisCapacityStore(CapacityStore):
         await self._call(
             "settle", keys, [self._now(), BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used]
         )
+
+    async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
+        k = self._keys
+        keys = [k.reservations(), k.lease_index(), k.leases(reservation.bucket_id)]
+        out = await self._call("renew", keys, [self._now(), reservation.reservation_id, _num(float(lease_ttl))])
+        return None if out in (0, b"0", "0") else _f(out)
 
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
         args: list[Any] = [self._now(), BUCKET_TTL_SECONDS]

@@ -215,6 +215,15 @@ class SqliteCore:
             delta = engine.settle_refund((r, i, o), used, sent=sent, expired=now >= expires_at)
             self.apply_refund(bucket_id, delta, now)
 
+    def renew(self, rid: str, lease_ttl: float) -> float | None:
+        with self.transaction() as now:
+            row = self.db.execute("SELECT expires_at FROM leases WHERE reservation_id = ?", (rid,)).fetchone()
+            if row is None or now >= row[0]:
+                return None  # settled, reclaimed, or expired: never revived
+            expiry = max(float(row[0]), now + lease_ttl)
+            self.db.execute("UPDATE leases SET expires_at = ? WHERE reservation_id = ?", (expiry, rid))
+            return expiry
+
     def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
         with self.transaction() as now:
             state = self.load([bucket_id])[bucket_id]
