@@ -89,7 +89,8 @@ async def call_claude(execution_id: str, request: dict[str, Any]) -> dict[str, A
     existing = await asyncio.to_thread(ExecutionStore(rt.db).get, execution_id)
     if existing.status == ExecutionStatus.SUCCEEDED:
         return {"ok": True, "already_recorded": True}
-    async with open_pool() as pool:
+    lease = rt.config.capacity.lease_timeout_seconds
+    async with open_pool() as pool, ExecutionStore(rt.db).kept_alive(execution_id, lease_seconds=lease):
         try:
             result = await pool.delegate(DelegationRequest.model_validate(request))
         except ClaudePoolError as exc:

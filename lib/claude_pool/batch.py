@@ -103,7 +103,12 @@ async def _delegate_one(
         if not created and row.status == "succeeded":
             return BatchItemOutcome(index, execution_id, "succeeded", row.account_id, row.attempts)
     try:
-        result = await pool.delegate(request)
+        if executions is not None and execution_id is not None:
+            lease = pool.config.capacity.lease_timeout_seconds
+            async with executions.kept_alive(execution_id, lease_seconds=lease):
+                result = await pool.delegate(request)
+        else:
+            result = await pool.delegate(request)
     except ClaudePoolError as exc:
         if executions is not None and execution_id is not None:
             await _record_quietly(executions.fail, execution_id, exc)

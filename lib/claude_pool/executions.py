@@ -8,19 +8,25 @@ not reach the database in the clear.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from claude_pool.delegation import AttemptRecord, DelegationRequest, DelegationResult
-from claude_pool.errors import NotFound, UpstreamError
+from claude_pool.errors import NotFound, StorageError, UpstreamError
+from claude_pool.logs import log_event
 from claude_pool.redaction import redact
 from claude_pool.storage import Database, ExecutionStatus, OrchestratorExecution, utcnow
 
 __all__ = ["ExecutionNotFound", "ExecutionStore"]
+
+logger = logging.getLogger(__name__)
 
 
 class ExecutionNotFound(NotFound):
@@ -156,6 +162,39 @@ class ExecutionStore:
             row.finished_at = utcnow()
             session.add(row)
         return row
+
+    def heartbeat(self, execution_id: str) -> bool:
+        """The running execution is alive now; False when it is no longer running."""
+        with self.db.session() as session:
+            row = session.get(OrchestratorExecution, execution_id)
+            if row is None or row.status != ExecutionStatus.RUNNING:
+                return False
+            row.heartbeat_at = utcnow()
+            session.add(row)
+            return True
+
+    @contextlib.asynccontextmanager
+    async def kept_alive(self, execution_id: str, *, lease_seconds: float) -> AsyncIterator[None]:
+        """While the body (the call) runs, beat every third of a lease period: ``reap_stale`` ends
+        rows silent for a lease period, and a long call is not a dead worker."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(lease_seconds / 3)
+                try:
+                    if not await asyncio.to_thread(self.heartbeat, execution_id):
+                        return
+                except StorageError as exc:  # the database is away for a moment: beat again later
+                    log_event(logger, logging.WARNING, "execution heartbeat failed",
+                              execution_id=execution_id, error=str(exc))
+
+        beating = asyncio.create_task(beat(), name=f"heartbeat-{execution_id}")
+        try:
+            yield
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
 
     def reap_stale(self, *, older_than: timedelta) -> int:
         """Executions left ``running`` or ``pending`` by a worker that died end as ``crashed``."""

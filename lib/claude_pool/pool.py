@@ -9,10 +9,11 @@ reservation, calibrates from the headers, feeds the breaker and decides whether 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -322,6 +323,31 @@ class Pool:
             raise DeadlineExceeded(f"the deadline passes before the next attempt (back-off {seconds:.1f}s)")
         await asyncio.sleep(seconds)
 
+    @contextlib.asynccontextmanager
+    async def _lease_kept(self, account: PoolAccount, reservation: Any) -> AsyncIterator[None]:
+        """Renew the call's lease every third of its period while the call runs: a long stream
+        must not look like a dead worker's call, have its slot reclaimed and given to another."""
+        ttl = self.config.capacity.lease_timeout_seconds
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(ttl / 3)
+                try:
+                    if await self.capacity.renew(reservation, ttl) is None:
+                        log_event(logger, logging.WARNING, "lease lost during the call", account_id=account.id)
+                        return
+                except BackendUnavailable as exc:  # the next renewal may get through
+                    log_event(logger, logging.WARNING, "lease renewal failed", account_id=account.id,
+                              error=str(exc))
+
+        keeper = asyncio.create_task(renew(), name=f"lease-{reservation.reservation_id}")
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
     async def _call(
         self,
         request: DelegationRequest,
@@ -341,10 +367,11 @@ class Pool:
         reply: UpstreamReply | None = None
         exc: BaseException | None = None
         try:
-            if request.stream:
-                reply = await self.upstream.stream(api_key, body, on_text=on_text, timeout=timeout)
-            else:
-                reply = await self.upstream.create(api_key, body, timeout=timeout)
+            async with self._lease_kept(account, reservation):
+                if request.stream:
+                    reply = await self.upstream.stream(api_key, body, on_text=on_text, timeout=timeout)
+                else:
+                    reply = await self.upstream.create(api_key, body, timeout=timeout)
         except StreamBrokeAfterStart as broken:
             exc = broken
         except Exception as caught:  # every upstream failure is classified below, none escapes raw

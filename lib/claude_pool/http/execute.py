@@ -147,7 +147,8 @@ async def _run(
     result: DelegationResult | None = None
     failure: Exception | None = None
     try:
-        result = await ctx.pool.delegate(request)
+        async with store.kept_alive(execution_id, lease_seconds=ctx.pool.config.capacity.lease_timeout_seconds):
+            result = await ctx.pool.delegate(request)
     except asyncio.CancelledError:
         # The server is shutting down mid-call: say so in the row rather than leave it running.
         await asyncio.shield(
