@@ -21,11 +21,13 @@ from pydantic.alias_generators import to_camel
 from claude_pool.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_PRICING",
     "AlertsConfig",
     "BreakerConfig",
     "CapacityConfig",
     "HealthCheckConfig",
     "Limits",
+    "ModelPrice",
     "PoolConfig",
     "SelectionConfig",
     "Strategy",
@@ -112,6 +114,42 @@ class EncryptionConfig(_Model):
     algorithm: str = Field(default="aes-256-gcm", pattern="^aes-256-gcm$")
 
 
+class ModelPrice(_Model):
+    """What one model costs, in US dollars per million tokens: what spend budgets are counted in.
+    Cache writes default to 1.25 times the input price and cache reads to 0.1 times, Anthropic's
+    usual ratios for 5-minute cache writes."""
+
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+    cache_write_usd_per_mtok: float | None = Field(default=None, ge=0)
+    cache_read_usd_per_mtok: float | None = Field(default=None, ge=0)
+
+    def cost_usd(self, *, input_tokens: int, output_tokens: int, cache_write_tokens: int = 0,
+                 cache_read_tokens: int = 0) -> float:
+        write = self.cache_write_usd_per_mtok
+        read = self.cache_read_usd_per_mtok
+        return (
+            input_tokens * self.input_usd_per_mtok
+            + output_tokens * self.output_usd_per_mtok
+            + cache_write_tokens * (self.input_usd_per_mtok * 1.25 if write is None else write)
+            + cache_read_tokens * (self.input_usd_per_mtok * 0.1 if read is None else read)
+        ) / 1_000_000
+
+
+#: List prices of the current models (USD per million tokens, November 2026). Spend budgets are only
+#: as right as these: set your own under ``pricing`` when your contract differs.
+DEFAULT_PRICING: dict[str, ModelPrice] = {
+    "claude-opus-5-5": ModelPrice(input_usd_per_mtok=4.0, output_usd_per_mtok=20.0,
+                                  cache_write_usd_per_mtok=5.0, cache_read_usd_per_mtok=0.2),
+    "claude-sonnet-5-5": ModelPrice(input_usd_per_mtok=2.0, output_usd_per_mtok=10.0,
+                                    cache_write_usd_per_mtok=2.5, cache_read_usd_per_mtok=0.1),
+    "claude-haiku-5-5": ModelPrice(input_usd_per_mtok=0.1, output_usd_per_mtok=0.5,
+                                   cache_write_usd_per_mtok=0.125, cache_read_usd_per_mtok=0.01),
+    "claude-opus-4-5": ModelPrice(input_usd_per_mtok=5.0, output_usd_per_mtok=25.0),
+    "claude-sonnet-4-5": ModelPrice(input_usd_per_mtok=3.0, output_usd_per_mtok=15.0),
+    "claude-haiku-4-5": ModelPrice(input_usd_per_mtok=1.0, output_usd_per_mtok=5.0),
+}
+
 DEFAULT_TIERS: dict[str, Limits] = {
     "free": Limits(requests_per_minute=50, input_tokens_per_minute=30_000, output_tokens_per_minute=8_000),
     "pro": Limits(
@@ -132,6 +170,28 @@ class PoolConfig(_Model):
     health_check: HealthCheckConfig = HealthCheckConfig()
     encryption: EncryptionConfig = EncryptionConfig()
     default_model: str = "claude-sonnet-5-5"
+    #: Model name (or the start of one, e.g. without a date suffix) -> its price.
+    pricing: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICING))
+
+    @model_validator(mode="after")
+    def _spend_budgets_need_prices(self) -> PoolConfig:
+        spending = [t for t, limits in self.tiers.items() if limits.monthly_spend_budget_usd]
+        if spending and not self.pricing:
+            raise ValueError(
+                f"pricing is empty but tier {spending[0]!r} sets monthlySpendBudgetUsd: add the price of "
+                "each model you use under pricing, e.g. \"pricing\": {\"claude-sonnet-5-5\": "
+                "{\"inputUsdPerMtok\": 2, \"outputUsdPerMtok\": 10}}"
+            )
+        return self
+
+    def price_for(self, model: str) -> ModelPrice | None:
+        """The price of ``model``: its own entry, else the longest entry it starts with followed by
+        ``-`` (a dated snapshot of a priced model); None when unpriced."""
+        found = self.pricing.get(model)
+        if found is not None:
+            return found
+        prefixes = [name for name in self.pricing if model.startswith(name + "-")]
+        return self.pricing[max(prefixes, key=len)] if prefixes else None
 
     @field_validator("tiers")
     @classmethod

@@ -10,6 +10,9 @@ Metrics and their windows (all UTC):
 * ``daily_token_budget`` (window ``2026-11-26``) and ``monthly_token_budget`` (window ``2026-11``),
   where the account or its tier sets one: input + output tokens of the account's succeeded
   executions that finished in the window.
+* ``monthly_spend_budget_usd`` (window ``2026-11``): the same executions priced by the config's
+  ``pricing`` (input, output, cache writes and cache reads, each at its model's price). Tokens of a
+  model without a price cannot be counted: each sweep logs them, with the fix, as a warning.
 
 Each (account, metric, threshold, kind, window) raises exactly one ``quota_alerts`` row however many
 evaluators see it: rows are inserted with ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` against the
@@ -61,11 +64,13 @@ __all__ = [
     "PER_MINUTE_METRICS",
     "QuotaEvaluator",
     "QuotaObservation",
+    "SpendUsage",
     "alert_event",
     "budget_observations",
     "budget_usage",
     "observations_from_views",
     "previous_window",
+    "spend_usage",
     "window_bounds",
     "window_for",
 ]
@@ -77,9 +82,10 @@ KIND_RECOVERY = "recovery"
 
 RPM, ITPM, OTPM = "requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute"
 DAILY, MONTHLY = "daily_token_budget", "monthly_token_budget"
+MONTHLY_SPEND = "monthly_spend_budget_usd"
 PER_MINUTE_METRICS = (RPM, ITPM, OTPM)
-BUDGET_METRICS = (DAILY, MONTHLY)
-_PERIOD = {RPM: "minute", ITPM: "minute", OTPM: "minute", DAILY: "day", MONTHLY: "month"}
+BUDGET_METRICS = (DAILY, MONTHLY, MONTHLY_SPEND)
+_PERIOD = {RPM: "minute", ITPM: "minute", OTPM: "minute", DAILY: "day", MONTHLY: "month", MONTHLY_SPEND: "month"}
 _FORMAT = {"minute": "%Y-%m-%dT%H:%M", "day": "%Y-%m-%d", "month": "%Y-%m"}
 _UNIQUE = ("account_id", "metric", "threshold", "kind", "window")
 # Rows per INSERT statement: well below SQLite's bound-parameter limit (15 columns a row).
@@ -203,6 +209,49 @@ def budget_usage(db: Database, account_ids: Sequence[str], start: datetime, end:
         return {str(a): int(total or 0) for a, total in session.execute(query)}
 
 
+@dataclass(frozen=True)
+class SpendUsage:
+    usd: dict[str, float]  # account id -> US dollars spent in the window
+    unpriced: dict[str, int]  # model without a price -> its tokens in the window (not counted)
+
+
+def spend_usage(
+    db: Database, config: PoolConfig, account_ids: Sequence[str], start: datetime, end: datetime
+) -> SpendUsage:
+    """What the succeeded executions of each account, finished in ``[start, end)``, cost."""
+    if not account_ids:
+        return SpendUsage({}, {})
+    ex = OrchestratorExecution.__table__.c  # type: ignore[attr-defined]
+    finished = sa.func.coalesce(ex.finished_at, ex.created_at)
+    sums = [
+        sa.func.sum(sa.func.coalesce(column, 0))
+        for column in (ex.input_tokens, ex.output_tokens, ex.cache_creation_input_tokens, ex.cache_read_input_tokens)
+    ]
+    query = (
+        sa.select(ex.account_id, ex.model, *sums)
+        .where(
+            ex.status == ExecutionStatus.SUCCEEDED,
+            ex.account_id.in_(list(account_ids)),
+            finished >= sa.bindparam("start", start, type_=ex.created_at.type),
+            finished < sa.bindparam("end", end, type_=ex.created_at.type),
+        )
+        .group_by(ex.account_id, ex.model)
+    )
+    usd: dict[str, float] = {}
+    unpriced: dict[str, int] = {}
+    with db.session() as session:
+        for account_id, model, inp, out, write, read in session.execute(query):
+            tokens = [int(v or 0) for v in (inp, out, write, read)]
+            price = config.price_for(str(model))
+            if price is None:
+                unpriced[str(model)] = unpriced.get(str(model), 0) + sum(tokens)
+                continue
+            cost = price.cost_usd(input_tokens=tokens[0], output_tokens=tokens[1],
+                                  cache_write_tokens=tokens[2], cache_read_tokens=tokens[3])
+            usd[str(account_id)] = usd.get(str(account_id), 0.0) + cost
+    return SpendUsage(usd, unpriced)
+
+
 def budget_observations(
     db: Database,
     config: PoolConfig,
@@ -210,7 +259,8 @@ def budget_observations(
     accounts: Sequence[ClaudeAccount] | None = None,
     now: datetime | None = None,
 ) -> list[QuotaObservation]:
-    """Daily and monthly token budgets of every account that has one (its own or its tier's)."""
+    """Daily and monthly token budgets and monthly spend budgets of every account that has one
+    (its own or its tier's)."""
     now = now or utcnow()
     if accounts is None:
         with db.session() as session:
@@ -222,7 +272,19 @@ def budget_observations(
         if not budgets:
             continue
         window = window_for(metric, now)
-        used = budget_usage(db, list(budgets), *window_bounds(metric, window))
+        used: dict[str, float] | dict[str, int]
+        if metric == MONTHLY_SPEND:
+            spend = spend_usage(db, config, list(budgets), *window_bounds(metric, window))
+            used = spend.usd
+            if spend.unpriced:
+                log_event(
+                    logger, logging.WARNING, "spend budgets miss some usage: models without a price",
+                    window=window,
+                    models=", ".join(f"{m} ({n:,} tokens)" for m, n in sorted(spend.unpriced.items())),
+                    fix="add each model's price under pricing in the config file",
+                )
+        else:
+            used = budget_usage(db, list(budgets), *window_bounds(metric, window))
         for account_id, (account, budget) in budgets.items():
             observations.append(
                 QuotaObservation(

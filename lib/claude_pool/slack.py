@@ -87,6 +87,11 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.2f}"
 
 
+def _amount(metric: str, value: float) -> str:
+    """A quota figure in its unit: dollars for spend budgets, a plain count otherwise."""
+    return f"${value:,.2f}" if metric.endswith("_usd") else _number(value)
+
+
 def _metric_label(metric: str) -> str:
     return metric.replace("_", " ")
 
@@ -97,13 +102,13 @@ def alert_text(alert: QuotaAlert, *, account_name: str | None = None) -> str:
     if alert.kind == "recovery":
         body = (
             f"{name} ({alert.organization_id}): {_metric_label(alert.metric)} is back below "
-            f"{alert.threshold:.0%} ({_number(alert.observed)}/{_number(alert.limit)}, "
+            f"{alert.threshold:.0%} ({_amount(alert.metric, alert.observed)}/{_amount(alert.metric, alert.limit)}, "
             f"{alert.fraction:.0%}); window {alert.window}"
         )
         return redact(f"[claude-pool] recovered: {body}")
     body = (
         f"{name} ({alert.organization_id}): {_metric_label(alert.metric)} reached "
-        f"{alert.threshold:.0%} of its limit ({_number(alert.observed)}/{_number(alert.limit)}, "
+        f"{alert.threshold:.0%} of its limit ({_amount(alert.metric, alert.observed)}/{_amount(alert.metric, alert.limit)}, "
         f"{alert.fraction:.0%}); window {alert.window}"
     )
     return redact(f"[claude-pool] quota alert: {body}")
@@ -129,7 +134,7 @@ def alert_blocks(alert: QuotaAlert, *, account_name: str | None = None) -> list[
         ("Organization", alert.organization_id),
         ("Metric", alert.metric),
         ("Threshold", f"{alert.threshold:.0%}"),
-        ("Observed / limit", f"{_number(alert.observed)} / {_number(alert.limit)} ({alert.fraction:.1%})"),
+        ("Observed / limit", f"{_amount(alert.metric, alert.observed)} / {_amount(alert.metric, alert.limit)} ({alert.fraction:.1%})"),
         ("Window", f"{alert.window} (UTC)"),
     ]
     return [_header(title), _section(summary, fields)]

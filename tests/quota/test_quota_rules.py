@@ -272,6 +272,59 @@ def test_budgets_sum_succeeded_executions_in_the_window(world: QuotaWorld) -> No
     ]
 
 
+def _priced(world: QuotaWorld, model: str, tokens: tuple[int, int, int, int], finished: datetime) -> OrchestratorExecution:
+    row = _execution(world, world.primary.id, tokens[:2], finished)
+    row.model = model
+    row.cache_creation_input_tokens, row.cache_read_input_tokens = tokens[2:]
+    return row
+
+
+def test_a_monthly_spend_budget_counts_each_models_price(
+    world: QuotaWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Spend = every token class at its model's price; a dated snapshot takes its model's price; a
+    model without a price is named in a warning, never counted as free silently."""
+    world.accounts.update(world.primary.id, {"monthly_spend_budget_usd": 10.0})
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    with world.db.session() as session:
+        # Sonnet 5.5 ($2 in, $10 out, $2.5 write, $0.1 read): 2 + 5 + 0.25 + 0.1 = $7.35
+        session.add(_priced(world, "claude-sonnet-5-5", (1_000_000, 500_000, 100_000, 1_000_000), now))
+        # a dated Opus 5.5 ($4 in, $20 out): 0.4 + 0.2 = $0.60
+        session.add(_priced(world, "claude-opus-5-5-20261101", (100_000, 10_000, 0, 0), now))
+        session.add(_priced(world, "claude-sonnet-5-5", (9_000_000, 0, 0, 0), datetime(2026, 10, 31, tzinfo=UTC)))
+        session.add(_priced(world, "claude-unknown-9", (123_456, 0, 0, 0), now - timedelta(days=1)))
+    with caplog.at_level(logging.WARNING, logger="claude_pool.quota"):
+        observations = [o for o in budget_observations(world.db, world.config, now=now)
+                        if o.metric == "monthly_spend_budget_usd"]
+    (spend,) = observations
+    assert (spend.account_id, spend.window, spend.limit) == (world.primary.id, "2026-11", 10.0)
+    assert spend.observed == pytest.approx(7.35 + 0.60)
+    (warning,) = [r for r in caplog.records if "without a price" in r.getMessage()]
+    assert warning.models == "claude-unknown-9 (123,456 tokens)"  # type: ignore[attr-defined]
+    assert "pricing" in warning.fix  # type: ignore[attr-defined]
+    alerts = QuotaEvaluator(world.db, world.config).evaluate(observations)
+    assert [(a.metric, a.threshold) for a in alerts] == []  # 79.5 %: below the first threshold
+    with world.db.session() as session:
+        session.add(_priced(world, "claude-haiku-5-5", (1_000_000, 1_000_000, 0, 0), now))  # $0.60
+    again = [o for o in budget_observations(world.db, world.config, now=now) if o.metric.endswith("_usd")]
+    alerts = QuotaEvaluator(world.db, world.config).evaluate(again)
+    assert [(a.metric, a.threshold) for a in alerts] == [("monthly_spend_budget_usd", 0.8)]
+
+
+def test_a_spend_budget_without_prices_is_refused_at_load(tmp_path: Path) -> None:
+    from claude_pool.config import load_config
+    from claude_pool.errors import ConfigError
+
+    path = tmp_path / "multi-account.json"
+    path.write_text('{"pricing": {}, "tiers": {"free": {"requestsPerMinute": 5, "inputTokensPerMinute": 5, '
+                    '"outputTokensPerMinute": 5}, "pro": {"requestsPerMinute": 5, "inputTokensPerMinute": 5, '
+                    '"outputTokensPerMinute": 5}, "enterprise": {"requestsPerMinute": 5, '
+                    '"inputTokensPerMinute": 5, "outputTokensPerMinute": 5, "monthlySpendBudgetUsd": 100}}}')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    assert "monthlySpendBudgetUsd" in str(raised.value) and "pricing" in str(raised.value)
+
+
 def test_tier_budgets_apply_to_every_account_of_the_tier(world: QuotaWorld) -> None:
     from claude_pool.config import Limits, PoolConfig
 

@@ -177,3 +177,11 @@ def test_block_kit_limits_hold_for_extreme_values() -> None:
     ).blocks()
     assert all(len(f["text"]) <= 2000 for f in activity[0]["fields"])
     assert CANARY_KEY not in str(activity)
+
+
+def test_spend_alerts_speak_dollars_and_token_alerts_counts() -> None:
+    spend = _alert(metric="monthly_spend_budget_usd", window="2026-11", observed=41_234.5, limit=50_000.0,
+                   fraction=0.82469, threshold=0.8)
+    assert "($41,234.50/$50,000.00, 82%)" in alert_text(spend, account_name="team-a")
+    assert "$41,234.50 / $50,000.00 (82.5%)" in str(alert_blocks(spend, account_name="team-a"))
+    assert "(970/1,000, 97%)" in alert_text(_alert(), account_name="team-a")
