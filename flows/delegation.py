@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from claude_pool.delegation import DelegationRequest
+from claude_pool.storage import new_id
 from claude_pool_tasks.delegation import (
     DelegationFailed,
     call_claude,
@@ -53,7 +54,8 @@ async def delegate(
     request = request_json(
         DelegationRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     )
-    started = start_execution(request, flow_run.get_id())
+    # Chosen here, so that the task's retries all start the same row (see ExecutionStore.start).
+    started = start_execution(request, flow_run.get_id(), new_id())
     execution = started["execution"]
     if execution["status"] in ("succeeded", "failed", "crashed", "cancelled"):
         return execution  # the same idempotency key ran before: never call twice

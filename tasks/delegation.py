@@ -60,10 +60,15 @@ def execution_summary(row: OrchestratorExecution) -> dict[str, Any]:
     retry_condition_fn=retry_on_infrastructure,
     cache_policy=NO_CACHE,
 )
-def start_execution(request: dict[str, Any], flow_run_id: str | None) -> dict[str, Any]:
-    """Create the pending row, or find the one already made for this idempotency key."""
+def start_execution(
+    request: dict[str, Any], flow_run_id: str | None, execution_id: str | None = None
+) -> dict[str, Any]:
+    """Create the pending row, or find the one already made for this idempotency key (or by an
+    earlier try of this task whose commit went through unacknowledged)."""
     store = ExecutionStore(runtime().db)
-    row, created = store.start(DelegationRequest.model_validate(request), flow_run_id=flow_run_id)
+    row, created = store.start(
+        DelegationRequest.model_validate(request), flow_run_id=flow_run_id, execution_id=execution_id
+    )
     if created or row.status not in ExecutionStatus.TERMINAL:
         store.mark_running(row.id, flow_run_id=flow_run_id)
         row = store.get(row.id)

@@ -19,6 +19,7 @@ from claude_pool.errors import ClaudePoolError, StorageError
 from claude_pool.executions import ExecutionStore
 from claude_pool.logs import log_event
 from claude_pool.pool import Pool
+from claude_pool.storage import new_id
 
 __all__ = ["BatchItemOutcome", "run_batch"]
 
@@ -94,7 +95,10 @@ async def _delegate_one(
     execution_id = None
     if executions is not None:
         try:
-            row, created = await _record(executions.start, request, flow_run_id=flow_run_id, running=True)
+            # One id for every try: a retried start finds the row a lost acknowledgement hid.
+            row, created = await _record(
+                executions.start, request, flow_run_id=flow_run_id, running=True, execution_id=new_id()
+            )
         except StorageError as exc:  # nothing was sent: the request fails, the batch goes on
             return BatchItemOutcome(
                 index, None, "failed", error_type=type(exc).__name__, error=str(exc)[:500]

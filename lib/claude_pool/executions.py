@@ -22,7 +22,7 @@ from claude_pool.delegation import AttemptRecord, DelegationRequest, DelegationR
 from claude_pool.errors import NotFound, StorageError, UpstreamError
 from claude_pool.logs import log_event
 from claude_pool.redaction import redact
-from claude_pool.storage import Database, ExecutionStatus, OrchestratorExecution, utcnow
+from claude_pool.storage import Database, ExecutionStatus, OrchestratorExecution, new_id, utcnow
 
 __all__ = ["ExecutionNotFound", "ExecutionStore"]
 
@@ -40,16 +40,33 @@ class ExecutionStore:
         self.db = db
 
     def start(
-        self, request: DelegationRequest, *, flow_run_id: str | None = None, running: bool = False
+        self,
+        request: DelegationRequest,
+        *,
+        flow_run_id: str | None = None,
+        running: bool = False,
+        execution_id: str | None = None,
     ) -> tuple[OrchestratorExecution, bool]:
         """The execution for ``request``: a new pending row (``running`` at once when the call
         follows immediately), or (``created`` False) the row already made for the same
-        organization and idempotency key."""
+        organization and idempotency key.
+
+        A caller that tries again after a failed start passes the same ``execution_id`` each time:
+        when the failure hid a commit that went through (the acknowledgement was lost), the row
+        made then is returned as this start's own, instead of a second row for one request."""
         if request.idempotency_key:
             existing = self.find_by_idempotency_key(request.organization_id, request.idempotency_key)
             if existing is not None:
                 return existing, False
+        if execution_id is not None:
+            with self.db.session() as session:
+                earlier = session.get(OrchestratorExecution, execution_id)
+            if earlier is not None:
+                if earlier.organization_id != request.organization_id:
+                    raise ValueError(f"execution id {execution_id!r} belongs to another organization")
+                return earlier, True
         row = OrchestratorExecution(
+            id=execution_id or new_id(),
             organization_id=request.organization_id,
             user_id=request.user_id,
             idempotency_key=request.idempotency_key,

@@ -9,6 +9,7 @@ from claude_pool.storage.models import (
     ExecutionStatus,
     OrchestratorExecution,
     QuotaAlert,
+    new_id,
     utcnow,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "ExecutionStatus",
     "OrchestratorExecution",
     "QuotaAlert",
+    "new_id",
     "utcnow",
 ]

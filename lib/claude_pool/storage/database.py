@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -71,7 +72,9 @@ class Database:
                 yield session
                 session.commit()
             except SQLAlchemyError as exc:
-                session.rollback()
+                # On a connection that just died the rollback fails too: the first error is the news.
+                with contextlib.suppress(SQLAlchemyError):
+                    session.rollback()
                 raise StorageError(_describe(exc, self.display_url)) from exc
             except BaseException:
                 session.rollback()
