@@ -9,10 +9,10 @@ not reach the database in the clear.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +22,7 @@ from claude_pool.delegation import AttemptRecord, DelegationRequest, DelegationR
 from claude_pool.errors import NotFound, StorageError, UpstreamError
 from claude_pool.logs import log_event
 from claude_pool.redaction import redact
+from claude_pool.repeating import repeating
 from claude_pool.storage import Database, ExecutionStatus, OrchestratorExecution, new_id, utcnow
 
 __all__ = ["ExecutionNotFound", "ExecutionStore"]
@@ -190,28 +191,19 @@ class ExecutionStore:
             session.add(row)
             return True
 
-    @contextlib.asynccontextmanager
-    async def kept_alive(self, execution_id: str, *, lease_seconds: float) -> AsyncIterator[None]:
+    def kept_alive(self, execution_id: str, *, lease_seconds: float) -> AbstractAsyncContextManager[None]:
         """While the body (the call) runs, beat every third of a lease period: ``reap_stale`` ends
         rows silent for a lease period, and a long call is not a dead worker."""
 
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(lease_seconds / 3)
-                try:
-                    if not await asyncio.to_thread(self.heartbeat, execution_id):
-                        return
-                except StorageError as exc:  # the database is away for a moment: beat again later
-                    log_event(logger, logging.WARNING, "execution heartbeat failed",
-                              execution_id=execution_id, error=str(exc))
+        async def beat() -> bool:
+            try:
+                return await asyncio.to_thread(self.heartbeat, execution_id)
+            except StorageError as exc:  # the database is away for a moment: beat again later
+                log_event(logger, logging.WARNING, "execution heartbeat failed",
+                          execution_id=execution_id, error=str(exc))
+                return True
 
-        beating = asyncio.create_task(beat(), name=f"heartbeat-{execution_id}")
-        try:
-            yield
-        finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+        return repeating(lease_seconds / 3, beat, name=f"heartbeat-{execution_id}")
 
     def reap_stale(self, *, older_than: timedelta) -> int:
         """Executions left ``running`` or ``pending`` by a worker that died end as ``crashed``."""

@@ -9,11 +9,11 @@ reservation, calibrates from the headers, feeds the breaker and decides whether 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ from claude_pool.errors import (
 )
 from claude_pool.listeners import AccountStatusChange, PoolListener, Selected
 from claude_pool.logs import log_event
+from claude_pool.repeating import repeating
 from claude_pool.runtime import Runtime
 from claude_pool.storage import AccountStatus
 from claude_pool.token_estimate import estimate_input_tokens
@@ -323,30 +324,21 @@ class Pool:
             raise DeadlineExceeded(f"the deadline passes before the next attempt (back-off {seconds:.1f}s)")
         await asyncio.sleep(seconds)
 
-    @contextlib.asynccontextmanager
-    async def _lease_kept(self, account: PoolAccount, reservation: Any) -> AsyncIterator[None]:
+    def _lease_kept(self, account: PoolAccount, reservation: Any) -> AbstractAsyncContextManager[None]:
         """Renew the call's lease every third of its period while the call runs: a long stream
         must not look like a dead worker's call, have its slot reclaimed and given to another."""
         ttl = self.config.capacity.lease_timeout_seconds
 
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(ttl / 3)
-                try:
-                    if await self.capacity.renew(reservation, ttl) is None:
-                        log_event(logger, logging.WARNING, "lease lost during the call", account_id=account.id)
-                        return
-                except BackendUnavailable as exc:  # the next renewal may get through
-                    log_event(logger, logging.WARNING, "lease renewal failed", account_id=account.id,
-                              error=str(exc))
+        async def renew() -> bool:
+            try:
+                if await self.capacity.renew(reservation, ttl) is None:
+                    log_event(logger, logging.WARNING, "lease lost during the call", account_id=account.id)
+                    return False
+            except BackendUnavailable as exc:  # the next renewal may get through
+                log_event(logger, logging.WARNING, "lease renewal failed", account_id=account.id, error=str(exc))
+            return True
 
-        keeper = asyncio.create_task(renew(), name=f"lease-{reservation.reservation_id}")
-        try:
-            yield
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+        return repeating(ttl / 3, renew, name=f"lease-{reservation.reservation_id}")
 
     async def _call(
         self,

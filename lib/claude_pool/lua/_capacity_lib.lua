@@ -91,6 +91,15 @@ local function apply_refund(key, delta, now, ttl)
 end
 
 -- Drop a lease everywhere; an expired one gives back its output reservation only (see base.py).
+-- What reservation rid holds ({a, b, r, i, o, e}), or nil when it is unknown: settled or reclaimed.
+local function reservation_record(res_key, rid)
+  local raw = redis.call('HGET', res_key, rid)
+  if not raw then
+    return nil
+  end
+  return cjson.decode(raw)
+end
+
 local function drop_lease(res_key, index_key, bucket_key, lease_key, rid, expired, now, ttl)
   local raw = redis.call('HGET', res_key, rid)
   redis.call('HDEL', res_key, rid)

@@ -7,11 +7,10 @@ local now = clock(ARGV[1])
 local rid = ARGV[2]
 local lease_ttl = tonumber(ARGV[3])
 
-local raw = redis.call('HGET', KEYS[1], rid)
-if not raw then
+local rec = reservation_record(KEYS[1], rid)
+if not rec then
   return 0
 end
-local rec = cjson.decode(raw)
 if now >= tonumber(rec.e) then
   return 0
 end

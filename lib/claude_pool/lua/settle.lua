@@ -11,11 +11,10 @@ local mode = tonumber(ARGV[4])
 local used_i = tonumber(ARGV[5])
 local used_o = tonumber(ARGV[6])
 
-local raw = redis.call('HGET', KEYS[1], rid)
-if not raw then
+local rec = reservation_record(KEYS[1], rid)
+if not rec then
   return 0
 end
-local rec = cjson.decode(raw)
 if now >= tonumber(rec.e) then
   drop_lease(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rid, true, now, ttl)
   return 2
