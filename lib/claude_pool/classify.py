@@ -351,12 +351,12 @@ def _facts(exc: BaseException) -> tuple[OutcomeKind, _Facts] | None:
 
 
 def _kind(facts: _Facts) -> OutcomeKind:
-    if facts.error_code in _BY_CODE:
+    if facts.error_code is not None and facts.error_code in _BY_CODE:
         return _BY_CODE[facts.error_code]
     status = facts.status_code or 0
     if status in _BY_STATUS:
         return _BY_STATUS[status]
-    if facts.error_type in _BY_TYPE:
+    if facts.error_type is not None and facts.error_type in _BY_TYPE:
         return _BY_TYPE[facts.error_type]
     if 400 <= status < 500:
         return OutcomeKind.CALLER_ERROR

@@ -11,7 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from claude_pool.accounts import effective_limits
 from claude_pool.capacity import BucketLimits, Candidate
@@ -63,7 +63,7 @@ class AccountDirectory:
 
     def _load(self) -> list[PoolAccount]:
         with self.db.session() as session:
-            rows = list(session.exec(select(ClaudeAccount).order_by(ClaudeAccount.created_at)))
+            rows = list(session.exec(select(ClaudeAccount).order_by(col(ClaudeAccount.created_at))))
         now = utcnow()
         accounts = []
         for row in rows:

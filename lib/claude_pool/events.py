@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Collection
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from claude_pool.errors import BackendUnavailable
 from claude_pool.redaction import redact
@@ -116,6 +116,11 @@ class InProcessEventBus(EventBus):
             self._queues.discard(queue)
 
 
+# A stream entry as the bus's client reads it (decode_responses=True, RESP2): (entry id, fields).
+# redis-py annotates stream replies for every protocol and decoding at once.
+_StreamEntry = tuple[str, dict[str, str]]
+
+
 class RedisEventBus(EventBus):
     def __init__(self, url: str, *, prefix: str, block_ms: int = 15_000) -> None:
 
@@ -144,13 +149,16 @@ class RedisEventBus(EventBus):
                 cursor = last_event_id
             else:
                 # Start after the newest entry now; "$" would skip what arrives between two reads.
-                newest = await self._client.xrevrange(self._stream, count=1)
+                newest = cast("list[_StreamEntry]", await self._client.xrevrange(self._stream, count=1))
                 cursor = newest[0][0] if newest else "0-0"
         except redis.RedisError as exc:
             raise BackendUnavailable("redis", f"reading events failed: {exc}") from exc
         while True:
             try:
-                replies = await self._client.xread({self._stream: cursor}, block=self._block_ms, count=500)
+                replies = cast(
+                    "list[tuple[str, list[_StreamEntry]]] | None",
+                    await self._client.xread({self._stream: cursor}, block=self._block_ms, count=500),
+                )
             except redis.RedisError as exc:
                 raise BackendUnavailable("redis", f"reading events failed: {exc}") from exc
             for _stream, entries in replies or []:

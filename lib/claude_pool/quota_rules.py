@@ -37,7 +37,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +56,9 @@ from claude_pool.storage import (
     QuotaAlert,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = [
     "BUDGET_METRICS",
@@ -387,16 +390,21 @@ class QuotaEvaluator:
         )
         if self.db.dialect not in ("postgresql", "sqlite"):
             return self._insert_one_by_one(rows)
-        if self.db.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         table = QuotaAlert.__table__  # type: ignore[attr-defined]
+        # Each dialect has its own Insert class (and its own on_conflict_do_nothing).
+        into: postgresql.Insert | sqlite.Insert
+        if self.db.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            into = postgresql_insert(table)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            into = sqlite_insert(table)
         created: list[QuotaAlert] = []
         for start in range(0, len(rows), _CHUNK):
             stmt = (
-                insert(table)
-                .values(rows[start : start + _CHUNK])
+                into.values(rows[start : start + _CHUNK])
                 .on_conflict_do_nothing(index_elements=list(_UNIQUE))
                 .returning(*table.c)
             )

@@ -45,15 +45,18 @@ class UpstreamClient:
         self._http = anthropic.DefaultAioHttpClient(
             limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         )
-        kwargs: dict[str, Any] = {"max_retries": 0, "timeout": timeout, "http_client": self._http}
-        if base_url:
-            kwargs["base_url"] = base_url
-        self._base = anthropic.AsyncAnthropic(api_key=_NO_KEY, **kwargs)
+        self._base = anthropic.AsyncAnthropic(
+            api_key=_NO_KEY,
+            base_url=base_url or None,  # None: the SDK's default (ANTHROPIC_BASE_URL, else the API)
+            max_retries=0,
+            timeout=timeout,
+            http_client=self._http,
+        )
 
     async def create(
         self, api_key: str, body: Mapping[str, Any], *, timeout: float | None = None
     ) -> UpstreamReply:
-        client = self._base.with_options(api_key=api_key, **({"timeout": timeout} if timeout else {}))
+        client = self._base.with_options(api_key=api_key, timeout=timeout or anthropic.not_given)
         raw = await client.messages.with_raw_response.create(**body)
         message = await raw.parse()
         return UpstreamReply(
@@ -83,7 +86,7 @@ class UpstreamClient:
         Anything that fails before the first event raises as itself (so the pool may fail over);
         anything after raises :class:`StreamBrokeAfterStart`.
         """
-        client = self._base.with_options(api_key=api_key, **({"timeout": timeout} if timeout else {}))
+        client = self._base.with_options(api_key=api_key, timeout=timeout or anthropic.not_given)
         raw = await client.messages.with_raw_response.create(**body, stream=True)
         headers = dict(raw.headers)
         started = False

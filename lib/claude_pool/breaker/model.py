@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Literal
 
 from claude_pool.config import BreakerConfig
 
@@ -166,7 +167,7 @@ class Permit:
 
     allowed = True
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> Literal[True]:  # Literal: `if not permit` narrows Permit | Denied to Denied
         return True
 
 
@@ -182,7 +183,7 @@ class Denied:
 
     allowed = False
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> Literal[False]:
         return False
 
     @property

@@ -98,7 +98,7 @@ class EmbeddedCapacityStore(CapacityStore):
 
     async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
         rid = reservation.reservation_id
-        return await self._run("renew", lambda core: core.renew(rid, float(lease_ttl)))  # type: ignore[no-any-return]
+        return await self._run("renew", lambda core: core.renew(rid, float(lease_ttl)))
 
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
         await self._run("calibrate", lambda core: core.calibrate(bucket_id, snapshot))

@@ -39,7 +39,7 @@ class BucketState:
     """What a store keeps per bucket. ``levels`` were true at ``updated_at``; ``caps`` are the
     capacities last applied; ``upstream`` the limits learned from headers (they win)."""
 
-    levels: list[float] | None = None
+    levels: list[float | None] | None = None
     updated_at: float = 0.0
     caps: list[float | None] | None = None
     upstream: list[float | None] | None = None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -150,8 +150,8 @@ class RedisCapacityStore(CapacityStore):
                 keys += [self._keys.bucket(cand.bucket_id), self._keys.leases(cand.bucket_id)]
                 fields = (cand.bucket_id, lim.rpm, lim.itpm, lim.otpm, lim.max_in_flight or 0)
                 bucket_recs.append(_US.join(map(str, fields)))
-            fields = (cand.account_id, numbers[cand.bucket_id], cand.priority, cand.weight)
-            cand_recs.append(_US.join(map(str, fields)))
+            cand_fields = (cand.account_id, numbers[cand.bucket_id], cand.priority, cand.weight)
+            cand_recs.append(_US.join(map(str, cand_fields)))
         entry = (keys, _RS.join(bucket_recs), _RS.join(cand_recs))
         if len(self._static_cache) >= _STATIC_CACHE_SIZE:
             self._static_cache.pop(next(iter(self._static_cache)))
@@ -231,8 +231,12 @@ class RedisCapacityStore(CapacityStore):
                 else:
                     seconds, micros = await self._redis.time()
                     now = seconds + micros / 1e6
-                ids = await self._redis.zrangebyscore(
-                    k.lease_index(), "-inf", now, start=0, num=_RECLAIM_BATCH
+                # members only (no scores): reservation ids
+                ids = cast(
+                    "list[bytes | str]",
+                    await self._redis.zrangebyscore(
+                        k.lease_index(), "-inf", now, start=0, num=_RECLAIM_BATCH
+                    ),
                 )
                 records = await self._redis.hmget(k.reservations(), ids) if ids else []
             if not ids:

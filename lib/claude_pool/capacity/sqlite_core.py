@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 from claude_pool.capacity import engine
 from claude_pool.capacity.engine import BucketState, Entry
@@ -35,17 +36,21 @@ CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, 
 _COLUMNS = "bucket_id, r, i, o, t, lr, li, lo, ur, ui, uo, cd"
 _CHUNK = 500  # stay far below SQLite's bound on variables per statement
 
+_Opt = float | None
+# A buckets row, column by column as in _COLUMNS: only t and cd are NOT NULL.
+_BucketRow = tuple[str, _Opt, _Opt, _Opt, float, _Opt, _Opt, _Opt, _Opt, _Opt, _Opt, float]
 
-def _state(row: Sequence[float | str | None] | None) -> BucketState:
+
+def _state(row: _BucketRow | None) -> BucketState:
     if row is None:
         return BucketState()
     return BucketState(
         levels=list(row[1:4]),
         updated_at=row[4],
-        caps=list(row[5:8]),  # type: ignore[arg-type]
+        caps=list(row[5:8]),
         upstream=list(row[8:11]),
         cooldown_until=row[11],
-    )  # type: ignore[arg-type]
+    )
 
 
 class SqliteCore:
@@ -99,7 +104,11 @@ class SqliteCore:
         state = self.load([bucket_id])[bucket_id]
         caps = engine.caps_of(None, state)
         levels = engine.refill(state, caps, now)
-        out = [None if lv is None else engine.clamp_add(lv, delta[m], caps[m]) for m, lv in enumerate(levels)]  # type: ignore[arg-type]
+        # refill leaves a level only where there is a cap
+        out = [
+            None if lv is None else engine.clamp_add(lv, delta[m], cast(float, caps[m]))
+            for m, lv in enumerate(levels)
+        ]
         self.save(bucket_id, out, caps, now)
 
     # --- leases --------------------------------------------------------------------------------
@@ -150,20 +159,21 @@ class SqliteCore:
             assessed = []
             for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
                 state = states[bucket_id]
-                caps = engine.caps_of(lim, state)
-                levels = engine.refill(state, caps, now)
+                # A plan's limits are all configured (positive), so no cap and no level is unknown.
+                caps = cast(list[float], engine.caps_of(lim, state))
+                levels = cast(list[float], engine.refill(state, caps, now))
                 count, earliest = self.in_flight(bucket_id) if lim.max_in_flight else (0, None)
                 code, until = engine.assess(
                     levels,
                     caps,
                     plan.need,
                     now,
-                    state.cooldown_until,  # type: ignore[arg-type]
+                    state.cooldown_until,
                     count,
                     lim.max_in_flight,
                     earliest,
                 )
-                score = engine.headroom_after(levels, caps, plan.need) if code == 0 else 0.0  # type: ignore[arg-type]
+                score = engine.headroom_after(levels, caps, plan.need) if code == 0 else 0.0
                 assessed.append((caps, levels, code, until, score))
             entries: list[Entry] = []
             numbers: list[int] = []
@@ -191,7 +201,7 @@ class SqliteCore:
             cand = plan.candidates[chosen]
             b = plan.bucket_of[chosen]
             caps, levels = assessed[b][0], assessed[b][1]
-            self.save(plan.bucket_ids[b], [lv - plan.need[m] for m, lv in enumerate(levels)], caps, now)  # type: ignore[operator]
+            self.save(plan.bucket_ids[b], [lv - plan.need[m] for m, lv in enumerate(levels)], caps, now)
             expiry = now + lease_ttl
             self.db.execute(
                 "INSERT INTO leases VALUES (?,?,?,?,?,?,?)",
@@ -233,7 +243,8 @@ class SqliteCore:
             for m, metric in enumerate((snapshot.requests, snapshot.input_tokens, snapshot.output_tokens)):
                 if metric.limit is not None and metric.limit > 0:
                     caps[m] = upstream[m] = float(metric.limit)
-                    levels[m] = caps[m] if levels[m] is None else min(levels[m], metric.limit)  # type: ignore[type-var]
+                    level = levels[m]
+                    levels[m] = caps[m] if level is None else min(level, metric.limit)
                 lv = levels[m]
                 if metric.remaining is not None and lv is not None and metric.remaining < lv:
                     levels[m] = max(0.0, float(metric.remaining))

@@ -105,8 +105,11 @@ def _check_slack(settings: Settings) -> CheckResult:
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
 
-    kwargs = {"base_url": settings.slack_base_url} if settings.slack_base_url else {}
-    client = WebClient(token=settings.slack_bot_token.reveal(), timeout=10, **kwargs)
+    client = WebClient(
+        token=settings.slack_bot_token.reveal(),
+        base_url=settings.slack_base_url or WebClient.BASE_URL,
+        timeout=10,
+    )
     try:
         reply = client.auth_test()
     except SlackApiError as exc:

@@ -33,7 +33,7 @@ logger = logging.getLogger("claude_pool.http.events")
 
 router = APIRouter(
     prefix="/api/events", tags=["events"], responses={s: {"model": ErrorBody} for s in (401, 403)}
-)  # type: ignore[arg-type]
+)
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
 Caller = Annotated[Principal, Depends(current_principal)]

@@ -60,7 +60,7 @@ def usage_report(sim: AnthropicSimulator, org: OrgSpec, query: Any) -> dict[str,
     by_key = "api_key_id" in group_by
     keys = {k.key: k for k in sim.state.keys.values() if k.org == org.id}
 
-    data = []
+    data: list[dict[str, Any]] = []
     t = start
     while t < end and len(data) < n:
         sums: dict[str | None, list[int]] = {}

@@ -299,7 +299,7 @@ class AnthropicSimulator:
                 return
             await asyncio.sleep(min(0.1, deadline - loop.time()))
 
-    async def count_tokens(self, request: web.Request) -> web.Response:
+    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
         rid = self.ids.request_id()
         pre = await self._prelude(request, rid)
         if isinstance(pre, web.Response):
