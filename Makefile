@@ -27,6 +27,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests flows tasks bench
+	$(BIN)/mypy lib/claude_pool tasks flows
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_simulator.py

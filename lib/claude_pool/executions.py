@@ -233,4 +233,4 @@ class ExecutionStore:
         row = session.get(OrchestratorExecution, execution_id)  # type: ignore[attr-defined]
         if row is None:
             raise ExecutionNotFound(execution_id)
-        return row  # type: ignore[no-any-return]
+        return row
