@@ -8,6 +8,7 @@ comparison.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -107,11 +108,12 @@ async def _delegate_one(
         if not created and row.status == "succeeded":
             return BatchItemOutcome(index, execution_id, "succeeded", row.account_id, row.attempts)
     try:
-        if executions is not None and execution_id is not None:
-            lease = pool.config.capacity.lease_timeout_seconds
-            async with executions.kept_alive(execution_id, lease_seconds=lease):
-                result = await pool.delegate(request)
-        else:
+        kept_alive = (
+            executions.kept_alive(execution_id, lease_seconds=pool.config.capacity.lease_timeout_seconds)
+            if executions is not None and execution_id is not None
+            else contextlib.nullcontext()
+        )
+        async with kept_alive:
             result = await pool.delegate(request)
     except ClaudePoolError as exc:
         if executions is not None and execution_id is not None:

@@ -191,22 +191,29 @@ def observations_from_views(
     return observations
 
 
+_EX = OrchestratorExecution.__table__.c  # type: ignore[attr-defined]
+
+
+def _succeeded_within(account_ids: Sequence[str], start: datetime, end: datetime) -> list[Any]:
+    """What budgets count: succeeded executions of these accounts, finished in ``[start, end)``."""
+    finished = sa.func.coalesce(_EX.finished_at, _EX.created_at)
+    return [
+        _EX.status == ExecutionStatus.SUCCEEDED,
+        _EX.account_id.in_(list(account_ids)),
+        finished >= sa.bindparam("start", start, type_=_EX.created_at.type),
+        finished < sa.bindparam("end", end, type_=_EX.created_at.type),
+    ]
+
+
 def budget_usage(db: Database, account_ids: Sequence[str], start: datetime, end: datetime) -> dict[str, int]:
     """Input + output tokens of succeeded executions per account, finished in ``[start, end)``."""
     if not account_ids:
         return {}
-    ex = OrchestratorExecution.__table__.c  # type: ignore[attr-defined]
-    finished = sa.func.coalesce(ex.finished_at, ex.created_at)
-    tokens = sa.func.coalesce(ex.input_tokens, 0) + sa.func.coalesce(ex.output_tokens, 0)
+    tokens = sa.func.coalesce(_EX.input_tokens, 0) + sa.func.coalesce(_EX.output_tokens, 0)
     query = (
-        sa.select(ex.account_id, sa.func.sum(tokens))
-        .where(
-            ex.status == ExecutionStatus.SUCCEEDED,
-            ex.account_id.in_(list(account_ids)),
-            finished >= sa.bindparam("start", start, type_=ex.created_at.type),
-            finished < sa.bindparam("end", end, type_=ex.created_at.type),
-        )
-        .group_by(ex.account_id)
+        sa.select(_EX.account_id, sa.func.sum(tokens))
+        .where(*_succeeded_within(account_ids, start, end))
+        .group_by(_EX.account_id)
     )
     with db.session() as session:
         return {str(a): int(total or 0) for a, total in session.execute(query)}
@@ -224,21 +231,14 @@ def spend_usage(
     """What the succeeded executions of each account, finished in ``[start, end)``, cost."""
     if not account_ids:
         return SpendUsage({}, {})
-    ex = OrchestratorExecution.__table__.c  # type: ignore[attr-defined]
-    finished = sa.func.coalesce(ex.finished_at, ex.created_at)
     sums = [
         sa.func.sum(sa.func.coalesce(column, 0))
-        for column in (ex.input_tokens, ex.output_tokens, ex.cache_creation_input_tokens, ex.cache_read_input_tokens)
+        for column in (_EX.input_tokens, _EX.output_tokens, _EX.cache_creation_input_tokens, _EX.cache_read_input_tokens)
     ]
     query = (
-        sa.select(ex.account_id, ex.model, *sums)
-        .where(
-            ex.status == ExecutionStatus.SUCCEEDED,
-            ex.account_id.in_(list(account_ids)),
-            finished >= sa.bindparam("start", start, type_=ex.created_at.type),
-            finished < sa.bindparam("end", end, type_=ex.created_at.type),
-        )
-        .group_by(ex.account_id, ex.model)
+        sa.select(_EX.account_id, _EX.model, *sums)
+        .where(*_succeeded_within(account_ids, start, end))
+        .group_by(_EX.account_id, _EX.model)
     )
     usd: dict[str, float] = {}
     unpriced: dict[str, int] = {}
