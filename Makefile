@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test test-fast lint bench bench-compare clean
 
+# -qq: errors only. What pip would print besides is informational (setuptools' note that an editable
+# install maps folders, this machine's pip config naming a local index without pip in it).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +30,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests flows tasks bench
 	$(BIN)/mypy lib/claude_pool tasks flows
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_simulator.py

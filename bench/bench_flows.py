@@ -60,9 +60,9 @@ def questions(n: int, tag: str) -> list[dict]:
 
 
 async def library_batch(n: int, concurrency: int, tag: str) -> float:
-    from claude_pool.batch import run_batch
-    from claude_pool.delegation import DelegationRequest
-    from claude_pool.executions import ExecutionStore
+    from claude_pool.pool.models import DelegationRequest
+    from claude_pool.records.batch import run_batch
+    from claude_pool.records.executions import ExecutionStore
     from claude_pool_tasks.context import open_pool, runtime
 
     requests = [DelegationRequest.model_validate(q) for q in questions(n, tag)]
@@ -86,9 +86,9 @@ async def flow_batch(n: int, concurrency: int, tag: str) -> float:
 
 
 async def one_library_delegation(i: int) -> float:
-    from claude_pool.batch import run_batch
-    from claude_pool.delegation import DelegationRequest
-    from claude_pool.executions import ExecutionStore
+    from claude_pool.pool.models import DelegationRequest
+    from claude_pool.records.batch import run_batch
+    from claude_pool.records.executions import ExecutionStore
     from claude_pool_tasks.context import open_pool, runtime
 
     started = time.perf_counter()

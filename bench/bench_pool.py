@@ -32,11 +32,11 @@ from typing import Any
 import anthropic
 import redis
 
-from claude_pool.config import load_config
-from claude_pool.delegation import DelegationRequest
+from claude_pool.core.config import load_config
+from claude_pool.core.settings import Secret, Settings
 from claude_pool.pool import Pool
+from claude_pool.pool.models import DelegationRequest
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Secret, Settings
 
 RESULTS = Path(__file__).parent / "results" / "pool.md"
 MESSAGE = "Summarise the pooling of accounts in one short sentence, please."

@@ -11,8 +11,8 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from claude_pool.delegation import DelegationRequest
-from claude_pool.errors import InvalidInput
+from claude_pool.core.errors import InvalidInput
+from claude_pool.pool.models import DelegationRequest
 from claude_pool.storage import utcnow
 from claude_pool_tasks.batch import delegate_chunk
 from claude_pool_tasks.batch_run import BatchRun

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from claude_pool.delegation import DelegationRequest
+from claude_pool.pool.models import DelegationRequest
 from claude_pool.storage import new_id
 from claude_pool_tasks.delegation import (
     DelegationFailed,
@@ -56,7 +56,7 @@ async def delegate(
     )
     # Chosen here, so that the task's retries all start the same row (see ExecutionStore.start).
     started = start_execution(request, flow_run.get_id(), new_id())
-    execution = started["execution"]
+    execution: dict[str, Any] = started["execution"]
     if execution["status"] in ("succeeded", "failed", "crashed", "cancelled"):
         return execution  # the same idempotency key ran before: never call twice
     outcome = await call_claude(execution["execution_id"], request)

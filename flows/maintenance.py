@@ -38,4 +38,5 @@ async def capacity_sync() -> dict[str, Any]:
 @flow(name="health-check")
 async def health_check() -> list[dict[str, Any]]:
     """Probe each account cheaply: mark revoked keys, let half-open breakers close on success."""
-    return await probe(accounts_to_probe())
+    results: list[dict[str, Any]] = await probe(accounts_to_probe())
+    return results

@@ -13,9 +13,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from claude_pool.batch import BatchItemOutcome, run_batch
-from claude_pool.delegation import DelegationRequest
-from claude_pool.executions import ExecutionStore
+from claude_pool.pool.models import DelegationRequest
+from claude_pool.records.batch import BatchItemOutcome, run_batch
+from claude_pool.records.executions import ExecutionStore
 from claude_pool_tasks.batch_run import batch_run_for
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
 

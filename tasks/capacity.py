@@ -10,8 +10,8 @@ from prefect import task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from claude_pool.capacity_sync import read_usage_report, snapshot_pool, store_snapshot
-from claude_pool.executions import ExecutionStore
+from claude_pool.maintenance.capacity_sync import read_usage_report, snapshot_pool, store_snapshot
+from claude_pool.records.executions import ExecutionStore
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
 
 __all__ = [
@@ -65,7 +65,8 @@ async def publish_capacity_table(rows: list[dict[str, Any]], usage: dict[str, An
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
 async def reclaim_expired_leases() -> int:
     async with open_pool(events=False) as pool:
-        return await pool.capacity.reclaim_expired()
+        reclaimed: int = await pool.capacity.reclaim_expired()
+        return reclaimed
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)

@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
-from claude_pool.errors import BackendUnavailable, StorageError
-from claude_pool.event_publisher import EventPublisher
-from claude_pool.events import open_event_bus
-from claude_pool.logs import configure_logging
+from claude_pool.core.errors import BackendUnavailable, StorageError
+from claude_pool.core.logs import configure_logging
+from claude_pool.core.settings import Settings
+from claude_pool.events.bus import open_event_bus
+from claude_pool.events.publisher import EventPublisher
 from claude_pool.pool import Pool
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Settings
 
 __all__ = ["INFRASTRUCTURE_ERRORS", "open_pool", "retry_on_infrastructure", "runtime"]
 

@@ -9,9 +9,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from claude_pool.delegation import DelegationRequest, DelegationResult
-from claude_pool.errors import ClaudePoolError
-from claude_pool.executions import ExecutionStore
+from claude_pool.core.errors import ClaudePoolError
+from claude_pool.pool.models import DelegationRequest, DelegationResult
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.storage import ExecutionStatus, OrchestratorExecution
 from claude_pool_tasks.context import INFRASTRUCTURE_ERRORS, open_pool, retry_on_infrastructure, runtime
 
@@ -131,4 +131,5 @@ def record_failure(execution_id: str, error_type: str, message: str) -> dict[str
 
 
 def request_json(request: DelegationRequest) -> dict[str, Any]:
-    return json.loads(request.model_dump_json())
+    plain: dict[str, Any] = json.loads(request.model_dump_json())
+    return plain

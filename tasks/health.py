@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from claude_pool.health import probe_account
+from claude_pool.maintenance.probe import probe_account
 from claude_pool.storage import AccountStatus
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
 

@@ -10,8 +10,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from claude_pool.errors import ClaudePoolError, NotificationError
-from claude_pool.slack import SlackNotifier
+from claude_pool.core.errors import ClaudePoolError, NotificationError
+from claude_pool.quota.slack import SlackNotifier
 from claude_pool_tasks.context import runtime
 
 __all__ = ["notify_activity"]
@@ -23,7 +23,8 @@ def _account_name(account_id: str | None) -> str | None:
     if account_id is None:
         return None
     try:
-        return runtime().accounts.get(account_id).name
+        name: str = runtime().accounts.get(account_id).name
+        return name
     except ClaudePoolError:
         return None
 

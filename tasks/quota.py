@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from claude_pool.events import open_event_bus
+from claude_pool.events.bus import open_event_bus
 from claude_pool.quota import (
     AlertOutbox,
     QuotaEvaluator,
@@ -16,7 +16,7 @@ from claude_pool.quota import (
     budget_observations,
     observations_from_views,
 )
-from claude_pool.slack import SlackNotifier
+from claude_pool.quota.slack import SlackNotifier
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
 
 __all__ = ["evaluate_quotas", "observe_budgets", "observe_per_minute_usage", "send_unsent_alerts"]

@@ -12,8 +12,8 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from sqlmodel import col, select
 
-from claude_pool.errors import NotificationError
-from claude_pool.slack import SlackNotifier
+from claude_pool.core.errors import NotificationError
+from claude_pool.quota.slack import SlackNotifier
 from claude_pool.storage import BreakerTransition, ClaudeAccount, QuotaAlert
 from claude_pool_tasks.context import runtime
 

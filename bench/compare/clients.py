@@ -37,7 +37,7 @@ class PoolClient:
         self.max_tokens = int(cfg["max_tokens"])
 
     async def call(self, index: int, deadline: float) -> None:
-        from claude_pool.delegation import DelegationRequest
+        from claude_pool.pool.models import DelegationRequest
 
         await self.pool.delegate(
             DelegationRequest(

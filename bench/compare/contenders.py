@@ -111,8 +111,8 @@ def _register_in_child(env: dict[str, str], keys: list[dict[str, Any]], conn: Co
 
 def _register(env: dict[str, str], keys: list[dict[str, Any]]) -> None:
     """Every key as an account; keys of one organization share its bucket (``capacity_group``)."""
+    from claude_pool.core.settings import Settings
     from claude_pool.runtime import Runtime
-    from claude_pool.settings import Settings
 
     per_org: dict[str, int] = {}
     for k in keys:

@@ -11,10 +11,9 @@ The library knows nothing of Prefect. For a service that wants the lowest latenc
 
 from __future__ import annotations
 
-from claude_pool.accounts import AccountCreate, AccountService, AccountUpdate, AccountView
-from claude_pool.config import PoolConfig, Strategy, load_config
-from claude_pool.delegation import AttemptRecord, DelegationRequest, DelegationResult, Message, TokenUsage
-from claude_pool.errors import (
+from claude_pool.accounts.registry import AccountCreate, AccountService, AccountUpdate, AccountView
+from claude_pool.core.config import PoolConfig, Strategy, load_config
+from claude_pool.core.errors import (
     CallerRequestError,
     ClaudePoolError,
     ConfigError,
@@ -28,10 +27,11 @@ from claude_pool.errors import (
     UpstreamError,
     UpstreamFailure,
 )
-from claude_pool.executions import ExecutionStore
+from claude_pool.core.settings import Settings
 from claude_pool.pool import Pool
+from claude_pool.pool.models import AttemptRecord, DelegationRequest, DelegationResult, Message, TokenUsage
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Settings
 
 __version__ = "0.1.0"
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from claude_pool.accounts import AccountService
-from claude_pool.config import PoolConfig, load_config
-from claude_pool.crypto import KeyRing
-from claude_pool.settings import Settings
+from claude_pool.accounts.registry import AccountService
+from claude_pool.core.config import PoolConfig, load_config
+from claude_pool.core.crypto import KeyRing
+from claude_pool.core.settings import Settings
 from claude_pool.storage import Database
 
 __all__ = ["Runtime"]

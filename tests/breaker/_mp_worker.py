@@ -14,8 +14,8 @@ from claude_pool.breaker import (
     RedisBreakerStore,
     Transition,
 )
-from claude_pool.classify import BreakerEffect
-from claude_pool.config import BreakerConfig
+from claude_pool.core.config import BreakerConfig
+from claude_pool.pool.classify import BreakerEffect
 
 ACCOUNT = "acct-mp"
 THRESHOLD = 5

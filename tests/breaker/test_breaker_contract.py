@@ -18,8 +18,8 @@ from claude_pool.breaker import (
     State,
     Transition,
 )
-from claude_pool.classify import SUCCESS, BreakerEffect
-from claude_pool.config import BreakerConfig
+from claude_pool.core.config import BreakerConfig
+from claude_pool.pool.classify import SUCCESS, BreakerEffect
 
 from .conftest import StoreFactory
 

@@ -14,8 +14,8 @@ from claude_pool.capacity import (
     RedisCapacityStore,
     open_capacity_store,
 )
-from claude_pool.errors import BackendUnavailable
-from claude_pool.settings import Settings
+from claude_pool.core.errors import BackendUnavailable
+from claude_pool.core.settings import Settings
 from tests.capacity.conftest import cand
 
 

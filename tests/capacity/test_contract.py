@@ -21,7 +21,7 @@ from claude_pool.capacity import (
     Usage,
 )
 from claude_pool.capacity.ratelimit import MetricSnapshot
-from claude_pool.errors import InvalidInput
+from claude_pool.core.errors import InvalidInput
 from tests.capacity.conftest import FakeClock, OpenStore, cand
 
 A = cand("a")

@@ -24,7 +24,7 @@ from claude_pool.capacity import (
     Usage,
 )
 from claude_pool.capacity.ratelimit import MetricSnapshot
-from claude_pool.config import Strategy
+from claude_pool.core.config import Strategy
 from tests.capacity.conftest import FakeClock, cand
 
 CANDS = [

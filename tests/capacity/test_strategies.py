@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from claude_pool.capacity import CapacityStore, Demand, Usage
-from claude_pool.config import Strategy
+from claude_pool.core.config import Strategy
 from tests.capacity.conftest import FakeClock, OpenStore, cand
 
 D = Demand(100, 10)

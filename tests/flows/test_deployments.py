@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from claude_pool.core.settings import Settings
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Settings
 from claude_pool.simulator import RunningSimulator
 from tests.flows.conftest import DEFAULT
 from tests.pool.conftest import register_simulated_keys

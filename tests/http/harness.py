@@ -19,12 +19,12 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from claude_pool.config import load_config
-from claude_pool.events import Event
+from claude_pool.core.config import load_config
+from claude_pool.core.logs import configure_logging
+from claude_pool.core.settings import Secret, Settings
+from claude_pool.events.bus import Event
 from claude_pool.http import ApiTokens, create_app
-from claude_pool.logs import configure_logging
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Secret, Settings
 from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scenario, SlackConfig
 
 __all__ = ["ApiServer", "SseReader", "UvicornThread", "iter_routes", "serve_api"]

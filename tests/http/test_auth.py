@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from claude_pool.errors import SettingsError
+from claude_pool.core.errors import SettingsError
 from claude_pool.http import ApiTokens
 from tests.http.harness import ORG_A, ORG_B, ApiServer, iter_routes
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from claude_pool.events import Event
+from claude_pool.events.bus import Event
 from tests.http.harness import ORG_A, ORG_B, ApiServer, SseReader, serve_api
 
 

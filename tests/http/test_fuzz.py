@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
+from claude_pool.core.redaction import KEY_PATTERN
 from claude_pool.http.schemas import AccountCreateBody, AccountUpdateBody, ExecuteBody, RotateKeyBody
-from claude_pool.redaction import KEY_PATTERN
 from tests.http.harness import ORG_A, ORG_B, ApiServer, iter_routes
 
 CANARIES = [f"sk-ant-api03-CANARY{n}" + "c" * 30 + f"{n:04d}" for n in range(3)]

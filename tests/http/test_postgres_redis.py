@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from claude_pool.events import Event, RedisEventBus
+from claude_pool.events.bus import Event, RedisEventBus
 from tests.http.harness import ORG_A, ORG_B, ApiServer, SseReader, serve_api
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

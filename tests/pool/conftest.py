@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from claude_pool.config import PoolConfig, load_config
+from claude_pool.core.config import PoolConfig, load_config
+from claude_pool.core.settings import Secret, Settings
 from claude_pool.pool import Pool
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Secret, Settings
 from claude_pool.simulator import RunningSimulator, Scenario, register_simulated_accounts
 
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from claude_pool.config import load_config
-from claude_pool.delegation import DelegationRequest
-from claude_pool.errors import CallerRequestError, NoAccountAvailable
+from claude_pool.core.config import load_config
+from claude_pool.core.errors import CallerRequestError, NoAccountAvailable
 from claude_pool.pool import Pool
+from claude_pool.pool.models import DelegationRequest
 from claude_pool.simulator import FaultRule, Scenario
 from claude_pool.storage import AccountStatus
 

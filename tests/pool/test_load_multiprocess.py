@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 
 from claude_pool.breaker import BreakerView, RedisBreakerStore, State
-from claude_pool.config import PoolConfig
-from claude_pool.delegation import AttemptRecord, DelegationRequest
-from claude_pool.errors import DeadlineExceeded, NoAccountAvailable
-from claude_pool.listeners import PoolListener, Selected
+from claude_pool.core.config import PoolConfig
+from claude_pool.core.errors import DeadlineExceeded, NoAccountAvailable
+from claude_pool.core.settings import Secret, Settings
 from claude_pool.pool import Pool
+from claude_pool.pool.listeners import PoolListener, Selected
+from claude_pool.pool.models import AttemptRecord, DelegationRequest
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Secret, Settings
 from claude_pool.simulator import Latency, Scenario
 
 from .conftest import PoolWorld

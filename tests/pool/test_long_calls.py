@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from claude_pool.batch import run_batch
-from claude_pool.config import load_config
-from claude_pool.delegation import DelegationRequest
-from claude_pool.executions import ExecutionStore
+from claude_pool.core.config import load_config
+from claude_pool.pool.models import DelegationRequest
+from claude_pool.records.batch import run_batch
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import OutputSpec, Scenario
 from claude_pool.simulator.scenario import Latency
 

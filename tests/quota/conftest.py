@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from claude_pool.accounts import AccountService
-from claude_pool.config import PoolConfig, load_config
-from claude_pool.crypto import KeyRing
+from claude_pool.accounts.registry import AccountService
+from claude_pool.core.config import PoolConfig, load_config
+from claude_pool.core.crypto import KeyRing
+from claude_pool.core.settings import Secret, Settings
 from claude_pool.quota import QuotaObservation
-from claude_pool.settings import Secret, Settings
+from claude_pool.quota.slack import SlackNotifier
 from claude_pool.simulator import RunningSlackSimulator
-from claude_pool.slack import SlackNotifier
 from claude_pool.storage import ClaudeAccount, Database
 
 # Key-shaped text in an account name must be masked in every message; the keys must never appear.

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from claude_pool.quota import AlertOutbox, QuotaEvaluator, list_alerts
+from claude_pool.quota.slack import HEADER_MAX, MAX_FIELDS, SECTION_TEXT_MAX, SlackNotifier
 from claude_pool.simulator import RunningSlackSimulator
-from claude_pool.slack import HEADER_MAX, MAX_FIELDS, SECTION_TEXT_MAX, SlackNotifier
 from claude_pool.storage import Database, QuotaAlert, utcnow
 
 from .conftest import CANARY_KEY, OTHER_KEY, QuotaWorld, slack_settings

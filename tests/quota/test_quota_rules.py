@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from claude_pool.capacity import BucketLimits, BucketView, Demand, EmbeddedCapacityStore
-from claude_pool.config import AlertsConfig
-from claude_pool.directory import AccountDirectory
-from claude_pool.events import InProcessEventBus
+from claude_pool.core.config import AlertsConfig
+from claude_pool.events.bus import InProcessEventBus
+from claude_pool.pool.directory import AccountDirectory
 from claude_pool.quota import (
     QuotaEvaluator,
     budget_observations,
@@ -312,8 +312,8 @@ def test_a_monthly_spend_budget_counts_each_models_price(
 
 
 def test_a_spend_budget_without_prices_is_refused_at_load(tmp_path: Path) -> None:
-    from claude_pool.config import load_config
-    from claude_pool.errors import ConfigError
+    from claude_pool.core.config import load_config
+    from claude_pool.core.errors import ConfigError
 
     path = tmp_path / "multi-account.json"
     path.write_text('{"pricing": {}, "tiers": {"free": {"requestsPerMinute": 5, "inputTokensPerMinute": 5, '
@@ -326,7 +326,7 @@ def test_a_spend_budget_without_prices_is_refused_at_load(tmp_path: Path) -> Non
 
 
 def test_tier_budgets_apply_to_every_account_of_the_tier(world: QuotaWorld) -> None:
-    from claude_pool.config import Limits, PoolConfig
+    from claude_pool.core.config import Limits, PoolConfig
 
     tiers = dict(world.config.tiers)
     tiers["pro"] = Limits(

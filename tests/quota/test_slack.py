@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from claude_pool.errors import NotificationError
-from claude_pool.simulator import RunningSlackSimulator, SlackConfig
-from claude_pool.slack import (
+from claude_pool.core.errors import NotificationError
+from claude_pool.quota.slack import (
     HEADER_MAX,
     MAX_FIELDS,
     SECTION_TEXT_MAX,
@@ -19,6 +18,7 @@ from claude_pool.slack import (
     alert_blocks,
     alert_text,
 )
+from claude_pool.simulator import RunningSlackSimulator, SlackConfig
 from claude_pool.storage import QuotaAlert
 
 from .conftest import CANARY_KEY, slack_settings
@@ -95,7 +95,7 @@ async def test_refusals_raise_at_once(slack_sim_factory: object, config: SlackCo
 
 
 async def test_bad_and_revoked_tokens(slack_sim: RunningSlackSimulator) -> None:
-    from claude_pool.settings import Secret
+    from claude_pool.core.settings import Secret
 
     async with SlackNotifier(slack_settings(slack_sim, slack_bot_token=Secret("xoxb-wrong"))) as n:
         with pytest.raises(NotificationError) as info:

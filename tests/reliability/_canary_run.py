@@ -59,11 +59,11 @@ def _exception_texts() -> list[str]:
 async def _run(out: dict[str, Any]) -> None:
     import httpx
 
-    from claude_pool.batch import run_batch
-    from claude_pool.delegation import DelegationRequest
-    from claude_pool.executions import ExecutionStore
     from claude_pool.http import ApiTokens, create_app
     from claude_pool.pool import Pool
+    from claude_pool.pool.models import DelegationRequest
+    from claude_pool.records.batch import run_batch
+    from claude_pool.records.executions import ExecutionStore
     from claude_pool.runtime import Runtime
     from claude_pool_flows import capacity_sync, delegate, delegate_batch, health_check, quota_sweep
     from tests.http.harness import SseReader, UvicornThread

@@ -13,10 +13,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from claude_pool.batch import run_batch
-from claude_pool.delegation import DelegationRequest
-from claude_pool.executions import ExecutionStore
 from claude_pool.pool import Pool
+from claude_pool.pool.models import DelegationRequest
+from claude_pool.records.batch import run_batch
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
 
 

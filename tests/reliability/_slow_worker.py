@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from claude_pool.batch import run_batch
-from claude_pool.delegation import DelegationRequest
-from claude_pool.executions import ExecutionStore
 from claude_pool.pool import Pool
+from claude_pool.pool.models import DelegationRequest
+from claude_pool.records.batch import run_batch
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
 
 

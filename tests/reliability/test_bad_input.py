@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from claude_pool.cli import cli
-from claude_pool.config import PoolConfig, load_config
-from claude_pool.crypto import KeyRing
-from claude_pool.delegation import MAX_MESSAGE_BYTES, DelegationRequest
-from claude_pool.errors import ConfigError, DecryptionError
-from claude_pool.executions import ExecutionStore
+from claude_pool.core.config import PoolConfig, load_config
+from claude_pool.core.crypto import KeyRing
+from claude_pool.core.errors import ConfigError, DecryptionError
 from claude_pool.pool import Pool
+from claude_pool.pool.models import MAX_MESSAGE_BYTES, DelegationRequest
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import Scenario
 from tests.http.harness import ORG_A, serve_api
 from tests.reliability.conftest import TENANT, execution_rows, make_runtime, register_keys

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from claude_pool.batch import run_batch
-from claude_pool.delegation import DelegationRequest
-from claude_pool.executions import ExecutionStore
 from claude_pool.pool import Pool
+from claude_pool.pool.models import DelegationRequest
+from claude_pool.records.batch import run_batch
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import Scenario
 from claude_pool.storage import OrchestratorExecution
 from tests.reliability.conftest import TENANT, execution_rows

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import pytest
 
-from claude_pool.batch import run_batch
-from claude_pool.delegation import DelegationRequest
-from claude_pool.executions import ExecutionStore
 from claude_pool.pool import Pool
+from claude_pool.pool.models import DelegationRequest
+from claude_pool.records.batch import run_batch
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import Latency, Scenario
 from tests.reliability.conftest import TENANT, execution_rows
 from tests.reliability.netfaults import RedisServer, TcpProxy

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from claude_pool.accounts import AccountService
-from claude_pool.config import load_config
-from claude_pool.crypto import KeyRing
+from claude_pool.accounts.registry import AccountService
+from claude_pool.core.config import load_config
+from claude_pool.core.crypto import KeyRing
+from claude_pool.core.settings import Secret, Settings
 from claude_pool.quota import AlertOutbox, QuotaEvaluator, QuotaObservation, list_alerts
-from claude_pool.settings import Secret, Settings
+from claude_pool.quota.slack import SlackNotifier
 from claude_pool.simulator import RunningSlackSimulator
-from claude_pool.slack import SlackNotifier
 from claude_pool.storage import Database
 
 ACCOUNTS = 8  # x 3 thresholds (80/95/100 %) = 24 alerts in one burst

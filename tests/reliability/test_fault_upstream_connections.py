@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from claude_pool.batch import run_batch
 from claude_pool.breaker import State
-from claude_pool.delegation import DelegationRequest
-from claude_pool.executions import ExecutionStore
 from claude_pool.pool import Pool
+from claude_pool.pool.models import DelegationRequest
+from claude_pool.records.batch import run_batch
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import FaultRule, Scenario
 from tests.reliability.conftest import TENANT
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from claude_pool.executions import ExecutionStore
 from claude_pool.pool import Pool
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import Latency, Scenario
 from tests.reliability.conftest import execution_rows
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from claude_pool.config import load_config
+from claude_pool.core.config import load_config
+from claude_pool.core.settings import Secret, Settings
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Secret, Settings
 from tests.reliability.conftest import TENANT
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]

@@ -16,6 +16,7 @@ from claude_pool.breaker.factory import open_breaker_store
 from claude_pool.breaker.listeners import BreakerListener, LoggingListener
 from claude_pool.breaker.model import (
     DEFAULT_PROBE_TTL_SECONDS,
+    BreakerEffect,
     BreakerParams,
     BreakerRecord,
     BreakerView,
@@ -28,7 +29,6 @@ from claude_pool.breaker.model import (
 )
 from claude_pool.breaker.redis_store import RedisBreakerStore
 from claude_pool.breaker.store import BreakerStore
-from claude_pool.classify import BreakerEffect
 
 __all__ = [
     "DEFAULT_PROBE_TTL_SECONDS",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from claude_pool.breaker.listeners import BreakerListener
 from claude_pool.breaker.model import (
     DEFAULT_PROBE_TTL_SECONDS,
+    BreakerEffect,
     BreakerParams,
     BreakerView,
     Denied,
@@ -19,12 +21,18 @@ from claude_pool.breaker.model import (
     Verdict,
 )
 from claude_pool.breaker.store import BreakerStore
-from claude_pool.classify import BreakerEffect, Outcome
-from claude_pool.config import BreakerConfig
+from claude_pool.core.config import BreakerConfig
 
 __all__ = ["CircuitBreaker"]
 
 _log = logging.getLogger("claude_pool.breaker")
+
+
+class HasBreakerEffect(Protocol):
+    """An outcome (``claude_pool.pool.classify.Outcome``) that says what it does to the breaker."""
+
+    @property
+    def breaker(self) -> BreakerEffect: ...
 
 
 class CircuitBreaker:
@@ -79,13 +87,13 @@ class CircuitBreaker:
     async def record(
         self,
         account_id: str,
-        effect: BreakerEffect | Outcome,
+        effect: BreakerEffect | HasBreakerEffect,
         *,
         permit: Permit | None = None,
     ) -> Transition | None:
         """Record how a call let through by ``permit`` ended. ``not_counted`` changes nothing but
         gives a probe slot back. Without a permit the result counts against the current epoch."""
-        if isinstance(effect, Outcome):
+        if not isinstance(effect, BreakerEffect):
             effect = effect.breaker
         effect = BreakerEffect(effect)
         if permit is not None and permit.account_id != account_id:

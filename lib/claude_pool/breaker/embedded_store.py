@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from claude_pool.breaker import states
-from claude_pool.breaker.model import BreakerParams, BreakerRecord, BreakerView, State, StoreResult, Verdict
+from claude_pool.breaker.model import (
+    BreakerEffect,
+    BreakerParams,
+    BreakerRecord,
+    BreakerView,
+    State,
+    StoreResult,
+    Verdict,
+)
 from claude_pool.breaker.store import BreakerStore
-from claude_pool.classify import BreakerEffect
-from claude_pool.errors import BackendUnavailable
+from claude_pool.core.errors import BackendUnavailable
 
 __all__ = ["EmbeddedBreakerStore"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from claude_pool.breaker.embedded_store import EmbeddedBreakerStore
 from claude_pool.breaker.redis_store import RedisBreakerStore
 from claude_pool.breaker.store import BreakerStore
-from claude_pool.settings import Settings
+from claude_pool.core.settings import Settings
 
 __all__ = ["BREAKERS_DB_NAME", "open_breaker_store"]
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from claude_pool.breaker.model import Denied, State, Transition
-from claude_pool.classify import BreakerEffect
+from claude_pool.breaker.model import BreakerEffect, Denied, State, Transition
 
 __all__ = ["BreakerListener", "LoggingListener"]
 

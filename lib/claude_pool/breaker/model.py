@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from claude_pool.config import BreakerConfig
+from claude_pool.core.config import BreakerConfig
 
 __all__ = [
     "DEFAULT_PROBE_TTL_SECONDS",
+    "BreakerEffect",
     "BreakerParams",
     "BreakerRecord",
     "BreakerView",
@@ -25,6 +26,14 @@ __all__ = [
 # A probe is an ordinary call, and a long non-streaming call may take ten minutes; a probe slot
 # held longer than this is presumed to belong to a dead worker and is given to someone else.
 DEFAULT_PROBE_TTL_SECONDS = 600.0
+
+
+class BreakerEffect(StrEnum):
+    """What an outcome does to the account's circuit breaker."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    NOT_COUNTED = "not_counted"
 
 
 class State(StrEnum):

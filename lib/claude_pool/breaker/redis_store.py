@@ -10,13 +10,20 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from claude_pool.breaker.model import BreakerParams, BreakerRecord, BreakerView, State, StoreResult, Verdict
+from claude_pool.breaker.model import (
+    BreakerEffect,
+    BreakerParams,
+    BreakerRecord,
+    BreakerView,
+    State,
+    StoreResult,
+    Verdict,
+)
 from claude_pool.breaker.store import BreakerStore
-from claude_pool.classify import BreakerEffect
-from claude_pool.errors import BackendUnavailable
-from claude_pool.redaction import redact
-from claude_pool.redis_client import connect
-from claude_pool.redis_keys import RedisKeys
+from claude_pool.core.errors import BackendUnavailable
+from claude_pool.core.redaction import redact
+from claude_pool.core.redis_client import connect
+from claude_pool.core.redis_keys import RedisKeys
 
 __all__ = ["RedisBreakerStore"]
 
@@ -25,7 +32,7 @@ _OPERATIONS = ("allow", "record", "reset", "force_open", "states")
 
 
 def _script_source(operation: str) -> str:
-    lua = resources.files("claude_pool") / "lua"
+    lua = resources.files("claude_pool.breaker") / "lua"
     prelude = (lua / "breaker_common.lua").read_text(encoding="utf-8")
     return prelude + "\n" + (lua / f"breaker_{operation}.lua").read_text(encoding="utf-8")
 

@@ -16,8 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import ClassVar
 
-from claude_pool.breaker.model import BreakerParams, BreakerRecord, State, StoreResult, Verdict
-from claude_pool.classify import BreakerEffect
+from claude_pool.breaker.model import BreakerEffect, BreakerParams, BreakerRecord, State, StoreResult, Verdict
 
 __all__ = [
     "BreakerState",

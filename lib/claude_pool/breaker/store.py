@@ -3,7 +3,7 @@
 Each method is one atomic step against state shared by every worker (a Lua script on Redis, one
 ``BEGIN IMMEDIATE`` transaction in the embedded SQLite file), so that two workers can never both
 see themselves as the one that opened the circuit, or both take the last probe slot. A store that
-cannot reach its backend raises :class:`claude_pool.errors.BackendUnavailable`; it never guesses a
+cannot reach its backend raises :class:`claude_pool.core.errors.BackendUnavailable`; it never guesses a
 state.
 """
 
@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import ClassVar, Self
 
-from claude_pool.breaker.model import BreakerParams, BreakerView, StoreResult
-from claude_pool.classify import BreakerEffect
+from claude_pool.breaker.model import BreakerEffect, BreakerParams, BreakerView, StoreResult
 
 __all__ = ["BreakerStore"]
 

@@ -29,7 +29,7 @@ from collections.abc import Collection, Sequence
 
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
 from claude_pool.capacity.types import BucketView, Candidate, Demand, Reservation, Selection, Usage
-from claude_pool.config import Strategy
+from claude_pool.core.config import Strategy
 
 __all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STICKY_TTL", "CapacityStore"]
 

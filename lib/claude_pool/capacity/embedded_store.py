@@ -29,8 +29,8 @@ from claude_pool.capacity.types import (
     Selection,
     Usage,
 )
-from claude_pool.config import Strategy
-from claude_pool.errors import BackendUnavailable
+from claude_pool.core.config import Strategy
+from claude_pool.core.errors import BackendUnavailable
 
 __all__ = ["EmbeddedCapacityStore"]
 

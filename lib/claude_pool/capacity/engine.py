@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from claude_pool.capacity.types import BucketLimits
-from claude_pool.config import Strategy
+from claude_pool.core.config import Strategy
 
 __all__ = [
     "TIE_EPSILON",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from claude_pool.capacity.base import CapacityStore
 from claude_pool.capacity.embedded_store import EmbeddedCapacityStore
 from claude_pool.capacity.redis_store import RedisCapacityStore
-from claude_pool.settings import Settings
+from claude_pool.core.settings import Settings
 
 __all__ = ["open_capacity_store"]
 

@@ -21,8 +21,8 @@ from claude_pool.capacity.types import (
     Reservation,
     Selection,
 )
-from claude_pool.config import Strategy
-from claude_pool.errors import InvalidInput
+from claude_pool.core.config import Strategy
+from claude_pool.core.errors import InvalidInput
 
 __all__ = ["AcquirePlan", "new_reservation_id", "random_unit", "to_strategy"]
 

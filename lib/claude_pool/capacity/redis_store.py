@@ -28,10 +28,10 @@ from claude_pool.capacity.types import (
     Selection,
     Usage,
 )
-from claude_pool.config import Strategy
-from claude_pool.errors import BackendUnavailable, InvalidInput
-from claude_pool.redis_client import connect
-from claude_pool.redis_keys import BUCKET_TTL_SECONDS, RedisKeys
+from claude_pool.core.config import Strategy
+from claude_pool.core.errors import BackendUnavailable, InvalidInput
+from claude_pool.core.redis_client import connect
+from claude_pool.core.redis_keys import BUCKET_TTL_SECONDS, RedisKeys
 
 __all__ = ["RedisCapacityStore"]
 
@@ -42,7 +42,7 @@ _US, _RS = "\x1f", "\x1e"  # unit and record separators of the packed acquire ar
 
 
 def _script_source(name: str) -> str:
-    lua = resources.files("claude_pool") / "lua"
+    lua = resources.files("claude_pool.capacity") / "lua"
     prelude = (lua / "_capacity_lib.lua").read_text(encoding="utf-8")
     return prelude + "\n" + (lua / f"{name}.lua").read_text(encoding="utf-8")
 

@@ -17,8 +17,8 @@ from claude_pool.capacity import engine
 from claude_pool.capacity.engine import BucketState, Entry
 from claude_pool.capacity.plan import AcquirePlan
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
-from claude_pool.config import Strategy
-from claude_pool.redis_keys import BUCKET_TTL_SECONDS  # the same idle lifetime as on Redis
+from claude_pool.core.config import Strategy
+from claude_pool.core.redis_keys import BUCKET_TTL_SECONDS  # the same idle lifetime as on Redis
 
 __all__ = ["SqliteCore"]
 

@@ -1,8 +1,14 @@
-"""The ``claude-pool`` command line. Each command group lives in its own module."""
+"""The ``claude-pool`` command line. Each command group lives in its own module.
+
+The top of the library: may import any subpackage. Commands that need Prefect (``demo``,
+``serve-flows``) are not here: the flows package contributes them through the
+``claude_pool.commands`` entry point, so the library never imports Prefect or the flows.
+"""
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 from typing import Any
 
 import click
@@ -16,23 +22,29 @@ _COMMANDS: dict[str, str] = {
     "keys": "claude_pool.cli.keys_cmd:keys",
     "accounts": "claude_pool.cli.accounts_cmd:accounts",
     "simulate": "claude_pool.cli.simulate_cmd:simulate",
-    "serve-flows": "claude_pool.cli.flows_cmd:serve_flows",
-    "demo": "claude_pool.cli.demo_cmd:demo",
     "executions": "claude_pool.cli.executions_cmd:executions",
     "serve": "claude_pool.cli.serve_cmd:serve",
     "alerts": "claude_pool.cli.alerts_cmd:alerts",
 }
 
 
+#: The entry-point group through which installed packages contribute commands.
+COMMANDS_ENTRY_POINT = "claude_pool.commands"
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
+        contributed = {ep.name for ep in entry_points(group=COMMANDS_ENTRY_POINT)}
+        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS) | contributed)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _COMMANDS:
             module_name, attr = _COMMANDS[cmd_name].split(":")
             command: click.Command = getattr(importlib.import_module(module_name), attr)
             return command
+        for ep in entry_points(group=COMMANDS_ENTRY_POINT, name=cmd_name):
+            loaded: click.Command = ep.load()
+            return loaded
         return super().get_command(ctx, cmd_name)
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from claude_pool.accounts import AccountService
+from claude_pool.accounts.registry import AccountService
 from claude_pool.cli.common import echo_json, echo_table, handle_errors, runtime
-from claude_pool.errors import ClaudePoolError, InvalidInput
+from claude_pool.core.errors import ClaudePoolError, InvalidInput
 from claude_pool.runtime import Runtime
 from claude_pool.storage import ClaudeAccount
 
@@ -156,7 +156,7 @@ def list_(organization_id: str | None, status: str | None, as_json: bool) -> Non
 
 def _live_view(rt: Runtime) -> dict[str, dict[str, Any]]:
     """Headroom and breaker state per account from the capacity store ({} when it is down)."""
-    from claude_pool.capacity_sync import snapshot_pool
+    from claude_pool.maintenance.capacity_sync import snapshot_pool
     from claude_pool.pool import Pool
 
     async def read() -> dict[str, dict[str, Any]]:

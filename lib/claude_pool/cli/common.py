@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from claude_pool.errors import ClaudePoolError
-from claude_pool.logs import configure_logging
+from claude_pool.core.errors import ClaudePoolError
+from claude_pool.core.logs import configure_logging
 from claude_pool.runtime import Runtime
 
 __all__ = ["echo_json", "echo_table", "handle_errors", "runtime"]

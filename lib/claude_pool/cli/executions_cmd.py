@@ -7,7 +7,7 @@ import json
 import click
 
 from claude_pool.cli.common import echo_json, echo_table, handle_errors, runtime
-from claude_pool.executions import ExecutionStore
+from claude_pool.records.executions import ExecutionStore
 
 __all__ = ["executions"]
 

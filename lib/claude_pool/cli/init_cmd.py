@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import click
 
 from claude_pool.cli.common import handle_errors
-from claude_pool.config import load_config
-from claude_pool.crypto import KeyRing, fingerprint_api_key
-from claude_pool.errors import ClaudePoolError
-from claude_pool.logs import configure_logging
-from claude_pool.redaction import redact
+from claude_pool.core.config import load_config
+from claude_pool.core.crypto import KeyRing, fingerprint_api_key
+from claude_pool.core.errors import ClaudePoolError
+from claude_pool.core.logs import configure_logging
+from claude_pool.core.redaction import redact
+from claude_pool.core.settings import Settings
 from claude_pool.runtime import Runtime
-from claude_pool.settings import Settings
 from claude_pool.storage import ClaudeAccount
 
 __all__ = ["CheckResult", "init", "run_checks"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from claude_pool.cli.common import handle_errors, runtime
-from claude_pool.crypto import generate_key
+from claude_pool.core.crypto import generate_key
 
 __all__ = ["keys"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from claude_pool.cli.common import handle_errors, runtime
-from claude_pool.errors import SettingsError
+from claude_pool.core.errors import SettingsError
 
 __all__ = ["serve"]
 

@@ -16,7 +16,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from sqlmodel import col, select
 
-from claude_pool.errors import AccountNotFound, BackendUnavailable
+from claude_pool.core.errors import AccountNotFound, BackendUnavailable
+from claude_pool.core.logs import log_event
+from claude_pool.core.redaction import redact
 from claude_pool.http.auth import Principal, current_principal
 from claude_pool.http.context import ApiContext, get_context
 from claude_pool.http.schemas import (
@@ -29,8 +31,6 @@ from claude_pool.http.schemas import (
     QuotaAlertOut,
     RotateKeyBody,
 )
-from claude_pool.logs import log_event
-from claude_pool.redaction import redact
 from claude_pool.storage import ClaudeAccount, QuotaAlert
 
 __all__ = ["router"]

@@ -16,16 +16,16 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
-from claude_pool.event_publisher import EventPublisher
-from claude_pool.events import EventBus, open_event_bus
-from claude_pool.executions import ExecutionStore
+from claude_pool.events.bus import EventBus, open_event_bus
+from claude_pool.events.publisher import EventPublisher
 from claude_pool.http import admin, events_sse, execute, health
 from claude_pool.http.auth import ApiTokens, AuthMiddleware, Principal, current_principal
 from claude_pool.http.context import ApiContext
 from claude_pool.http.errors import install_error_handlers
 from claude_pool.pool import Pool
+from claude_pool.quota.slack import SlackNotifier
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
-from claude_pool.slack import SlackNotifier
 
 __all__ = ["API_VERSION", "create_app"]
 

@@ -27,7 +27,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from claude_pool.errors import SettingsError
+from claude_pool.core.errors import SettingsError
 from claude_pool.http.errors import ApiError, error_response
 
 __all__ = [

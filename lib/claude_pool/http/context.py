@@ -12,11 +12,11 @@ from typing import Any
 
 from fastapi import Request
 
-from claude_pool.events import EventBus
-from claude_pool.executions import ExecutionStore
+from claude_pool.events.bus import EventBus
 from claude_pool.pool import Pool
+from claude_pool.quota.slack import SlackNotifier
+from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
-from claude_pool.slack import SlackNotifier
 
 __all__ = ["ApiContext", "get_context"]
 

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from claude_pool.errors import (
+from claude_pool.core.errors import (
     BackendUnavailable,
     CallerRequestError,
     ClaudePoolError,
@@ -26,8 +26,8 @@ from claude_pool.errors import (
     StorageError,
     UpstreamError,
 )
+from claude_pool.core.redaction import redact
 from claude_pool.http.schemas import camel
-from claude_pool.redaction import redact
 
 __all__ = ["ApiError", "error_response", "install_error_handlers", "status_for"]
 

@@ -20,12 +20,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from claude_pool.errors import BackendUnavailable
-from claude_pool.events import Event, SubscriberDropped
+from claude_pool.core.errors import BackendUnavailable
+from claude_pool.core.logs import log_event
+from claude_pool.events.bus import Event, SubscriberDropped
 from claude_pool.http.auth import Principal, current_principal
 from claude_pool.http.context import ApiContext, get_context
 from claude_pool.http.schemas import ErrorBody
-from claude_pool.logs import log_event
 
 __all__ = ["format_event", "router"]
 

@@ -23,14 +23,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from claude_pool.delegation import DelegationRequest, DelegationResult
-from claude_pool.errors import ClaudePoolError, InvalidInput, NotificationError
+from claude_pool.core.errors import ClaudePoolError, InvalidInput, NotificationError
+from claude_pool.core.logs import log_event
+from claude_pool.core.redaction import redact
 from claude_pool.http.auth import Principal, current_principal
 from claude_pool.http.context import ApiContext, get_context
 from claude_pool.http.errors import error_response, library_error_response
 from claude_pool.http.schemas import ErrorBody, ErrorDetail, ExecuteBody, ExecutionOut, UsageOut, camel
-from claude_pool.logs import log_event
-from claude_pool.redaction import redact
+from claude_pool.pool.models import DelegationRequest, DelegationResult
 from claude_pool.storage import ExecutionStatus, OrchestratorExecution
 
 __all__ = ["execution_view", "router"]

@@ -16,8 +16,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from claude_pool.core.logs import log_event
 from claude_pool.http.context import ApiContext, get_context
-from claude_pool.logs import log_event
 from claude_pool.storage import AccountStatus
 
 __all__ = ["router"]

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from claude_pool.config import Strategy
+from claude_pool.core.config import Strategy
 
 __all__ = [
     "AccountCreateBody",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from claude_pool.accounts import AccountService
+from claude_pool.accounts.registry import AccountService
 from claude_pool.simulator.scenario import KeySpec, OrgSpec
 
 __all__ = ["register_simulated_accounts"]

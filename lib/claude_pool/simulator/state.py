@@ -121,10 +121,10 @@ class SimulatorState:
         return float(self.clock())
 
     def elapsed(self, now: float | None = None) -> float:
-        return (self.now() if now is None else now) - self.started_mono
+        return float((self.now() if now is None else now) - self.started_mono)
 
     def wall(self, now: float) -> float:
-        return self.started_wall + (now - self.started_mono)
+        return float(self.started_wall + (now - self.started_mono))
 
     # ---- accounting ----------------------------------------------------------------------------
 

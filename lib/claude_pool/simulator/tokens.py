@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from claude_pool.token_estimate import BASE_INPUT_TOKENS, CHARS_PER_TOKEN, estimate_input_tokens
+from claude_pool.pool.token_estimate import BASE_INPUT_TOKENS, CHARS_PER_TOKEN, estimate_input_tokens
 
 __all__ = [
     "BASE_INPUT_TOKENS",
@@ -28,7 +28,7 @@ _FILLER = _PHRASE * (4 * 131_072 // len(_PHRASE) + 1)
 
 def count_input_tokens(body: Mapping[str, Any]) -> int:
     """Input tokens the simulator charges for a Messages request: exactly the pool's estimate
-    (:func:`claude_pool.token_estimate.estimate_input_tokens`), so tests can predict every cost."""
+    (:func:`claude_pool.pool.token_estimate.estimate_input_tokens`), so tests can predict every cost."""
     return estimate_input_tokens(body)
 
 

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from claude_pool.errors import StorageError
-from claude_pool.settings import Settings, normalize_database_url
+from claude_pool.core.errors import StorageError
+from claude_pool.core.settings import Settings, normalize_database_url
 
 __all__ = ["Database"]
 
@@ -92,7 +92,7 @@ class Database:
         from alembic.config import Config
 
         config = Config()
-        config.set_main_option("script_location", str(resources.files("claude_pool") / "migrations"))
+        config.set_main_option("script_location", str(resources.files("claude_pool.storage") / "migrations"))
         config.attributes["engine"] = self.engine
         return config
 

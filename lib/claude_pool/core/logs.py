@@ -1,0 +1,80 @@
+"""Logging as the original system's users expect it: ``LOG_LEVEL``, console plus a log file, one line
+per event with its context, and every record passed through the key redaction filter, whatever
+library emitted it."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+from typing import Any
+
+from claude_pool.core.redaction import redact
+from claude_pool.core.settings import Settings
+
+__all__ = ["ContextFormatter", "RedactingFilter", "configure_logging", "log_event"]
+
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_HANDLER_MARK = "_claude_pool_handler"
+
+
+class RedactingFilter(logging.Filter):
+    """Masks anything shaped like an API key in the message, its arguments and its context."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        record.msg = redact(str(record.msg))
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, key, redact(value))
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+class ContextFormatter(logging.Formatter):
+    """``time level logger message key=value ...`` with the record's extra context appended."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = {
+            k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")
+        }
+        if context:
+            line += " " + " ".join(f"{k}={v}" for k, v in sorted(context.items()))
+        return redact(line)
+
+
+def configure_logging(settings: Settings, *, console: bool = True) -> None:
+    """Idempotent: calling it again replaces our handlers instead of adding more."""
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    root = logging.getLogger("claude_pool")
+    root.setLevel(level)
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+        handler.close()
+    handlers: list[logging.Handler] = []
+    if console:
+        handlers.append(logging.StreamHandler())
+    if settings.log_file is not None:
+        Path(settings.log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                settings.log_file, maxBytes=20_000_000, backupCount=5, encoding="utf-8"
+            )
+        )
+    for handler in handlers:
+        setattr(handler, _HANDLER_MARK, True)
+        handler.setFormatter(ContextFormatter())
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
+
+
+def log_event(logger: logging.Logger, level: int, message: str, **context: Any) -> None:
+    """One line per event, its context as key=value pairs."""
+    logger.log(level, message, extra={k: v for k, v in context.items() if v is not None})

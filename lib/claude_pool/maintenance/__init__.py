@@ -1,0 +1,17 @@
+"""The pool's upkeep, run on schedules: cheap probes of each account and the capacity snapshot
+(with the Admin API's usage report).
+
+May import everything below the front ends; never ``http`` or ``cli``.
+"""
+
+from __future__ import annotations
+
+from claude_pool.maintenance.capacity_sync import (
+    CapacityRow,
+    read_usage_report,
+    snapshot_pool,
+    store_snapshot,
+)
+from claude_pool.maintenance.probe import ProbeResult, probe_account
+
+__all__ = ["CapacityRow", "ProbeResult", "probe_account", "read_usage_report", "snapshot_pool", "store_snapshot"]

@@ -1,0 +1,149 @@
+"""The live view of the pool, written to ``capacity_snapshots`` (history for the UI and sweeps).
+
+Also reads Anthropic's Admin API usage report when an admin key is configured: the organization's
+own account of what each key spent, which includes clients outside this pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from claude_pool.core.errors import UpstreamFailure
+from claude_pool.core.settings import Settings
+from claude_pool.pool import Pool
+from claude_pool.storage import CapacitySnapshot, Database
+
+__all__ = ["CapacityRow", "read_usage_report", "snapshot_pool", "store_snapshot"]
+
+
+@dataclass(frozen=True)
+class CapacityRow:
+    account_id: str
+    account_name: str
+    organization_id: str
+    status: str
+    bucket_id: str
+    breaker_state: str
+    requests_limit: int
+    requests_remaining: float
+    input_tokens_limit: int
+    input_tokens_remaining: float
+    output_tokens_limit: int
+    output_tokens_remaining: float
+    in_flight: int
+    cooldown_until: float | None
+    headroom: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def snapshot_pool(pool: Pool) -> list[CapacityRow]:
+    accounts = await pool.directory.all()
+    if not accounts:
+        return []
+    views = {v.account_id: v for v in await pool.capacity.view([a.candidate for a in accounts])}
+    breakers = await pool.breaker.states([a.id for a in accounts])
+    rows = []
+    for acc in accounts:
+        view = views[acc.id]
+        breaker = breakers.get(acc.id)
+        rows.append(
+            CapacityRow(
+                account_id=acc.id,
+                account_name=acc.name,
+                organization_id=acc.organization_id,
+                status=acc.status,
+                bucket_id=view.bucket_id,
+                breaker_state=breaker.state.value if breaker else "closed",
+                requests_limit=view.limits.rpm,
+                requests_remaining=round(view.requests, 3),
+                input_tokens_limit=view.limits.itpm,
+                input_tokens_remaining=round(view.input_tokens, 3),
+                output_tokens_limit=view.limits.otpm,
+                output_tokens_remaining=round(view.output_tokens, 3),
+                in_flight=view.in_flight,
+                cooldown_until=view.cooldown_until,
+                headroom=round(max(0.0, min(1.0, view.headroom)), 4),
+            )
+        )
+    return rows
+
+
+def store_snapshot(db: Database, rows: list[CapacityRow], *, taken_at: datetime | None = None) -> int:
+    taken_at = taken_at or datetime.now(UTC)
+    with db.session() as session:
+        for r in rows:
+            session.add(
+                CapacitySnapshot(
+                    account_id=r.account_id,
+                    bucket_id=r.bucket_id,
+                    taken_at=taken_at,
+                    requests_limit=r.requests_limit,
+                    requests_remaining=r.requests_remaining,
+                    input_tokens_limit=r.input_tokens_limit,
+                    input_tokens_remaining=r.input_tokens_remaining,
+                    output_tokens_limit=r.output_tokens_limit,
+                    output_tokens_remaining=r.output_tokens_remaining,
+                    in_flight=r.in_flight,
+                    cooldown_until=datetime.fromtimestamp(r.cooldown_until, UTC)
+                    if r.cooldown_until
+                    else None,
+                    breaker_state=r.breaker_state,
+                    headroom=r.headroom,
+                )
+            )
+    return len(rows)
+
+
+async def read_usage_report(settings: Settings, *, minutes: int = 60) -> dict[str, dict[str, int]] | None:
+    """Tokens per API key id over the last ``minutes`` (1-minute buckets); None without an admin key."""
+    if settings.anthropic_admin_api_key is None:
+        return None
+    import httpx
+
+    base = (settings.anthropic_base_url or "https://api.anthropic.com").rstrip("/")
+    start = (datetime.now(UTC) - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    headers = {"x-api-key": settings.anthropic_admin_api_key.reveal(), "anthropic-version": "2023-06-01"}
+    params: dict[str, Any] = {
+        "starting_at": start,
+        "bucket_width": "1m",
+        "group_by[]": "api_key_id",
+        "limit": 1440,
+    }
+    totals: dict[str, dict[str, int]] = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        page: str | None = None
+        while True:
+            if page:
+                params["page"] = page
+            try:
+                reply = await client.get(
+                    f"{base}/v1/organizations/usage_report/messages", params=params, headers=headers
+                )
+            except httpx.HTTPError as exc:
+                raise UpstreamFailure(f"usage report unreachable: {type(exc).__name__}") from exc
+            if reply.status_code != 200:
+                raise UpstreamFailure(
+                    f"usage report answered {reply.status_code}", status_code=reply.status_code
+                )
+            body = reply.json()
+            for bucket in body.get("data", []):
+                for result in bucket.get("results", []):
+                    key_id = result.get("api_key_id") or "unknown"
+                    row = totals.setdefault(
+                        key_id, {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0}
+                    )
+                    cache = result.get("cache_creation") or {}
+                    row["input_tokens"] += int(result.get("uncached_input_tokens") or 0) + sum(
+                        int(v or 0) for v in cache.values() if isinstance(v, int)
+                    )
+                    row["output_tokens"] += int(result.get("output_tokens") or 0)
+                    row["cache_read_input_tokens"] += int(result.get("cache_read_input_tokens") or 0)
+            page = body.get("next_page") if body.get("has_more") else None
+            if not page:
+                return totals
+            await asyncio.sleep(0)
