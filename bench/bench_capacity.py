@@ -95,7 +95,7 @@ async def main(url: str, seconds: float) -> list[str]:
         try:
             p50, p99, tput = await measure(store, cands, seconds)
         finally:
-            await store.close()
+            await store.aclose()
             client = aioredis.Redis.from_url(url)
             keys = [k async for k in client.scan_iter(match="{" + prefix + "}*", count=1000)]
             if keys:
@@ -110,7 +110,7 @@ async def main(url: str, seconds: float) -> list[str]:
             try:
                 p50, p99, tput = await measure(store, cands, seconds)
             finally:
-                await store.close()
+                await store.aclose()
         rows.append(f"| Embedded acquire+settle | {n} | {p50:.3f} | {p99:.3f} | {tput:,.0f} |")
         print(rows[-1], flush=True)
     return rows

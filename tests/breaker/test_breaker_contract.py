@@ -1,7 +1,7 @@
 """The breaker's behaviour, identical on every store (each test runs on Redis and on SQLite).
 
-Timeouts are a fifth of a second so that real time can pass; "workers" are separate store
-instances, each with its own connection to the shared backend.
+Time is the fake clock of conftest.py, moved by the tests (never slept through); "workers" are
+separate store instances, each with its own connection to the shared backend and the same clock.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from claude_pool.breaker import (
 )
 from claude_pool.core.config import BreakerConfig
 from claude_pool.pool.classify import SUCCESS, BreakerEffect
+from tests.capacity.conftest import FakeClock
 
 from .conftest import StoreFactory
 
-TIMEOUT = 0.2
+TIMEOUT = 60.0
 ACCOUNT = "acct-a"
 CONFIG = BreakerConfig(
     failure_threshold=5, timeout_seconds=TIMEOUT, half_open_max_calls=1, backoff_multiplier=2.0,
-    max_timeout_seconds=0.5,
+    max_timeout_seconds=150.0,
 )
 
 
@@ -63,9 +64,9 @@ async def fail(cb: CircuitBreaker, times: int, account_id: str = ACCOUNT) -> lis
     return results
 
 
-async def open_and_wait(cb: CircuitBreaker) -> None:
+async def open_and_wait(cb: CircuitBreaker, clock: FakeClock) -> None:
     await fail(cb, CONFIG.failure_threshold)
-    await asyncio.sleep(TIMEOUT + 0.05)
+    clock.advance(TIMEOUT)
 
 
 async def test_unknown_accounts_read_closed(make_store: StoreFactory) -> None:
@@ -111,12 +112,19 @@ async def test_a_success_resets_the_count(make_store: StoreFactory) -> None:
     assert (await cb.state(ACCOUNT)).state is State.CLOSED
 
 
-async def test_open_denies_until_the_timeout_then_lets_one_probe(make_store: StoreFactory) -> None:
+async def test_open_denies_until_the_timeout_then_lets_one_probe(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
     rec = Recorder()
     cb = breaker(make_store, listener=rec)
     await fail(cb, 5)
-    assert isinstance(await cb.allow(ACCOUNT), Denied)
-    await asyncio.sleep(TIMEOUT + 0.05)
+    opened_until = rec.transitions[-1].open_until
+    assert opened_until == clock.now + TIMEOUT
+    clock.advance(TIMEOUT - 0.5)  # binary fractions: the sums stay exact
+    denied = await cb.allow(ACCOUNT)
+    assert isinstance(denied, Denied) and denied.until == pytest.approx(opened_until)
+    assert (await cb.state(ACCOUNT)).state is State.OPEN
+    clock.advance(0.5)
     assert (await cb.state(ACCOUNT)).state is State.HALF_OPEN  # derived from the clock, no timer
     assert rec.moves() == [(State.CLOSED, State.OPEN)]
 
@@ -126,31 +134,33 @@ async def test_open_denies_until_the_timeout_then_lets_one_probe(make_store: Sto
     second = await cb.allow(ACCOUNT)
     assert isinstance(second, Denied) and second.state is State.HALF_OPEN
     # At the latest when the probe slot expires (30 s here).
-    assert second.until == pytest.approx(rec.transitions[-1].at + 30.0, abs=0.1)
+    assert second.until == pytest.approx(clock.now + 30.0)
     assert (await cb.state(ACCOUNT)).probes_in_flight == 1
 
 
-async def test_half_open_admits_exactly_the_allowed_probes_among_many_workers(make_store: StoreFactory) -> None:
+async def test_half_open_admits_exactly_the_allowed_probes_among_many_workers(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
     workers = [breaker(make_store) for _ in range(5)]
-    await open_and_wait(workers[0])
+    await open_and_wait(workers[0], clock)
     permits = await asyncio.gather(*(workers[i % 5].allow(ACCOUNT) for i in range(50)))
     probes = [p for p in permits if isinstance(p, Permit)]
     assert len(probes) == 1 and probes[0].probe
     assert sum(isinstance(p, Denied) for p in permits) == 49
 
 
-async def test_half_open_max_calls_above_one(make_store: StoreFactory) -> None:
+async def test_half_open_max_calls_above_one(make_store: StoreFactory, clock: FakeClock) -> None:
     config = CONFIG.model_copy(update={"half_open_max_calls": 3})
     workers = [breaker(make_store, config) for _ in range(4)]
-    await open_and_wait(workers[0])
+    await open_and_wait(workers[0], clock)
     permits = await asyncio.gather(*(workers[i % 4].allow(ACCOUNT) for i in range(40)))
     assert sum(isinstance(p, Permit) and p.probe for p in permits) == 3
 
 
-async def test_probe_success_closes_and_forgets_the_trips(make_store: StoreFactory) -> None:
+async def test_probe_success_closes_and_forgets_the_trips(make_store: StoreFactory, clock: FakeClock) -> None:
     rec = Recorder()
     cb = breaker(make_store, listener=rec)
-    await open_and_wait(cb)
+    await open_and_wait(cb, clock)
     probe = await cb.allow(ACCOUNT)
     assert isinstance(probe, Permit) and probe.probe
     transition = await cb.record(ACCOUNT, BreakerEffect.SUCCESS, permit=probe)
@@ -164,14 +174,16 @@ async def test_probe_success_closes_and_forgets_the_trips(make_store: StoreFacto
     assert isinstance(after, Permit) and not after.probe
 
 
-async def test_probe_failure_reopens_with_backed_off_capped_timeout(make_store: StoreFactory) -> None:
+async def test_probe_failure_reopens_with_backed_off_capped_timeout(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
     rec = Recorder()
     cb = breaker(make_store, listener=rec)
     [first] = (await fail(cb, 5))[-1:]
     assert first is not None and first.open_until is not None
     timeouts = [first.open_until - first.at]
     for expected_trips in (2, 3, 4):
-        await asyncio.sleep(timeouts[-1] + 0.05)
+        clock.advance(timeouts[-1])
         probe = await cb.allow(ACCOUNT)
         assert isinstance(probe, Permit) and probe.probe
         reopened = await cb.record(ACCOUNT, BreakerEffect.FAILURE, permit=probe)
@@ -179,15 +191,15 @@ async def test_probe_failure_reopens_with_backed_off_capped_timeout(make_store: 
         assert reopened.trips == expected_trips and reopened.open_until is not None
         timeouts.append(reopened.open_until - reopened.at)
         assert isinstance(await cb.allow(ACCOUNT), Denied)
-    assert timeouts == pytest.approx([0.2, 0.4, 0.5, 0.5], abs=1e-3)
+    assert timeouts == pytest.approx([60.0, 120.0, 150.0, 150.0])
     # Closing forgets the trips: the next opening starts from the base timeout again.
-    await asyncio.sleep(0.55)
+    clock.advance(150.0)
     probe = await cb.allow(ACCOUNT)
     assert isinstance(probe, Permit)
     await cb.record(ACCOUNT, BreakerEffect.SUCCESS, permit=probe)
     [again] = (await fail(cb, 5))[-1:]
     assert again is not None and again.trips == 1
-    assert again.open_until is not None and again.open_until - again.at == pytest.approx(0.2, abs=1e-3)
+    assert again.open_until is not None and again.open_until - again.at == pytest.approx(TIMEOUT)
 
 
 async def test_not_counted_changes_nothing(make_store: StoreFactory) -> None:
@@ -202,10 +214,12 @@ async def test_not_counted_changes_nothing(make_store: StoreFactory) -> None:
     assert (await cb.state(ACCOUNT)).state is State.OPEN
 
 
-async def test_not_counted_probe_gives_its_slot_back_without_a_verdict(make_store: StoreFactory) -> None:
+async def test_not_counted_probe_gives_its_slot_back_without_a_verdict(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
     rec = Recorder()
     cb = breaker(make_store, listener=rec)
-    await open_and_wait(cb)
+    await open_and_wait(cb, clock)
     probe = await cb.allow(ACCOUNT)
     assert isinstance(probe, Permit) and probe.probe
     assert isinstance(await cb.allow(ACCOUNT), Denied)
@@ -230,14 +244,16 @@ async def test_each_transition_is_heard_once_under_concurrent_failures(make_stor
     assert (await workers[0].state(ACCOUNT)).state is State.OPEN
 
 
-async def test_an_expired_probe_slot_is_reclaimed(make_store: StoreFactory) -> None:
+async def test_an_expired_probe_slot_is_reclaimed(make_store: StoreFactory, clock: FakeClock) -> None:
     rec = Recorder()
-    cb = breaker(make_store, listener=rec, probe_ttl=0.2)
-    await open_and_wait(cb)
+    cb = breaker(make_store, listener=rec, probe_ttl=30.0)
+    await open_and_wait(cb, clock)
     lost = await cb.allow(ACCOUNT)  # its worker "dies": never recorded
     assert isinstance(lost, Permit) and lost.probe
+    clock.advance(29.5)
     assert isinstance(await cb.allow(ACCOUNT), Denied)
-    await asyncio.sleep(0.25)
+    assert (await cb.state(ACCOUNT)).probes_in_flight == 1
+    clock.advance(0.5)
     assert (await cb.state(ACCOUNT)).probes_in_flight == 0
     fresh = await cb.allow(ACCOUNT)
     assert isinstance(fresh, Permit) and fresh.probe
@@ -248,11 +264,13 @@ async def test_an_expired_probe_slot_is_reclaimed(make_store: StoreFactory) -> N
     assert done is not None and done.to_state is State.CLOSED
 
 
-async def test_results_of_calls_let_through_before_an_opening_are_stale(make_store: StoreFactory) -> None:
+async def test_results_of_calls_let_through_before_an_opening_are_stale(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
     cb = breaker(make_store)
     early = await cb.allow(ACCOUNT)
     assert isinstance(early, Permit)
-    await open_and_wait(cb)
+    await open_and_wait(cb, clock)
     probe = await cb.allow(ACCOUNT)
     assert isinstance(probe, Permit)
     await cb.record(ACCOUNT, BreakerEffect.SUCCESS, permit=probe)

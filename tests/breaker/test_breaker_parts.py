@@ -1,9 +1,11 @@
-"""The pieces around the contract: logging, the factory, backend failures, the injectable clock."""
+"""The pieces around the contract: logging, the factory, backend failures, the clock."""
 
 from __future__ import annotations
 
 import logging
+import time
 import types
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 import claude_pool.breaker as breaker_pkg
 from claude_pool.breaker import (
     BreakerListener,
+    BreakerStore,
     CircuitBreaker,
     Denied,
     EmbeddedBreakerStore,
@@ -25,6 +28,9 @@ from claude_pool.core.config import BreakerConfig
 from claude_pool.core.errors import BackendUnavailable
 from claude_pool.core.settings import Settings
 from claude_pool.pool.classify import BreakerEffect
+from tests.capacity.conftest import FakeClock
+
+from .conftest import T0, StoreFactory
 
 
 def test_all_is_complete_and_importable() -> None:
@@ -33,6 +39,12 @@ def test_all_is_complete_and_importable() -> None:
     assert set(breaker_pkg.__all__) == public - modules
     for name in breaker_pkg.__all__:
         assert getattr(breaker_pkg, name) is not None
+
+
+def test_one_lua_script_per_store_method_named_after_it() -> None:
+    folder = resources.files("claude_pool.breaker") / "lua"
+    scripts = {f.name.removesuffix(".lua") for f in folder.iterdir() if f.name.endswith(".lua")}
+    assert scripts == {"_breaker_lib"} | (BreakerStore.__abstractmethods__ - {"aclose"})
 
 
 def _transition(to_state: State) -> Transition:
@@ -52,11 +64,34 @@ async def test_logging_listener_warns_on_opening_informs_otherwise(caplog: pytes
     assert closed.levelno == logging.INFO and "half_open -> closed" in closed.getMessage()
 
 
-async def test_the_listener_base_is_all_no_ops() -> None:
-    listener = BreakerListener()
-    await listener.on_transition(_transition(State.OPEN))
-    await listener.on_record("acct-a", BreakerEffect.FAILURE, probe=False)
-    await listener.on_denied(Denied("acct-a", State.OPEN, None, "circuit open"))
+async def test_a_listener_overrides_only_the_hooks_it_needs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The base's hooks do nothing, so a listener that overrides one hook hears that one and the
+    breaker calls the others without a failure (a failing hook would be logged and skipped)."""
+
+    class TransitionsOnly(BreakerListener):
+        def __init__(self) -> None:
+            self.moves: list[tuple[State, State]] = []
+
+        async def on_transition(self, transition: Transition) -> None:
+            self.moves.append((transition.from_state, transition.to_state))
+
+    caplog.set_level(logging.DEBUG, logger="claude_pool.breaker")
+    listener = TransitionsOnly()
+    async with EmbeddedBreakerStore(tmp_path / "b.db") as store:
+        cb = CircuitBreaker(store, BreakerConfig(failure_threshold=1), listeners=[BreakerListener(), listener])
+        permit = await cb.allow("a")
+        assert isinstance(permit, Permit)
+        opened = await cb.record("a", BreakerEffect.FAILURE, permit=permit)  # on_record, on_transition
+        denied = await cb.allow("a")  # on_denied
+    assert opened is not None and isinstance(denied, Denied)
+    assert listener.moves == [(State.CLOSED, State.OPEN)]
+    assert [r.getMessage() for r in caplog.records if "listener" in r.getMessage()] == []
+    base = BreakerListener()
+    assert await base.on_transition(_transition(State.OPEN)) is None
+    assert await base.on_record("acct-a", BreakerEffect.FAILURE, probe=False) is None
+    assert await base.on_denied(Denied("acct-a", State.OPEN, None, "circuit open")) is None
 
 
 async def test_factory_picks_redis_when_configured(redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
@@ -102,26 +137,41 @@ async def test_closed_embedded_store_refuses(tmp_path: Path) -> None:
         await store.views(["a"])
 
 
-async def test_embedded_clock_is_injectable(tmp_path: Path) -> None:
-    now = [1_800_000_000.0]
+async def test_the_clock_is_injectable(make_store: StoreFactory, clock: FakeClock) -> None:
     config = BreakerConfig(failure_threshold=2, timeout_seconds=300, max_timeout_seconds=3600)
-    async with EmbeddedBreakerStore(tmp_path / "b.db", clock=lambda: now[0]) as store:
-        cb = CircuitBreaker(store, config, probe_ttl_seconds=600)
-        for _ in range(2):
-            permit = await cb.allow("a")
-            assert isinstance(permit, Permit)
-            await cb.record("a", BreakerEffect.FAILURE, permit=permit)
-        now[0] += 299.0
-        denied = await cb.allow("a")
-        assert isinstance(denied, Denied) and denied.until == 1_800_000_300.0
-        assert denied.until_datetime is not None and denied.until_datetime.year == 2027
-        now[0] += 1.0
-        probe = await cb.allow("a")
-        assert isinstance(probe, Permit) and probe.probe
-        reopened = await cb.record("a", BreakerEffect.FAILURE, permit=probe)
-        assert reopened is not None and reopened.open_until == now[0] + 600
-        view = (await cb.states(["a"]))["a"]
-        assert (view.state, view.trips, view.consecutive_failures) == (State.OPEN, 2, 3)
+    cb = CircuitBreaker(make_store(), config, probe_ttl_seconds=600)
+    for _ in range(2):
+        permit = await cb.allow("a")
+        assert isinstance(permit, Permit)
+        await cb.record("a", BreakerEffect.FAILURE, permit=permit)
+    clock.advance(299.0)
+    denied = await cb.allow("a")
+    assert isinstance(denied, Denied) and denied.until == T0 + 300
+    assert denied.until_datetime is not None and denied.until_datetime.year == 2027
+    clock.advance(1.0)
+    probe = await cb.allow("a")
+    assert isinstance(probe, Permit) and probe.probe
+    reopened = await cb.record("a", BreakerEffect.FAILURE, permit=probe)
+    assert reopened is not None and reopened.at == clock.now and reopened.open_until == clock.now + 600
+    view = (await cb.states(["a"]))["a"]
+    assert (view.state, view.trips, view.consecutive_failures) == (State.OPEN, 2, 3)
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_without_a_clock_time_is_the_real_one(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """No clock injected: the embedded store reads the machine's, Redis its server's ``TIME``."""
+    if backend == "redis":
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        store: BreakerStore = RedisBreakerStore.from_url(url, prefix=prefix)
+    else:
+        store = EmbeddedBreakerStore(tmp_path / "b.db")
+    async with store:
+        before = time.time()
+        opened = await CircuitBreaker(store).force_open("a", "test", seconds=60)
+        after = time.time()
+    assert opened is not None and opened.open_until == pytest.approx(opened.at + 60)
+    # the server's clock may be a little off the test's: a second is far below any real drift alarm
+    assert before - 1 <= opened.at <= after + 1
 
 
 async def test_permit_must_match_the_account(tmp_path: Path) -> None:

@@ -53,5 +53,5 @@ async def _hammer(backend: str, target: str, prefix: str, ready: Any, duration: 
             granted[sel.reservation.bucket_id] += 1
             await store.settle(sel.reservation, Usage(100, 50))
     finally:
-        await store.close()
+        await store.aclose()
     return dict(granted), first, last, attempts

@@ -69,7 +69,7 @@ async def open_store(
     opener, stores = make_opener(backend, request, tmp_path)
     yield opener
     for store in stores:
-        await store.close()
+        await store.aclose()
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 import claude_pool.capacity as capacity
 from claude_pool.capacity import (
+    CapacityStore,
     Demand,
     EmbeddedCapacityStore,
     RateLimitSnapshot,
@@ -44,8 +46,8 @@ async def test_factory_picks_the_backend(tmp_path: Path) -> None:
         assert (await embedded.acquire([cand("a")], Demand(1, 1))).reservation
         assert (tmp_path / "capacity.db").exists()
     finally:
-        await embedded.close()
-        await redis_store.close()
+        await embedded.aclose()
+        await redis_store.aclose()
 
 
 async def test_a_dead_backend_raises_backend_unavailable(tmp_path: Path) -> None:
@@ -56,8 +58,8 @@ async def test_a_dead_backend_raises_backend_unavailable(tmp_path: Path) -> None
             with pytest.raises(BackendUnavailable):
                 await store.acquire([cand("a")], Demand(1, 1))
     finally:
-        await dead_redis.close()
-        await unopenable.close()
+        await dead_redis.aclose()
+        await unopenable.aclose()
 
 
 def test_all_is_complete() -> None:
@@ -65,3 +67,18 @@ def test_all_is_complete() -> None:
     public -= {"annotations"}
     assert public <= set(capacity.__all__), public - set(capacity.__all__)
     assert all(hasattr(capacity, name) for name in capacity.__all__)
+
+
+def test_one_lua_script_per_store_method_named_after_it() -> None:
+    folder = resources.files("claude_pool.capacity") / "lua"
+    scripts = {f.name.removesuffix(".lua") for f in folder.iterdir() if f.name.endswith(".lua")}
+    assert scripts == {"_capacity_lib"} | (CapacityStore.__abstractmethods__ - {"aclose"})
+
+
+async def test_closed_embedded_store_refuses(tmp_path: Path) -> None:
+    store = EmbeddedCapacityStore(tmp_path / "capacity.db")
+    assert (await store.acquire([cand("a")], Demand(1, 1))).reservation
+    await store.aclose()
+    await store.aclose()
+    with pytest.raises(BackendUnavailable, match="closed"):
+        await store.view([cand("a")])

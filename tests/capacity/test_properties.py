@@ -159,7 +159,7 @@ async def _run_and_close(run: Any, stores: list[CapacityStore]) -> None:
         await run(stores)
     finally:
         for s in stores:
-            await s.close()
+            await s.aclose()
 
 
 @PROPS

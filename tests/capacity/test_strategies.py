@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import pytest
+import redis.asyncio as aioredis
 
 from claude_pool.capacity import CapacityStore, Demand, Usage
 from claude_pool.core.config import Strategy
+from claude_pool.core.redis_keys import RedisKeys
 from tests.capacity.conftest import FakeClock, OpenStore, cand
 
 D = Demand(100, 10)
@@ -100,14 +103,29 @@ async def test_sticky_keeps_then_falls_back_and_remaps(store: CapacityStore, clo
     assert await pick(store, cands, Strategy.STICKY) is not None
 
 
-async def test_sticky_mapping_expires(open_store: OpenStore, clock: FakeClock) -> None:
+async def test_sticky_mapping_expires(
+    open_store: OpenStore, clock: FakeClock, backend: str, request: pytest.FixtureRequest
+) -> None:
     store = open_store(clock=clock)
     cands = [cand("a"), cand("b")]
     first = await pick(store, cands, Strategy.STICKY, sticky_key="k", sticky_ttl=0.1)
     assert (await store.acquire([c for c in cands if c.account_id == first], Demand(3000, 0))).reservation
     clock.advance(0.2)
-    await asyncio.sleep(0.2)  # Redis expires keys on its own clock
+    if backend == "redis":  # the mapping is a key Redis expires by itself, on its own clock
+        key = RedisKeys(request.getfixturevalue("redis_prefix")).sticky("k")
+        await _until_gone(request.getfixturevalue("redis_url"), key)
     assert await pick(store, cands, Strategy.STICKY, sticky_key="k") != first
+
+
+async def _until_gone(url: str, key: str, *, within: float = 5.0) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + within
+        while await client.exists(key):
+            assert time.monotonic() < deadline, f"Redis did not expire {key} within {within} s"
+            await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))

@@ -26,6 +26,7 @@ from claude_pool.breaker.model import (
     Verdict,
 )
 from claude_pool.breaker.store import BreakerStore
+from claude_pool.core.backend_errors import backend_errors
 from claude_pool.core.errors import BackendUnavailable
 
 __all__ = ["EmbeddedBreakerStore"]
@@ -56,7 +57,11 @@ class EmbeddedBreakerStore(BreakerStore):
     backend: ClassVar[str] = "embedded"
 
     def __init__(
-        self, path: Path | str, *, clock: Callable[[], float] = time.time, busy_timeout_seconds: float = 10.0
+        self,
+        path: Path | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_seconds: float = 10.0,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
@@ -83,7 +88,7 @@ class EmbeddedBreakerStore(BreakerStore):
     def _transaction(
         self, operation: str, body: Callable[[sqlite3.Connection, float], _T], write: bool
     ) -> _T:
-        try:
+        with backend_errors("embedded", f"breaker {operation} on {self.path}", (sqlite3.Error,)):
             conn = self._connect()
             # A reader needs only a consistent snapshot (WAL gives it without any lock).
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -96,14 +101,12 @@ class EmbeddedBreakerStore(BreakerStore):
                 raise
             conn.execute("COMMIT")
             return result
-        except sqlite3.Error as exc:
-            raise BackendUnavailable("embedded breaker store", f"{operation} on {self.path}: {exc}") from exc
 
     async def _run(
         self, operation: str, body: Callable[[sqlite3.Connection, float], _T], *, write: bool = True
     ) -> _T:
         if self._closed:
-            raise BackendUnavailable("embedded breaker store", f"{operation}: the store is closed")
+            raise BackendUnavailable("embedded", f"breaker {operation}: the store is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, operation, body, write)
 
@@ -260,7 +263,7 @@ class EmbeddedBreakerStore(BreakerStore):
 
         if not ids:
             return {}
-        return await self._run("states", body, write=False)
+        return await self._run("views", body, write=False)
 
     async def aclose(self) -> None:
         if self._closed:

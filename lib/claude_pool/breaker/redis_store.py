@@ -1,14 +1,15 @@
-"""Breakers in Redis: one Lua script per operation, so every state change is one atomic call."""
+"""Breakers in Redis: one Lua script per operation, so every state change is one atomic call.
+
+Time comes from the server (``TIME`` inside the scripts) so that workers on different machines agree;
+a ``clock`` may be injected for tests, and is then sent in ARGV instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from importlib import resources
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from claude_pool.breaker.model import (
     BreakerEffect,
@@ -20,21 +21,15 @@ from claude_pool.breaker.model import (
     Verdict,
 )
 from claude_pool.breaker.store import BreakerStore
-from claude_pool.core.errors import BackendUnavailable
-from claude_pool.core.redaction import redact
+from claude_pool.core.backend_errors import redis_errors
 from claude_pool.core.redis_client import connect
 from claude_pool.core.redis_keys import RedisKeys
+from claude_pool.core.redis_scripts import register_scripts
 
 __all__ = ["RedisBreakerStore"]
 
-_T = TypeVar("_T")
-_OPERATIONS = ("allow", "record", "reset", "force_open", "states")
-
-
-def _script_source(operation: str) -> str:
-    lua = resources.files("claude_pool.breaker") / "lua"
-    prelude = (lua / "breaker_common.lua").read_text(encoding="utf-8")
-    return prelude + "\n" + (lua / f"breaker_{operation}.lua").read_text(encoding="utf-8")
+_SCRIPTS = ("allow", "record", "reset", "force_open", "views")
+_PRELUDE = "_breaker_lib"
 
 
 def _text(value: Any) -> str:
@@ -71,33 +66,40 @@ def _result(reply: Sequence[Any]) -> StoreResult:
 class RedisBreakerStore(BreakerStore):
     backend: ClassVar[str] = "redis"
 
-    def __init__(self, client: aioredis.Redis, *, keys: RedisKeys | None = None, owns_client: bool = False):
-        self._client = client
-        self._keys = keys or RedisKeys()
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "claude-pool",
+        clock: Callable[[], float] | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        self._redis = client
+        self._keys = RedisKeys(prefix)
+        self._clock = clock
         self._owns_client = owns_client
-        # register_script hashes once and runs EVALSHA, loading the script again on NOSCRIPT.
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(_script_source(name)) for name in _OPERATIONS
-        }
+        self._scripts = register_scripts(client, "claude_pool.breaker", _SCRIPTS, prelude=_PRELUDE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "claude-pool") -> RedisBreakerStore:
-        return cls(connect(url), keys=RedisKeys(prefix), owns_client=True)
+    def from_url(
+        cls, url: str, *, prefix: str = "claude-pool", clock: Callable[[], float] | None = None
+    ) -> RedisBreakerStore:
+        return cls(connect(url), prefix=prefix, clock=clock, owns_client=True)
+
+    def _now(self) -> str:
+        """ARGV[1] of every script: the injected clock's time, or '' for the server's TIME."""
+        return "" if self._clock is None else repr(float(self._clock()))
+
+    async def _call(self, operation: str, keys: list[str], args: list[Any]) -> Any:
+        with redis_errors(f"breaker {operation}"):
+            return await self._scripts[operation](keys=keys, args=[self._now(), *args])
 
     def _account_keys(self, account_id: str) -> list[str]:
         return [self._keys.breaker(account_id), self._keys.breaker_probes(account_id)]
 
-    async def _call(self, operation: str, keys: list[str], args: list[Any], parse: Callable[[Any], _T]) -> _T:
-        script = self._scripts[operation]
-        try:
-            reply: Awaitable[Any] = script(keys=keys, args=args)
-            return parse(await reply)
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable("redis", f"breaker {operation}: {redact(str(exc))}") from exc
-
     async def allow(self, account_id: str, params: BreakerParams, *, token: str) -> StoreResult:
         args = [params.half_open_max_calls, params.probe_ttl_seconds, token]
-        return await self._call("allow", self._account_keys(account_id), args, _result)
+        return _result(await self._call("allow", self._account_keys(account_id), args))
 
     async def record(
         self,
@@ -117,10 +119,10 @@ class RedisBreakerStore(BreakerStore):
             params.backoff_multiplier,
             params.max_timeout_seconds,
         ]
-        return await self._call("record", self._account_keys(account_id), args, _result)
+        return _result(await self._call("record", self._account_keys(account_id), args))
 
     async def reset(self, account_id: str, *, reason: str) -> StoreResult:
-        return await self._call("reset", self._account_keys(account_id), [reason], _result)
+        return _result(await self._call("reset", self._account_keys(account_id), [reason]))
 
     async def force_open(
         self, account_id: str, params: BreakerParams, *, reason: str, seconds: float | None
@@ -132,32 +134,30 @@ class RedisBreakerStore(BreakerStore):
             params.backoff_multiplier,
             params.max_timeout_seconds,
         ]
-        return await self._call("force_open", self._account_keys(account_id), args, _result)
+        return _result(await self._call("force_open", self._account_keys(account_id), args))
 
     async def views(self, account_ids: Sequence[str]) -> dict[str, BreakerView]:
         ids = list(dict.fromkeys(account_ids))
         if not ids:
             return {}
         keys = [key for account_id in ids for key in self._account_keys(account_id)]
-
-        def parse(reply: Sequence[Any]) -> dict[str, BreakerView]:
-            rows = list(reply)[1:]
-            views: dict[str, BreakerView] = {}
-            for i, account_id in enumerate(ids):
-                state, failures, opened_at, open_until, trips, probes = rows[6 * i : 6 * i + 6]
-                views[account_id] = BreakerView(
-                    account_id=account_id,
-                    state=State(_text(state)),
-                    consecutive_failures=int(_text(failures)),
-                    opened_at=_number(opened_at),
-                    open_until=_number(open_until),
-                    trips=int(_text(trips)),
-                    probes_in_flight=int(_text(probes)),
-                )
-            return views
-
-        return await self._call("states", keys, [], parse)
+        rows = list(await self._call("views", keys, []))[1:]
+        return {account_id: _view(account_id, rows[6 * i : 6 * i + 6]) for i, account_id in enumerate(ids)}
 
     async def aclose(self) -> None:
         if self._owns_client:
-            await self._client.aclose()
+            with redis_errors("breaker aclose"):
+                await self._redis.aclose()
+
+
+def _view(account_id: str, row: Sequence[Any]) -> BreakerView:
+    state, failures, opened_at, open_until, trips, probes = row
+    return BreakerView(
+        account_id=account_id,
+        state=State(_text(state)),
+        consecutive_failures=int(_text(failures)),
+        opened_at=_number(opened_at),
+        open_until=_number(open_until),
+        trips=int(_text(trips)),
+        probes_in_flight=int(_text(probes)),
+    )

@@ -5,12 +5,9 @@ One interface (``CapacityStore``), two backends (Redis, embedded SQLite), one co
 
 from __future__ import annotations
 
-from claude_pool.capacity.base import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
 from claude_pool.capacity.embedded_store import EmbeddedCapacityStore
 from claude_pool.capacity.factory import open_capacity_store
-from claude_pool.capacity.ratelimit import MetricSnapshot, RateLimitSnapshot
-from claude_pool.capacity.redis_store import RedisCapacityStore
-from claude_pool.capacity.types import (
+from claude_pool.capacity.model import (
     REASON_COOLING_DOWN,
     REASON_DEMAND_EXCEEDS_LIMIT,
     REASON_EXCLUDED,
@@ -27,6 +24,9 @@ from claude_pool.capacity.types import (
     Selection,
     Usage,
 )
+from claude_pool.capacity.ratelimit import MetricSnapshot, RateLimitSnapshot
+from claude_pool.capacity.redis_store import RedisCapacityStore
+from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
 
 __all__ = [
     "DEFAULT_LEASE_TTL",

@@ -13,14 +13,10 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from claude_pool.capacity import engine
-from claude_pool.capacity.base import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
-from claude_pool.capacity.plan import AcquirePlan, new_reservation_id, random_unit
-from claude_pool.capacity.ratelimit import RateLimitSnapshot
-from claude_pool.capacity.sqlite_core import SqliteCore
-from claude_pool.capacity.types import (
+from claude_pool.capacity.model import (
     BucketLimits,
     BucketView,
     Candidate,
@@ -29,16 +25,21 @@ from claude_pool.capacity.types import (
     Selection,
     Usage,
 )
+from claude_pool.capacity.plan import AcquirePlan, new_reservation_id, random_unit
+from claude_pool.capacity.ratelimit import RateLimitSnapshot
+from claude_pool.capacity.sqlite_core import SqliteCore
+from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
+from claude_pool.core.backend_errors import backend_errors
 from claude_pool.core.config import Strategy
 from claude_pool.core.errors import BackendUnavailable
 
 __all__ = ["EmbeddedCapacityStore"]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 class EmbeddedCapacityStore(CapacityStore):
-    backend = "embedded"
+    backend: ClassVar[str] = "embedded"
 
     def __init__(
         self,
@@ -46,28 +47,28 @@ class EmbeddedCapacityStore(CapacityStore):
         *,
         clock: Callable[[], float] = time.time,
         random: Callable[[], float] = random_unit,
-        busy_timeout: float = 30.0,
+        busy_timeout_seconds: float = 30.0,
     ) -> None:
-        self._path = Path(path)
+        self.path = Path(path)
+        self._clock = clock
         self._random = random
+        self._busy_timeout = busy_timeout_seconds
+        # One thread owns the connection: sqlite3 connections must not be shared concurrently,
+        # and a wait on another process' lock then blocks only that thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claude-pool-capacity")
         self._core: SqliteCore | None = None
-        self._clock = clock
-        self._busy_timeout = busy_timeout
         self._closed = False
 
-    def _sync(self, fn: Callable[[SqliteCore], T]) -> T:
-        if self._core is None:  # opened on the executor's thread, the only one that uses it
-            self._core = SqliteCore(self._path, clock=self._clock, busy_timeout=self._busy_timeout)
-        return fn(self._core)
+    def _sync(self, operation: str, fn: Callable[[SqliteCore], _T]) -> _T:
+        with backend_errors("embedded", f"capacity {operation} on {self.path}", (sqlite3.Error,)):
+            if self._core is None:  # opened on the executor's thread, the only one that uses it
+                self._core = SqliteCore(self.path, clock=self._clock, busy_timeout=self._busy_timeout)
+            return fn(self._core)
 
-    async def _run(self, operation: str, fn: Callable[[SqliteCore], T]) -> T:
+    async def _run(self, operation: str, fn: Callable[[SqliteCore], _T]) -> _T:
         if self._closed:
-            raise BackendUnavailable("embedded", f"{operation}: the store is closed")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._sync, fn)
-        except sqlite3.Error as exc:
-            raise BackendUnavailable("embedded", f"{operation} on {self._path}: {exc}") from exc
+            raise BackendUnavailable("embedded", f"capacity {operation}: the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._sync, operation, fn)
 
     async def acquire(
         self,
@@ -114,16 +115,17 @@ class EmbeddedCapacityStore(CapacityStore):
     async def reclaim_expired(self) -> int:
         return await self._run("reclaim_expired", lambda core: core.reclaim_expired())
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
 
-        def _close() -> None:
+        def close() -> None:
             if self._core is not None:
                 self._core.close()
+                self._core = None
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, _close)
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
 
 

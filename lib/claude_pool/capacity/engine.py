@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from claude_pool.capacity.types import BucketLimits
+from claude_pool.capacity.model import BucketLimits
 from claude_pool.core.config import Strategy
 
 __all__ = [

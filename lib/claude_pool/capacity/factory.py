@@ -1,18 +1,20 @@
-"""Open the capacity store the settings call for: Redis when ``REDIS_URL`` is set, else embedded."""
+"""Pick the capacity store the settings call for."""
 
 from __future__ import annotations
 
-from claude_pool.capacity.base import CapacityStore
 from claude_pool.capacity.embedded_store import EmbeddedCapacityStore
 from claude_pool.capacity.redis_store import RedisCapacityStore
+from claude_pool.capacity.store import CapacityStore
 from claude_pool.core.settings import Settings
 
 __all__ = ["open_capacity_store"]
 
 
 def open_capacity_store(settings: Settings) -> CapacityStore:
-    """The caller owns the store and closes it (``async with`` works too). Nothing connects here:
-    the first call does, so a server that is down surfaces as ``BackendUnavailable`` on that call."""
+    """Redis when ``settings.redis_url`` is set (keys under ``settings.redis_prefix``), else the
+    embedded SQLite file ``settings.embedded_store_path``. The caller closes it (``aclose`` or
+    ``async with``). Nothing connects here: the first call does, so a server that is down surfaces
+    as ``BackendUnavailable`` on that call."""
     if settings.redis_url:
         return RedisCapacityStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
     return EmbeddedCapacityStore(settings.embedded_store_path)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from claude_pool.capacity.types import (
+from claude_pool.capacity.model import (
     REASON_BY_CODE,
     BucketLimits,
     Candidate,

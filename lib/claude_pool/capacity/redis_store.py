@@ -7,19 +7,13 @@ a ``clock`` may be injected for tests, and is then sent in ARGV instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from importlib import resources
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from claude_pool.capacity.base import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
-from claude_pool.capacity.plan import AcquirePlan, new_reservation_id, random_unit
-from claude_pool.capacity.ratelimit import RateLimitSnapshot
-from claude_pool.capacity.types import (
+from claude_pool.capacity.model import (
     BucketLimits,
     BucketView,
     Candidate,
@@ -28,23 +22,23 @@ from claude_pool.capacity.types import (
     Selection,
     Usage,
 )
+from claude_pool.capacity.plan import AcquirePlan, new_reservation_id, random_unit
+from claude_pool.capacity.ratelimit import RateLimitSnapshot
+from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
+from claude_pool.core.backend_errors import redis_errors
 from claude_pool.core.config import Strategy
-from claude_pool.core.errors import BackendUnavailable, InvalidInput
+from claude_pool.core.errors import InvalidInput
 from claude_pool.core.redis_client import connect
 from claude_pool.core.redis_keys import BUCKET_TTL_SECONDS, RedisKeys
+from claude_pool.core.redis_scripts import register_scripts
 
 __all__ = ["RedisCapacityStore"]
 
 _SCRIPTS = ("acquire", "settle", "renew", "calibrate", "cool_down", "view", "reclaim_expired")
+_PRELUDE = "_capacity_lib"
 _RECLAIM_BATCH = 256
 _STATIC_CACHE_SIZE = 64
 _US, _RS = "\x1f", "\x1e"  # unit and record separators of the packed acquire arguments
-
-
-def _script_source(name: str) -> str:
-    lua = resources.files("claude_pool.capacity") / "lua"
-    prelude = (lua / "_capacity_lib.lua").read_text(encoding="utf-8")
-    return prelude + "\n" + (lua / f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _num(value: float | int | None) -> str:
@@ -55,19 +49,8 @@ def _f(raw: Any) -> float:
     return float(raw.decode() if isinstance(raw, bytes) else raw)
 
 
-@contextmanager
-def _translated(operation: str) -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise BackendUnavailable("redis", f"{operation}: {type(exc).__name__}: {exc}") from exc
-
-
-# Connections per store (per process), and how long a call may wait for one before it fails.
-
-
 class RedisCapacityStore(CapacityStore):
-    backend = "redis"
+    backend: ClassVar[str] = "redis"
 
     def __init__(
         self,
@@ -76,28 +59,35 @@ class RedisCapacityStore(CapacityStore):
         prefix: str = "claude-pool",
         clock: Callable[[], float] | None = None,
         random: Callable[[], float] = random_unit,
-        owns_client: bool = True,
+        owns_client: bool = False,
     ) -> None:
         self._redis = client
         self._keys = RedisKeys(prefix)
         self._clock = clock
         self._random = random
         self._owns_client = owns_client
-        # register_script computes the SHA once and falls back to EVAL (loading it) on NOSCRIPT
         self._fixed_keys = [self._keys.reservations(), self._keys.lease_index(), self._keys.round_robin()]
         self._static_cache: dict[tuple[Candidate, ...], tuple[list[str], str, str]] = {}
-        self._scripts = {name: client.register_script(_script_source(name)) for name in _SCRIPTS}
+        self._scripts = register_scripts(client, "claude_pool.capacity", _SCRIPTS, prelude=_PRELUDE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "claude-pool", **kwargs: Any) -> RedisCapacityStore:
-        return cls(connect(url), prefix=prefix, **kwargs)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "claude-pool",
+        clock: Callable[[], float] | None = None,
+        random: Callable[[], float] = random_unit,
+    ) -> RedisCapacityStore:
+        return cls(connect(url), prefix=prefix, clock=clock, random=random, owns_client=True)
 
     def _now(self) -> str:
+        """ARGV[1] of every script: the injected clock's time, or '' for the server's TIME."""
         return "" if self._clock is None else repr(float(self._clock()))
 
-    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        with _translated(name):
-            return await self._scripts[name](keys=keys, args=args)
+    async def _call(self, operation: str, keys: list[str], args: list[Any]) -> Any:
+        with redis_errors(f"capacity {operation}"):
+            return await self._scripts[operation](keys=keys, args=[self._now(), *args])
 
     async def acquire(
         self,
@@ -118,7 +108,7 @@ class RedisCapacityStore(CapacityStore):
         keys = [*self._fixed_keys, self._keys.sticky(sticky_key or ""), *static_keys]
         excluded = _US.join(str(c + 1) for c, ex in enumerate(plan.excluded) if ex)
         args: list[Any] = [
-            self._now(), BUCKET_TTL_SECONDS, plan.strategy.value, repr(self._random()), rid,
+            BUCKET_TTL_SECONDS, plan.strategy.value, repr(self._random()), rid,
             _num(float(lease_ttl)), _num(float(sticky_ttl)), *plan.need, buckets, cands, excluded,
         ]  # fmt: skip
         out = await self._call("acquire", keys, args)
@@ -170,25 +160,23 @@ class RedisCapacityStore(CapacityStore):
             k.bucket(reservation.bucket_id),
             k.leases(reservation.bucket_id),
         ]
-        await self._call(
-            "settle", keys, [self._now(), BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used]
-        )
+        await self._call("settle", keys, [BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used])
 
     async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
         k = self._keys
         keys = [k.reservations(), k.lease_index(), k.leases(reservation.bucket_id)]
-        out = await self._call("renew", keys, [self._now(), reservation.reservation_id, _num(float(lease_ttl))])
+        out = await self._call("renew", keys, [reservation.reservation_id, _num(float(lease_ttl))])
         return None if out in (0, b"0", "0") else _f(out)
 
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
-        args: list[Any] = [self._now(), BUCKET_TTL_SECONDS]
+        args: list[Any] = [BUCKET_TTL_SECONDS]
         for metric in (snapshot.requests, snapshot.input_tokens, snapshot.output_tokens):
             args += [_num(metric.limit), _num(metric.remaining)]
         await self._call("calibrate", [self._keys.bucket(bucket_id)], args)
 
     async def cool_down(self, bucket_id: str, until: float) -> None:
         await self._call(
-            "cool_down", [self._keys.bucket(bucket_id)], [self._now(), BUCKET_TTL_SECONDS, repr(float(until))]
+            "cool_down", [self._keys.bucket(bucket_id)], [BUCKET_TTL_SECONDS, repr(float(until))]
         )
 
     async def view(self, candidates: Sequence[Candidate]) -> list[BucketView]:
@@ -196,7 +184,7 @@ class RedisCapacityStore(CapacityStore):
         for cand in candidates:
             bucket_ids.setdefault(cand.bucket_id, cand.limits)
         keys: list[str] = []
-        args: list[Any] = [self._now(), len(bucket_ids)]
+        args: list[Any] = [len(bucket_ids)]
         for bucket_id, lim in bucket_ids.items():
             keys += [self._keys.bucket(bucket_id), self._keys.leases(bucket_id)]
             args += [lim.rpm, lim.itpm, lim.otpm]
@@ -225,7 +213,7 @@ class RedisCapacityStore(CapacityStore):
         k = self._keys
         total = 0
         for _ in range(10_000):  # bounded: each pass removes its batch from the index
-            with _translated("reclaim_expired"):
+            with redis_errors("capacity reclaim_expired"):
                 if self._clock is not None:
                     now = float(self._clock())
                 else:
@@ -242,7 +230,7 @@ class RedisCapacityStore(CapacityStore):
             if not ids:
                 return total
             buckets: dict[str, int] = {}
-            args: list[Any] = [self._now(), BUCKET_TTL_SECONDS, len(ids)]
+            args: list[Any] = [BUCKET_TTL_SECONDS, len(ids)]
             for rid, raw in zip(ids, records, strict=True):
                 b = 0
                 if raw is not None:
@@ -257,9 +245,9 @@ class RedisCapacityStore(CapacityStore):
                 return total
         return total
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._owns_client:
-            with _translated("close"):
+            with redis_errors("capacity aclose"):
                 await self._redis.aclose()
 
 

@@ -41,6 +41,30 @@ _Opt = float | None
 _BucketRow = tuple[str, _Opt, _Opt, _Opt, float, _Opt, _Opt, _Opt, _Opt, _Opt, _Opt, float]
 
 
+# One bucket as acquire assesses it: caps, levels, refusal code (0: can serve), until, score.
+_Assessed = tuple[list[float], list[float], int, float | None, float]
+
+
+def _sort_out(
+    plan: AcquirePlan, assessed: Sequence[_Assessed]
+) -> tuple[list[Entry], list[int], list[tuple[int, int, float | None]]]:
+    """The eligible candidates (as entries for engine.choose, and their numbers in the plan) and
+    the refusals of the others, in the plan's order."""
+    entries: list[Entry] = []
+    numbers: list[int] = []
+    refusals: list[tuple[int, int, float | None]] = []
+    for c, cand in enumerate(plan.candidates):
+        _caps, _levels, code, until, score = assessed[plan.bucket_of[c]]
+        if plan.excluded[c]:
+            refusals.append((c, 7, None))
+        elif code:
+            refusals.append((c, code, until))
+        else:
+            entries.append(Entry(cand.account_id, score, cand.priority, cand.weight))
+            numbers.append(c)
+    return entries, numbers, refusals
+
+
 def _state(row: _BucketRow | None) -> BucketState:
     if row is None:
         return BucketState()
@@ -152,41 +176,8 @@ class SqliteCore:
         self, plan: AcquirePlan, rid: str, r: float, lease_ttl: float, sticky: tuple[str, float] | None
     ) -> tuple[int | None, float, list[tuple[int, int, float | None]]]:
         with self.transaction() as now:
-            for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
-                if lim.max_in_flight:  # only an in-flight cap can block for ever (see acquire.lua)
-                    self.drop_expired(now, bucket_id)
-            states = self.load(list(plan.bucket_ids))
-            assessed = []
-            for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
-                state = states[bucket_id]
-                # A plan's limits are all configured (positive), so no cap and no level is unknown.
-                caps = cast(list[float], engine.caps_of(lim, state))
-                levels = cast(list[float], engine.refill(state, caps, now))
-                count, earliest = self.in_flight(bucket_id) if lim.max_in_flight else (0, None)
-                code, until = engine.assess(
-                    levels,
-                    caps,
-                    plan.need,
-                    now,
-                    state.cooldown_until,
-                    count,
-                    lim.max_in_flight,
-                    earliest,
-                )
-                score = engine.headroom_after(levels, caps, plan.need) if code == 0 else 0.0
-                assessed.append((caps, levels, code, until, score))
-            entries: list[Entry] = []
-            numbers: list[int] = []
-            refusals: list[tuple[int, int, float | None]] = []
-            for c, cand in enumerate(plan.candidates):
-                caps, levels, code, until, score = assessed[plan.bucket_of[c]]
-                if plan.excluded[c]:
-                    refusals.append((c, 7, None))
-                elif code:
-                    refusals.append((c, code, until))
-                else:
-                    entries.append(Entry(cand.account_id, score, cand.priority, cand.weight))
-                    numbers.append(c)
+            assessed = self._assess(plan, now)
+            entries, numbers, refusals = _sort_out(plan, assessed)
             if not entries:
                 return None, 0.0, refusals
             rr = self.cursor("rr", now) if plan.strategy is Strategy.ROUND_ROBIN else None
@@ -198,20 +189,47 @@ class SqliteCore:
             chosen = numbers[
                 engine.choose(plan.strategy, entries, r, last_round_robin=rr, sticky_account=mapped)
             ]
+            expiry = self._reserve(plan, chosen, assessed[plan.bucket_of[chosen]], rid, lease_ttl, now)
             cand = plan.candidates[chosen]
-            b = plan.bucket_of[chosen]
-            caps, levels = assessed[b][0], assessed[b][1]
-            self.save(plan.bucket_ids[b], [lv - plan.need[m] for m, lv in enumerate(levels)], caps, now)
-            expiry = now + lease_ttl
-            self.db.execute(
-                "INSERT INTO leases VALUES (?,?,?,?,?,?,?)",
-                (rid, cand.bucket_id, cand.account_id, *plan.need, expiry),
-            )
             if plan.strategy is Strategy.ROUND_ROBIN:
                 self.set_cursor("rr", cand.account_id, now + BUCKET_TTL_SECONDS)
             elif plan.strategy is Strategy.STICKY and sticky:
                 self.set_cursor("sticky:" + sticky[0], cand.account_id, now + sticky[1])
             return chosen, expiry, refusals
+
+    def _assess(self, plan: AcquirePlan, now: float) -> list[_Assessed]:
+        """Each bucket of the plan, in order: its caps and levels now, and whether it can serve."""
+        for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
+            if lim.max_in_flight:  # only an in-flight cap can block for ever (see acquire.lua)
+                self.drop_expired(now, bucket_id)
+        states = self.load(list(plan.bucket_ids))
+        assessed: list[_Assessed] = []
+        for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
+            state = states[bucket_id]
+            # A plan's limits are all configured (positive), so no cap and no level is unknown.
+            caps = cast(list[float], engine.caps_of(lim, state))
+            levels = cast(list[float], engine.refill(state, caps, now))
+            count, earliest = self.in_flight(bucket_id) if lim.max_in_flight else (0, None)
+            code, until = engine.assess(
+                levels, caps, plan.need, now, state.cooldown_until, count, lim.max_in_flight, earliest
+            )
+            score = engine.headroom_after(levels, caps, plan.need) if code == 0 else 0.0
+            assessed.append((caps, levels, code, until, score))
+        return assessed
+
+    def _reserve(
+        self, plan: AcquirePlan, chosen: int, bucket: _Assessed, rid: str, lease_ttl: float, now: float
+    ) -> float:
+        """Spend the demand on the chosen candidate's bucket and hold its lease; the lease's expiry."""
+        cand = plan.candidates[chosen]
+        caps, levels = bucket[0], bucket[1]
+        self.save(cand.bucket_id, [lv - plan.need[m] for m, lv in enumerate(levels)], caps, now)
+        expiry = now + lease_ttl
+        self.db.execute(
+            "INSERT INTO leases VALUES (?,?,?,?,?,?,?)",
+            (rid, cand.bucket_id, cand.account_id, *plan.need, expiry),
+        )
+        return expiry
 
     def settle(self, rid: str, used: tuple[float, float] | None, sent: bool) -> None:
         with self.transaction() as now:

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from claude_pool.core.errors import BackendUnavailable
+from claude_pool.core.backend_errors import redis_errors
+from claude_pool.core.errors import ClaudePoolError
 from claude_pool.core.redaction import redact
 from claude_pool.core.redis_client import connect
 from claude_pool.core.redis_keys import EVENTS_STREAM_MAXLEN, RedisKeys
@@ -30,7 +31,7 @@ from claude_pool.core.settings import Settings
 __all__ = ["Event", "EventBus", "InProcessEventBus", "RedisEventBus", "SubscriberDropped", "open_event_bus"]
 
 
-class SubscriberDropped(Exception):
+class SubscriberDropped(ClaudePoolError):
     """The subscriber fell too far behind and was cut off; it may reconnect with its last id."""
 
 
@@ -129,38 +130,28 @@ class RedisEventBus(EventBus):
         self._block_ms = block_ms
 
     async def publish(self, event: Event) -> Event:
-        import redis
-
-        try:
+        with redis_errors("events publish"):
             event_id = await self._client.xadd(
                 self._stream, {"event": event.to_json()}, maxlen=EVENTS_STREAM_MAXLEN, approximate=True
             )
-        except redis.RedisError as exc:
-            raise BackendUnavailable("redis", f"publishing an event failed: {exc}") from exc
         return Event(event.type, event.organization_id, event.data, event.at, str(event_id))
 
     async def subscribe(
         self, organization_ids: Collection[str] | None, *, last_event_id: str | None = None
     ) -> AsyncIterator[Event]:
-        import redis
-
-        try:
+        with redis_errors("events read"):
             if last_event_id:
                 cursor = last_event_id
             else:
                 # Start after the newest entry now; "$" would skip what arrives between two reads.
                 newest = cast("list[_StreamEntry]", await self._client.xrevrange(self._stream, count=1))
                 cursor = newest[0][0] if newest else "0-0"
-        except redis.RedisError as exc:
-            raise BackendUnavailable("redis", f"reading events failed: {exc}") from exc
         while True:
-            try:
+            with redis_errors("events read"):
                 replies = cast(
                     "list[tuple[str, list[_StreamEntry]]] | None",
                     await self._client.xread({self._stream: cursor}, block=self._block_ms, count=500),
                 )
-            except redis.RedisError as exc:
-                raise BackendUnavailable("redis", f"reading events failed: {exc}") from exc
             for _stream, entries in replies or []:
                 for entry_id, fields in entries:
                     cursor = entry_id

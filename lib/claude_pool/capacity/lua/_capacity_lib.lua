@@ -90,7 +90,7 @@ local function apply_refund(key, delta, now, ttl)
   save_bucket(key, s, lv, caps, now, ttl)
 end
 
--- Drop a lease everywhere; an expired one gives back its output reservation only (see base.py).
+-- Drop a lease everywhere; an expired one gives back its output reservation only (see store.py).
 -- What reservation rid holds ({a, b, r, i, o, e}), or nil when it is unknown: settled or reclaimed.
 local function reservation_record(res_key, rid)
   local raw = redis.call('HGET', res_key, rid)

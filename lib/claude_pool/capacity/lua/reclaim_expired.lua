@@ -1,4 +1,4 @@
--- reclaim_expired(): return the capacity of leases whose worker never settled (see base.py for why
+-- reclaim_expired(): return the capacity of leases whose worker never settled (see store.py for why
 -- the request and input stay charged and the output comes back). Python lists the expired ids and
 -- their buckets first (their keys must be in KEYS); each is re-checked here, so a lease settled in
 -- between is left alone.

@@ -1,11 +1,13 @@
--- Admit one call: closed lets it through; open denies until its timeout; past it (half-open) a
--- probe slot is taken if one is free, and the first such probe stores the half-open state.
--- ARGV[1] half_open_max_calls, ARGV[2] probe_ttl_seconds, ARGV[3] probe token
-local max_probes = tonumber(ARGV[1])
-local probe_ttl = tonumber(ARGV[2])
-local token = ARGV[3]
+-- allow(account_id, params, token): admit one call. Closed lets it through; open denies until its
+-- timeout; past it (half-open) a probe slot is taken if one is free, and the first such probe
+-- stores the half-open state.
+-- KEYS: breaker hash, probe slots. ARGV: now ('' = server time), half_open_max_calls,
+-- probe_ttl_seconds, probe token.
+local max_probes = tonumber(ARGV[2])
+local probe_ttl = tonumber(ARGV[3])
+local token = ARGV[4]
 
-local now = now_seconds()
+local now = clock(ARGV[1])
 local r = load_record(KEYS[1])
 local from = r.state
 

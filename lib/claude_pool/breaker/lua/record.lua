@@ -1,17 +1,18 @@
--- Record a call's result. A probe's verdict counts only while its slot is still held; an
--- ordinary result counts only in the closed state and the epoch it was let through in.
--- ARGV[1] effect (success|failure|not_counted), ARGV[2] probe token ('' = not a probe),
--- ARGV[3] epoch ('' = current), ARGV[4] failure_threshold, ARGV[5] timeout_seconds,
--- ARGV[6] backoff_multiplier, ARGV[7] max_timeout_seconds
-local effect = ARGV[1]
-local token = ARGV[2]
-local epoch = tonumber(ARGV[3])
-local threshold = tonumber(ARGV[4])
-local base = tonumber(ARGV[5])
-local multiplier = tonumber(ARGV[6])
-local cap = tonumber(ARGV[7])
+-- record(account_id, effect, params, token, epoch): a call's result. A probe's verdict counts only
+-- while its slot is still held; an ordinary result counts only in the closed state and the epoch it
+-- was let through in.
+-- KEYS: breaker hash, probe slots. ARGV: now ('' = server time), effect (success|failure|
+-- not_counted), probe token ('' = not a probe), epoch ('' = current), failure_threshold,
+-- timeout_seconds, backoff_multiplier, max_timeout_seconds.
+local effect = ARGV[2]
+local token = ARGV[3]
+local epoch = tonumber(ARGV[4])
+local threshold = tonumber(ARGV[5])
+local base = tonumber(ARGV[6])
+local multiplier = tonumber(ARGV[7])
+local cap = tonumber(ARGV[8])
 
-local now = now_seconds()
+local now = clock(ARGV[1])
 local r = load_record(KEYS[1])
 local from = r.state
 

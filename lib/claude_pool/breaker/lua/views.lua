@@ -1,7 +1,7 @@
--- Read many accounts' breakers at one instant of Redis' clock; writes nothing.
--- KEYS: breaker hash and probe slots of each account, in pairs.
+-- views(account_ids): many accounts' breakers at one instant; writes nothing.
+-- KEYS: breaker hash and probe slots of each account, in pairs. ARGV: now ('' = server time).
 -- Reply: now, then per account: state, failures, opened_at, open_until, trips, live probes.
-local now = now_seconds()
+local now = clock(ARGV[1])
 local out = {fmt(now)}
 for i = 1, #KEYS, 2 do
   local r = load_record(KEYS[i])

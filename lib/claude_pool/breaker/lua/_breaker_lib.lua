@@ -1,9 +1,13 @@
--- Prelude of every breaker_*.lua script, prepended when the script is loaded (Redis scripts
--- cannot include one another). The rules mirror claude_pool/breaker/states.py: change both.
+-- Helpers shared by the breaker scripts. redis_store.py prepends this file to each of them when it
+-- registers them (Redis has no include). The rules mirror claude_pool/breaker/states.py: change both.
 -- KEYS[1] is the account's breaker hash, KEYS[2] its probe slots (token scored by expiry).
 
-local function now_seconds()
-  -- Redis' clock, not the workers': every worker then agrees on when a timeout has elapsed.
+-- The caller's clock in tests (ARGV[1] not empty), else the server's, which every worker shares:
+-- they then agree on when a timeout has elapsed.
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then
+    return tonumber(arg)
+  end
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end

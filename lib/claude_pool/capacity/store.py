@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
+from types import TracebackType
+from typing import ClassVar, Self
 
+from claude_pool.capacity.model import BucketView, Candidate, Demand, Reservation, Selection, Usage
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
-from claude_pool.capacity.types import BucketView, Candidate, Demand, Reservation, Selection, Usage
 from claude_pool.core.config import Strategy
 
 __all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STICKY_TTL", "CapacityStore"]
@@ -40,7 +42,7 @@ DEFAULT_STICKY_TTL = 3600.0
 class CapacityStore(ABC):
     """Shared, exact per-account capacity. Every method may raise ``BackendUnavailable``."""
 
-    backend: str = "capacity"
+    backend: ClassVar[str]
 
     @abstractmethod
     async def acquire(
@@ -91,11 +93,13 @@ class CapacityStore(ABC):
         """Return the capacity of every expired lease (see the module docstring); the count."""
 
     @abstractmethod
-    async def close(self) -> None:
-        """Release connections and threads. The store is unusable afterwards."""
+    async def aclose(self) -> None:
+        """Release connections and threads. The store is unusable afterwards; closing twice is fine."""
 
-    async def __aenter__(self) -> CapacityStore:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,8 +1,0 @@
--- Close the circuit by hand: counts and trips start again, probes in flight lose their say.
--- ARGV[1] reason
-local now = now_seconds()
-local r = load_record(KEYS[1])
-local after = closed_record(r.epoch + 1)
-save_record(KEYS[1], after, now)
-redis.call('DEL', KEYS[2])
-return reply('reset', r.state, after, now, nil, ARGV[1])
