@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -9,8 +10,10 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
+from claude_pool.breaker import BreakerView
+from claude_pool.capacity import BucketView
 from claude_pool.core.config import load_config
-from claude_pool.core.errors import CallerRequestError, NoAccountAvailable
+from claude_pool.core.errors import CallerRequestError, DecryptionError, NoAccountAvailable, UpstreamFailure
 from claude_pool.pool import Pool
 from claude_pool.pool.models import DelegationRequest
 from claude_pool.simulator import FaultRule, Scenario
@@ -268,3 +271,81 @@ async def test_a_413_is_the_callers_error_and_is_not_retried(make_world: Callabl
     assert all(
         world.runtime.accounts.get(a).status == AccountStatus.ACTIVE for a in world.account_ids.values()
     )
+
+
+# --- every attempt gives its reservation and its permit back, whatever ends it ---------------------
+
+LIMITS = {"rpm": 10_000, "itpm": 10_000_000, "otpm": 6_000}
+MAX_TOKENS = 1_000  # a sixth of the output bucket: whether it came back is plain to see
+
+
+async def _until(condition: Callable[[], bool], *, within: float = 5.0) -> None:
+    give_up = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < give_up, "the condition was not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def _left_behind(pool: Pool, account_id: str) -> tuple[BucketView, BreakerView]:
+    """The account's bucket and breaker once an attempt on it ended."""
+    (entry,) = await pool.directory.all()
+    (view,) = await pool.capacity.view([entry.candidate])
+    return view, (await pool.breaker.states([account_id]))[account_id]
+
+
+async def test_a_cancelled_delegation_gives_its_slot_back_and_counts_nothing(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world(Scenario.uniform(accounts=1, **LIMITS))
+    world.sim.add_fault(FaultRule(kind="timeout", hang_s=30))
+    async with world.open_pool() as pool:
+        call = asyncio.create_task(pool.delegate(REQ.model_copy(update={"max_tokens": MAX_TOKENS})))
+        await _until(lambda: world.sim.stats().total["received"] == 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        view, breaker = await _left_behind(pool, world.account_ids["acct-1"])
+    assert view.in_flight == 0
+    # released (the request stays charged, the tokens come back), not settled as unanswered
+    assert view.output_tokens > LIMITS["otpm"] - MAX_TOKENS / 2
+    assert breaker.consecutive_failures == 0
+
+
+async def test_a_failure_of_ours_before_the_call_releases_the_slot_and_raises_as_itself(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world(Scenario.uniform(accounts=1, **LIMITS))
+    account = world.account_ids["acct-1"]
+    with world.runtime.db.engine.begin() as conn:  # a stored key that no longer decrypts
+        conn.execute(
+            sa.text("UPDATE claude_accounts SET api_key_encrypted = 'v1.garbage' WHERE id = :a"), {"a": account}
+        )
+    async with world.open_pool() as pool:
+        with pytest.raises(DecryptionError):
+            await pool.delegate(REQ.model_copy(update={"max_tokens": MAX_TOKENS}))
+        view, breaker = await _left_behind(pool, account)
+    assert world.sim.stats().total["received"] == 0
+    assert view.in_flight == 0 and view.output_tokens > LIMITS["otpm"] - MAX_TOKENS / 2
+    assert breaker.consecutive_failures == 0
+
+
+async def test_a_stream_cut_by_our_own_text_handler_fails_uncounted_and_keeps_its_reservation(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """After the first event the call is upstream's to charge: a failure of the caller's handler
+    ends it as a failure (never retried, a half-sent answer must not be sent twice), which the
+    breaker does not count, and its reservation stays charged."""
+    world = make_world(Scenario.uniform(accounts=1, **LIMITS))
+
+    async def broken_sink(text: str) -> None:
+        raise RuntimeError("the caller's sink is closed")
+
+    async with world.open_pool() as pool:
+        with pytest.raises(UpstreamFailure, match="the stream failed after it started: RuntimeError"):
+            await pool.delegate(
+                REQ.model_copy(update={"stream": True, "max_tokens": MAX_TOKENS}), on_text=broken_sink
+            )
+        view, breaker = await _left_behind(pool, world.account_ids["acct-1"])
+    assert world.sim.stats().total["received"] == 1
+    assert view.in_flight == 0 and view.output_tokens < LIMITS["otpm"] - MAX_TOKENS / 2
+    assert breaker.consecutive_failures == 0

@@ -4,6 +4,11 @@
 whose breaker lets a call through are candidates; the capacity store picks one and reserves its
 capacity in the same atomic step; the key is decrypted for the call alone; the outcome settles the
 reservation, calibrates from the headers, feeds the breaker and decides whether to fail over.
+
+Read top to bottom: the loop (``delegate``), admission (``_admit``: an account, its reservation
+and its breaker permit, owned from then on by an :class:`Attempt` that settles or releases them
+exactly once), then one call (``_call``: send, classify, finish). What a request carries between
+attempts is its :class:`RequestState`; the pure rules live in ``_admission`` and ``_attempt``.
 """
 
 from __future__ import annotations
@@ -12,55 +17,60 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 from claude_pool.accounts.registry import AccountService
-from claude_pool.breaker import BreakerListener, CircuitBreaker, LoggingListener, Permit, open_breaker_store
-from claude_pool.breaker.history import BreakerHistoryListener
-from claude_pool.capacity import (
-    Candidate,
-    CapacityStore,
-    Demand,
-    RateLimitSnapshot,
-    Usage,
-    open_capacity_store,
+from claude_pool.breaker import (
+    BreakerListener,
+    CircuitBreaker,
+    Denied,
+    LoggingListener,
+    Permit,
+    open_breaker_store,
 )
+from claude_pool.breaker.history import BreakerHistoryListener
+from claude_pool.capacity import Candidate, CapacityStore, Reservation, open_capacity_store
 from claude_pool.core.config import PoolConfig, Strategy
 from claude_pool.core.errors import (
     AccountUnavailability,
     BackendUnavailable,
     DeadlineExceeded,
     NoAccountAvailable,
-    UpstreamError,
     UpstreamFailure,
 )
 from claude_pool.core.logs import log_event
-from claude_pool.core.repeating import repeating
-from claude_pool.pool.classify import BreakerEffect, ErrorPolicy, Outcome, OutcomeKind, Retry
+from claude_pool.pool._admission import (
+    PROBE_TAKEN,
+    NoAccountNow,
+    as_datetime,
+    cannot_wait,
+    recovery_wait,
+    refusal_reasons,
+    too_late,
+)
+from claude_pool.pool._attempt import (
+    CUT_BY_DEADLINE,
+    Attempt,
+    AttemptEnd,
+    CallBudget,
+    attempt_record,
+    cut_by_deadline,
+    left_unanswered,
+    outcome_of,
+)
+from claude_pool.pool._request import OnText, RequestState
+from claude_pool.pool.classify import ErrorPolicy, Outcome, Retry
 from claude_pool.pool.directory import AccountDirectory, PoolAccount
 from claude_pool.pool.listeners import AccountStatusChange, PoolListener, Selected
-from claude_pool.pool.models import AttemptRecord, DelegationRequest, DelegationResult, TokenUsage
-from claude_pool.pool.token_estimate import estimate_input_tokens
-from claude_pool.pool.upstream import StreamBrokeAfterStart, UpstreamClient, UpstreamReply
+from claude_pool.pool.models import DelegationRequest, DelegationResult, TokenUsage
+from claude_pool.pool.upstream import UpstreamClient, UpstreamReply
 from claude_pool.runtime import Runtime
 from claude_pool.storage import AccountStatus
 
 __all__ = ["Pool"]
 
 logger = logging.getLogger("claude_pool.pool")
-
-_PROBE_TAKEN = "half-open: its probe slot is taken by another call"
-
-# Longest single sleep while waiting for capacity: short enough to notice a recovery that the
-# refusals could not predict (a breaker closing, an account enabled elsewhere).
-_MAX_WAIT_STEP = 5.0
-
-
-def _dt(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
 class Pool:
@@ -86,7 +96,7 @@ class Pool:
         self.listeners = list(listeners)
         self.policy = policy or ErrorPolicy()
         self.call_timeout = call_timeout
-        # The waiting turn (see _choose); asyncio's Lock wakes its waiters in order.
+        # The waiting turn (see _admit); asyncio's Lock wakes its waiters in order.
         self._waiting = asyncio.Lock()
         # A running average of how long an answered call takes: a request does not wait for
         # capacity past the point where the call itself could no longer finish by its deadline.
@@ -120,7 +130,7 @@ class Pool:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
-        await self.capacity.close()
+        await self.capacity.aclose()
         await self.breaker.aclose()
 
     async def __aenter__(self) -> Pool:
@@ -131,48 +141,33 @@ class Pool:
 
     # --- the loop ---------------------------------------------------------------------------
     async def delegate(
-        self, request: DelegationRequest, *, on_text: Callable[[str], Awaitable[None]] | None = None
+        self, request: DelegationRequest, *, on_text: OnText | None = None
     ) -> DelegationResult:
-        started = time.monotonic()
-        strategy = Strategy(request.strategy or self.config.selection.strategy)
-        body = request.anthropic_body()
-        demand = Demand(input_tokens=estimate_input_tokens(body), output_tokens=request.max_tokens)
-        attempts: list[AttemptRecord] = []
-        tried: set[str] = set()
-        last_error: BaseException | None = None
-        while len(attempts) < self.config.selection.max_attempts:
-            chosen = await self._choose(request, demand, strategy, tried, len(attempts) + 1)
-            account, reservation, permit = chosen
-            try:
-                outcome, reply, attempt = await self._call(
-                    request, body, account, reservation, permit, on_text
-                )
-            except DeadlineExceeded:
-                raise  # _call settled the reservation and the permit before raising it
-            except BaseException:
-                # Our own caller gave up (cancellation): not the account's fault, nothing counted.
-                await asyncio.shield(self._release(reservation, permit, sent=True))
-                raise
-            attempts.append(attempt)
-            await self._notify("on_attempt", request, attempt)
-            if reply is not None:
-                result = self._result(request, account, reply, attempts, started)
+        """Serve ``request`` on one of its tenant's accounts, failing over as each outcome says,
+        at most ``selection.max_attempts`` times; raises the last attempt's error."""
+        state = RequestState.start(request, self.config.selection.strategy, on_text)
+        while len(state.attempts) < self.config.selection.max_attempts:
+            async with await self._admit(state) as attempt:
+                end = await self._call(state, attempt)
+            state.attempts.append(end.record)
+            await self._notify("on_attempt", request, end.record)
+            if end.reply is not None:
+                result = self._result(state, attempt.account, end.reply)
                 await self._notify("on_result", request, result)
                 return result
-            last_error = outcome.error
-            if outcome.retry is Retry.NO:
+            state.last_error = end.outcome.error
+            if end.outcome.retry is Retry.NO:
                 break
-            if outcome.retry is Retry.OTHER_ACCOUNT:
-                tried.add(account.id)
-            elif outcome.backoff_seconds:
-                await self._sleep_within_deadline(request, outcome.backoff_seconds)
-        error = last_error or UpstreamFailure("no attempt could be made")
+            if end.outcome.retry is Retry.OTHER_ACCOUNT:
+                state.tried.add(attempt.account.id)
+            elif end.outcome.backoff_seconds:
+                await self._sleep_within_deadline(request, end.outcome.backoff_seconds)
+        error = state.last_error or UpstreamFailure("no attempt could be made")
         await self._notify("on_failure", request, error)
         raise error
 
-    async def _choose(
-        self, request: DelegationRequest, demand: Demand, strategy: Strategy, tried: set[str], attempt: int
-    ) -> tuple[PoolAccount, Any, Permit]:
+    # --- admission: an account, its capacity reserved, its breaker's permit -----------------
+    async def _admit(self, state: RequestState) -> Attempt:
         """An account with its capacity reserved and a breaker permit; waits for a recovery when the
         request has a deadline, else raises :class:`NoAccountAvailable` with the reasons.
 
@@ -183,24 +178,27 @@ class Pool:
         turn = False  # whether this request holds the waiting turn of this process
         try:
             while True:
-                by_id, candidates, reasons = await self._candidates(request)
-                if candidates:
-                    chosen = await self._reserve(
-                        request, demand, strategy, tried, attempt, by_id, candidates, reasons
-                    )
-                    if chosen is not None:
-                        return chosen
-                    if any(r.reason == _PROBE_TAKEN for r in reasons):
-                        continue  # a half-open account's probe slot was taken: try the others at once
+                found = await self._try_admit(state)
+                if isinstance(found, Attempt):
+                    return found
+                if found.retry_at_once:
+                    continue  # a half-open account's probe slot was taken: try the others at once
                 if not turn:
-                    self._recovery_wait(request, reasons)  # raises now if the deadline cannot be met
-                    await self._take_turn(request, reasons)
+                    # Raises now if the deadline cannot be met: no point queueing for the turn.
+                    self._wait_or_raise(state.request, found.reasons)
+                    await self._take_turn(state.request, found.reasons)
                     turn = True
                     continue  # capacity may have come back while it queued: try again at once
-                await asyncio.sleep(self._recovery_wait(request, reasons))
+                await asyncio.sleep(self._wait_or_raise(state.request, found.reasons))
         finally:
             if turn:
                 self._waiting.release()
+
+    async def _try_admit(self, state: RequestState) -> Attempt | NoAccountNow:
+        by_id, candidates, reasons = await self._candidates(state.request)
+        if not candidates:
+            return NoAccountNow(reasons)
+        return await self._reserve(state, by_id, candidates, reasons)
 
     async def _candidates(
         self, request: DelegationRequest
@@ -219,88 +217,73 @@ class Pool:
             if acc.status == AccountStatus.ACTIVE:
                 active.append(acc)
             else:
-                reasons.append(
-                    AccountUnavailability(
-                        acc.id, acc.name, acc.status.replace("_", " "), _dt(acc.status_until)
-                    )
-                )
+                status = acc.status.replace("_", " ")
+                reasons.append(AccountUnavailability(acc.id, acc.name, status, as_datetime(acc.status_until)))
         views = await self.breaker.states([a.id for a in active]) if active else {}
         candidates = []
         for acc in active:
             view = views.get(acc.id)
             if view is not None and not view.available:
-                reasons.append(AccountUnavailability(acc.id, acc.name, "circuit open", _dt(view.open_until)))
+                until = as_datetime(view.open_until)
+                reasons.append(AccountUnavailability(acc.id, acc.name, "circuit open", until))
             else:
                 candidates.append(acc.candidate)
         return {a.id: a for a in accounts}, candidates, reasons
 
     async def _reserve(
         self,
-        request: DelegationRequest,
-        demand: Demand,
-        strategy: Strategy,
-        tried: set[str],
-        attempt: int,
+        state: RequestState,
         by_id: dict[str, PoolAccount],
         candidates: list[Candidate],
         reasons: list[AccountUnavailability],
-    ) -> tuple[PoolAccount, Any, Permit] | None:
-        """Choose and reserve in one atomic step, then take the breaker's permit; ``None`` (with
-        the refusals added to ``reasons``) when no candidate can serve now."""
+    ) -> Attempt | NoAccountNow:
+        """Choose and reserve in one atomic step, then take the breaker's permit; ``reasons`` are
+        the refusals so far, which the store's own are added to when no candidate can serve now."""
+        sticky = state.strategy is Strategy.STICKY
         selection = await self.capacity.acquire(
             candidates,
-            demand,
-            strategy=strategy,
-            sticky_key=request.effective_sticky_key() if strategy is Strategy.STICKY else None,
+            state.demand,
+            strategy=state.strategy,
+            sticky_key=state.request.effective_sticky_key() if sticky else None,
             sticky_ttl=self.config.selection.sticky_ttl_seconds,
             lease_ttl=self.config.capacity.lease_timeout_seconds,
-            exclude=tried,
+            exclude=state.tried,
         )
         reservation = selection.reservation
         if reservation is None:
-            for refusal in selection.refusals:
-                acc = by_id[refusal.account_id]
-                reasons.append(AccountUnavailability(acc.id, acc.name, refusal.reason, _dt(refusal.until)))
-            return None
+            return NoAccountNow([*reasons, *refusal_reasons(selection.refusals, by_id)])
         account = by_id[reservation.account_id]
-        permit = await self.breaker.allow(account.id)
+        permit = await self._permit(account, reservation)
         if not permit:
             # Half-open with its probe slot taken by another worker: give the capacity back.
             await self.capacity.settle(reservation, None, request_sent=False)
-            reasons.append(AccountUnavailability(account.id, account.name, _PROBE_TAKEN, _dt(permit.until)))
-            tried.add(account.id)
-            return None
-        assert isinstance(permit, Permit)
-        log_event(
-            logger,
-            logging.INFO,
-            "account selection",
-            account_id=account.id,
-            account=account.name,
-            organization_id=request.organization_id,
-            strategy=strategy.value,
-            attempt=attempt,
-            probe=permit.probe or None,
-        )
-        selected = Selected(
-            account.id, account.name, account.organization_id, strategy.value, attempt, permit.probe
-        )
-        await self._notify("on_selection", request, selected)
-        return account, reservation, permit
+            state.tried.add(account.id)
+            taken = AccountUnavailability(account.id, account.name, PROBE_TAKEN, as_datetime(permit.until))
+            return NoAccountNow([*reasons, taken], retry_at_once=True)
+        return Attempt(account, reservation, permit, capacity=self.capacity, breaker=self.breaker)
 
-    def _recovery_wait(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> float:
+    async def _permit(self, account: PoolAccount, reservation: Reservation) -> Permit | Denied:
+        try:
+            return await self.breaker.allow(account.id)
+        except BaseException:
+            # No attempt owns the reservation yet: give it back unused before raising what stopped
+            # us (its failure must not hide that; the lease's expiry would then return it).
+            try:
+                await asyncio.shield(self.capacity.settle(reservation, None, request_sent=False))
+            except BackendUnavailable as exc:
+                log_event(
+                    logger, logging.WARNING, "reservation not returned", account_id=account.id, error=str(exc)
+                )
+            raise
+
+    def _wait_or_raise(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> float:
         """Seconds to sleep before trying again; raises :class:`NoAccountAvailable` when the request
         has no deadline, no account will recover by waiting, or not before the deadline."""
-        error = NoAccountAvailable(reasons)
         left = request.timeout_left()
-        if left is None or error.earliest_recovery is None:
-            raise error
-        wait = error.earliest_recovery.timestamp() - time.time()
-        # Capacity that comes back too late for the call to finish would only be spent on a call
-        # timed out at the deadline (and charged upstream all the same).
-        if wait > left - self._typical_call_seconds:
-            raise self._too_late(reasons, left)
-        return min(max(wait, 0.01), _MAX_WAIT_STEP)
+        wait = recovery_wait(reasons, left=left, call_seconds=self._typical_call_seconds, now=time.time())
+        if wait is None:
+            raise cannot_wait(reasons, left=left)
+        return wait
 
     async def _take_turn(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> None:
         left = request.timeout_left()
@@ -308,15 +291,7 @@ class Pool:
             async with asyncio.timeout(left):
                 await self._waiting.acquire()
         except TimeoutError:
-            raise self._too_late(reasons, 0.0) from None
-
-    @staticmethod
-    def _too_late(reasons: list[AccountUnavailability], left: float) -> NoAccountAvailable:
-        return NoAccountAvailable(
-            reasons,
-            message=f"no account can serve before the deadline (in {max(left, 0):.1f}s):\n"
-            + "\n".join(f"  - {r}" for r in reasons),
-        )
+            raise too_late(reasons, 0.0) from None
 
     async def _sleep_within_deadline(self, request: DelegationRequest, seconds: float) -> None:
         left = request.timeout_left()
@@ -324,94 +299,84 @@ class Pool:
             raise DeadlineExceeded(f"the deadline passes before the next attempt (back-off {seconds:.1f}s)")
         await asyncio.sleep(seconds)
 
-    def _lease_kept(self, account: PoolAccount, reservation: Any) -> AbstractAsyncContextManager[None]:
-        """Renew the call's lease every third of its period while the call runs: a long stream
-        must not look like a dead worker's call, have its slot reclaimed and given to another."""
-        ttl = self.config.capacity.lease_timeout_seconds
-
-        async def renew() -> bool:
-            try:
-                if await self.capacity.renew(reservation, ttl) is None:
-                    log_event(logger, logging.WARNING, "lease lost during the call", account_id=account.id)
-                    return False
-            except BackendUnavailable as exc:  # the next renewal may get through
-                log_event(logger, logging.WARNING, "lease renewal failed", account_id=account.id, error=str(exc))
-            return True
-
-        return repeating(ttl / 3, renew, name=f"lease-{reservation.reservation_id}")
-
-    async def _call(
-        self,
-        request: DelegationRequest,
-        body: dict[str, Any],
-        account: PoolAccount,
-        reservation: Any,
-        permit: Permit,
-        on_text: Callable[[str], Awaitable[None]] | None,
-    ) -> tuple[Outcome, UpstreamReply | None, AttemptRecord]:
+    # --- one call: send, classify, finish ---------------------------------------------------
+    async def _call(self, state: RequestState, attempt: Attempt) -> AttemptEnd:
+        """One call on the attempt's account: announce it, send it, classify its end, finish it."""
+        await self._announce(state, attempt)
+        budget = CallBudget.of(self.call_timeout, state.request.timeout_left())
         started = time.monotonic()
-        api_key = self.accounts.keyring.decrypt(account.api_key_encrypted, account_id=account.id)
-        timeout = self.call_timeout
-        left = request.timeout_left()
-        deadline_bound = left is not None and left <= timeout
-        if left is not None:
-            timeout = max(min(timeout, left), 0.1)
-        reply: UpstreamReply | None = None
-        exc: BaseException | None = None
-        try:
-            async with self._lease_kept(account, reservation):
-                if request.stream:
-                    reply = await self.upstream.stream(api_key, body, on_text=on_text, timeout=timeout)
-                else:
-                    reply = await self.upstream.create(api_key, body, timeout=timeout)
-        except StreamBrokeAfterStart as broken:
-            exc = broken
-        except Exception as caught:  # every upstream failure is classified below, none escapes raw
-            exc = caught
-        finally:
-            del api_key
+        reply, exc = await self._send(state, attempt, budget.timeout)
         latency_ms = (time.monotonic() - started) * 1000
         if reply is not None:
             self._typical_call_seconds += 0.1 * (latency_ms / 1000 - self._typical_call_seconds)
-        outcome = self.policy.classify(
-            exc.cause if isinstance(exc, StreamBrokeAfterStart) else exc, account_id=account.id
-        )
-        if isinstance(exc, StreamBrokeAfterStart):
-            # Failed after the first byte: report it as failed, never retry a half-sent answer.
-            outcome = Outcome(
-                kind=outcome.kind,
-                breaker=outcome.breaker,
-                retry=Retry.NO,
-                error=outcome.error or UpstreamFailure(str(exc), account_id=account.id),
-            )
+        outcome = outcome_of(self.policy, exc, account_id=attempt.account.id)
         if exc is not None and outcome.error is None:
-            # Not an upstream outcome: a bug or our caller's own cancellation. Raise it as itself.
-            await self._release(reservation, permit, sent=True)
+            # Not an upstream outcome: a bug or our caller's own cancellation. Raise it as itself
+            # (the attempt releases what it holds, counting nothing).
             raise exc
-        # No answer came back (a time-out, a dropped connection, a stream cut after it began): the
-        # call may have been admitted upstream, which charged its input and max_tokens then and
-        # refunds only what it did not generate, when it finishes, without us. Refunding here would
-        # leave our view above upstream's, and the next reservations would meet 429s.
-        unanswered = reply is None and (
-            isinstance(exc, StreamBrokeAfterStart)
-            or (isinstance(outcome.error, UpstreamError) and outcome.error.status_code is None)
+        return await self._finish(attempt, outcome, reply, exc, budget, latency_ms)
+
+    async def _announce(self, state: RequestState, attempt: Attempt) -> None:
+        """Log the account chosen for this attempt and tell the listeners."""
+        account, strategy = attempt.account, state.strategy.value
+        number, probe = state.attempt_number, attempt.permit.probe
+        log_event(
+            logger,
+            logging.INFO,
+            "account selection",
+            account_id=account.id,
+            account=account.name,
+            organization_id=state.request.organization_id,
+            strategy=strategy,
+            attempt=number,
+            probe=probe or None,
         )
-        if (
-            deadline_bound
-            and isinstance(outcome.error, UpstreamError)
-            and outcome.error.error_type == "timeout"
-        ):
+        selected = Selected(account.id, account.name, account.organization_id, strategy, number, probe)
+        await self._notify("on_selection", state.request, selected)
+
+    async def _send(
+        self, state: RequestState, attempt: Attempt, timeout: float
+    ) -> tuple[UpstreamReply | None, Exception | None]:
+        """The upstream call, under the attempt's lease: its reply, or the exception it ended with.
+        Only what is not an ``Exception`` (our caller's cancellation) propagates."""
+        account = attempt.account
+        api_key = self.accounts.keyring.decrypt(account.api_key_encrypted, account_id=account.id)
+        try:
+            async with attempt.lease_kept(self.config.capacity.lease_timeout_seconds):
+                if state.request.stream:
+                    reply = await self.upstream.stream(
+                        api_key, state.body, on_text=state.on_text, timeout=timeout
+                    )
+                else:
+                    reply = await self.upstream.create(api_key, state.body, timeout=timeout)
+        except Exception as exc:  # every upstream failure is classified by the caller, none escapes raw
+            return None, exc
+        finally:
+            del api_key
+        return reply, None
+
+    async def _finish(
+        self,
+        attempt: Attempt,
+        outcome: Outcome,
+        reply: UpstreamReply | None,
+        exc: Exception | None,
+        budget: CallBudget,
+        latency_ms: float,
+    ) -> AttemptEnd:
+        """Settle the attempt as its outcome says, then record it."""
+        account = attempt.account
+        if cut_by_deadline(budget, outcome):
             # The client's time-out was our caller's deadline, not the account's slowness (DESIGN
             # 4.4, last row): the breaker does not count it, and no time is left for another try.
             # Counted, a burst of callers with near deadlines would open healthy accounts' circuits.
-            cancelled = Outcome(kind=OutcomeKind.CANCELLED, breaker=BreakerEffect.NOT_COUNTED, retry=Retry.NO)
-            await self._settle(account, reservation, permit, cancelled, None, keep_reserved=True)
+            await self._settle(attempt, CUT_BY_DEADLINE, None, keep_reserved=True)
             raise DeadlineExceeded(
                 f"the deadline passed during the call on account {account.name!r} ({account.id})"
             ) from exc
         try:
-            await self._settle(account, reservation, permit, outcome, reply, keep_reserved=unanswered)
-        except BackendUnavailable as exc:
+            await self._settle(attempt, outcome, reply, keep_reserved=left_unanswered(reply, exc, outcome))
+        except BackendUnavailable as failure:
             if reply is None:
                 raise
             # The answer is paid for: never drop it because the bookkeeping failed. The unsettled
@@ -421,19 +386,9 @@ class Pool:
                 logging.WARNING,
                 "settlement failed; result kept",
                 account_id=account.id,
-                error=str(exc),
+                error=str(failure),
             )
-        error = outcome.error
-        attempt = AttemptRecord(
-            account_id=account.id,
-            outcome=outcome.kind.value,
-            status_code=error.status_code if isinstance(error, UpstreamError) else (200 if reply else None),
-            error_type=error.error_type if isinstance(error, UpstreamError) else None,
-            request_id=error.request_id
-            if isinstance(error, UpstreamError)
-            else (reply.request_id if reply else None),
-            latency_ms=latency_ms,
-        )
+        record = attempt_record(account.id, outcome, reply, latency_ms)
         if reply is None:
             log_event(
                 logger,
@@ -441,49 +396,19 @@ class Pool:
                 "attempt failed",
                 account_id=account.id,
                 outcome=outcome.kind.value,
-                status=attempt.status_code,
-                error_type=attempt.error_type,
-                request_id=attempt.request_id,
+                status=record.status_code,
+                error_type=record.error_type,
+                request_id=record.request_id,
             )
-        return outcome, reply, attempt
+        return AttemptEnd(outcome, reply, record)
 
     async def _settle(
-        self,
-        account: PoolAccount,
-        reservation: Any,
-        permit: Permit,
-        outcome: Outcome,
-        reply: UpstreamReply | None,
-        *,
-        keep_reserved: bool = False,
+        self, attempt: Attempt, outcome: Outcome, reply: UpstreamReply | None, *, keep_reserved: bool
     ) -> None:
-        """``keep_reserved``: the call's fate upstream is unknown; refund nothing of its reservation
-        (an over-charge costs a little throughput once, an under-charge costs 429s)."""
-        headers = reply.headers if reply is not None else (outcome.error.headers if outcome.error else {})
-        usage = None
-        if reply is not None:
-            u = reply.message.get("usage") or {}
-            usage = Usage(
-                input_tokens=int(u.get("input_tokens") or 0) + int(u.get("cache_creation_input_tokens") or 0),
-                output_tokens=int(u.get("output_tokens") or 0),
-            )
-        elif keep_reserved:
-            usage = Usage(reservation.demand.input_tokens, reservation.demand.output_tokens)
-        # A connection that never opened sent nothing; any other failure may have been counted upstream.
-        await self.capacity.settle(reservation, usage, request_sent=True)
-        if headers and self.config.capacity.calibrate_from_headers:
-            snapshot = RateLimitSnapshot.from_headers(headers)
-            if snapshot is not None:
-                await self.capacity.calibrate(reservation.bucket_id, snapshot)
-        if outcome.cooldown_until is not None:
-            await self.capacity.cool_down(reservation.bucket_id, outcome.cooldown_until)
-        await self.breaker.record(account.id, outcome.breaker, permit=permit)
+        calibrate = self.config.capacity.calibrate_from_headers
+        await attempt.settle(outcome, reply, keep_reserved=keep_reserved, calibrate=calibrate)
         if outcome.account_status is not None:
-            await self._set_account_status(account, outcome)
-
-    async def _release(self, reservation: Any, permit: Permit, *, sent: bool) -> None:
-        await self.capacity.settle(reservation, None, request_sent=sent)
-        await self.breaker.record(permit.account_id, BreakerEffect.NOT_COUNTED, permit=permit)
+            await self._set_account_status(attempt.account, outcome)
 
     async def _set_account_status(self, account: PoolAccount, outcome: Outcome) -> None:
         status = outcome.account_status
@@ -506,21 +431,15 @@ class Pool:
         )
         await self._notify("on_account_status", change)
 
-    def _result(
-        self,
-        request: DelegationRequest,
-        account: PoolAccount,
-        reply: UpstreamReply,
-        attempts: list[AttemptRecord],
-        started: float,
-    ) -> DelegationResult:
+    # --- what the caller and the listeners get ----------------------------------------------
+    def _result(self, state: RequestState, account: PoolAccount, reply: UpstreamReply) -> DelegationResult:
         message = reply.message
         content = list(message.get("content") or [])
         usage = message.get("usage") or {}
         return DelegationResult(
             account_id=account.id,
             account_name=account.name,
-            model=str(message.get("model") or request.model),
+            model=str(message.get("model") or state.request.model),
             text="".join(b.get("text", "") for b in content if b.get("type") == "text"),
             content=content,
             stop_reason=message.get("stop_reason"),
@@ -530,8 +449,8 @@ class Pool:
                 cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
                 cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
             ),
-            attempts=attempts,
-            latency_ms=(time.monotonic() - started) * 1000,
+            attempts=state.attempts,
+            latency_ms=(time.monotonic() - state.started) * 1000,
             upstream_request_id=reply.request_id,
             message_id=message.get("id"),
         )

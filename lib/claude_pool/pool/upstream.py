@@ -15,6 +15,8 @@ from typing import Any
 
 import anthropic
 
+from claude_pool.core.errors import ClaudePoolError
+
 __all__ = ["UpstreamClient", "UpstreamReply"]
 
 # A placeholder that satisfies the client's constructor; every call sets the real key.
@@ -28,8 +30,12 @@ class UpstreamReply:
     request_id: str | None
 
 
-class StreamBrokeAfterStart(Exception):
-    """A stream failed after its first event: the caller must see a failure, never a success."""
+class StreamBrokeAfterStart(ClaudePoolError):
+    """A stream failed after its first event: the caller must see a failure, never a success.
+
+    Private to the pool (not exported): the pool classifies its ``cause`` and raises an
+    :class:`~claude_pool.core.errors.UpstreamError` instead, so no caller of the library meets it.
+    """
 
     def __init__(self, cause: BaseException) -> None:
         self.cause = cause
