@@ -3,54 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 
-from claude_pool.core.errors import InvalidInput
-from claude_pool.pool.models import DelegationRequest
+from claude_pool.records.requests import batch_requests
 from claude_pool.storage import utcnow
 from claude_pool_tasks.batch import delegate_chunk
 from claude_pool_tasks.batch_run import BatchRun
 from claude_pool_tasks.summary import summarize_batch
 
-__all__ = ["delegate_batch", "load_requests"]
-
-
-def load_requests(
-    requests: list[dict[str, Any]] | None, jsonl_path: str | None, defaults: dict[str, Any], batch_id: str
-) -> list[dict[str, Any]]:
-    """Validated requests, each with an idempotency key so a retried chunk never repeats a call."""
-    if (requests is None) == (jsonl_path is None):
-        raise InvalidInput(
-            "requests", "give either requests (a list) or jsonl_path (a file)", "not both, not neither"
-        )
-    raw: list[Any] = list(requests or [])
-    if jsonl_path is not None:
-        path = Path(jsonl_path)
-        if not path.exists():
-            raise InvalidInput("jsonl_path", f"{path} does not exist")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    raw.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InvalidInput(f"jsonl_path line {n}", f"not valid JSON: {exc.msg}") from None
-    validated = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise InvalidInput(f"requests[{i}]", "must be an object with message or messages")
-        merged = {**defaults, **item}
-        merged.setdefault("idempotency_key", f"{batch_id}-{i}")
-        try:
-            validated.append(json.loads(DelegationRequest.model_validate(merged).model_dump_json()))
-        except ValueError as exc:
-            raise InvalidInput(f"requests[{i}]", str(exc).splitlines()[-1].strip()) from None
-    return validated
+__all__ = ["delegate_batch"]
 
 
 @flow(name="delegate-batch")
@@ -74,24 +39,19 @@ async def delegate_batch(
     ``max_wait_seconds`` for capacity. Returns the summary (also published as an artifact).
     """
     run_id = flow_run.get_id() or f"local-{time.time_ns()}"
-    defaults: dict[str, Any] = {"organization_id": organization_id, "max_tokens": max_tokens}
-    if model:
-        defaults["model"] = model
-    items = load_requests(requests, jsonl_path, defaults, f"batch-{run_id}")
+    defaults = {"organization_id": organization_id, "max_tokens": max_tokens, "model": model or None}
+    items = batch_requests(requests, jsonl_path, defaults, f"batch-{run_id}")
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), max(1, chunk_size))]
     gate = asyncio.Semaphore(max(1, min(parallel_chunks, len(chunks))))
-    since = utcnow()
-    started = time.monotonic()
+    since, started = utcnow(), time.monotonic()
 
-    async def run_chunk(n: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def run_chunk(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
         async with gate:
-            result: list[dict[str, Any]] = await delegate_chunk(
-                chunk, concurrency, run_id, n * chunk_size, max_wait_seconds
-            )
-            return result
+            outcomes: list[dict[str, Any]] = await delegate_chunk(chunk, concurrency, run_id, max_wait_seconds)
+            return outcomes
 
     async with BatchRun(run_id, len(items), concurrency=concurrency):
-        results = await asyncio.gather(*(run_chunk(n, c) for n, c in enumerate(chunks)))
+        results = await asyncio.gather(*(run_chunk(c) for c in chunks))
     outcomes = [o for chunk in results for o in chunk]
     summary: dict[str, Any] = await summarize_batch(outcomes, since, time.monotonic() - started)
     return summary

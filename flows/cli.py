@@ -22,11 +22,14 @@ from claude_pool.simulator.demo import demo_questions, demo_rig, report_lines
 __all__ = ["demo", "prepare_prefect", "serve_flows"]
 
 
-def prepare_prefect(settings: Settings) -> None:
+def prepare_prefect(settings: Settings, *, quiet: bool = False) -> None:
     """Prefect's state in a predictable place, no telemetry, and a clear message when a configured
     Prefect server does not answer. Called before Prefect is imported (it reads its settings then)."""
     os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if quiet:
+        # The console shows the progress and the summary; each run's log stays in Prefect's API.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     api_url = os.environ.get("PREFECT_API_URL", "").strip()
     if not api_url:
         return  # ephemeral mode: Prefect starts a temporary server of its own
@@ -75,7 +78,7 @@ def demo(n_requests: int, concurrency: int, seed: int, live: bool) -> None:
         _echo(asyncio.run(_run_flows(min(n_requests, 5), min(concurrency, 2), "default")))
         return
     with demo_rig(seed) as rig:
-        prepare_prefect(rig.settings)
+        prepare_prefect(rig.settings, quiet=True)
         _echo(rig.notes + [check.line() for check in run_checks(rig.settings)])
         click.echo(f"running {n_requests} requests through Prefect (every event in {rig.settings.log_file})...")
         lines = asyncio.run(_run_flows(n_requests, concurrency, "demo"))

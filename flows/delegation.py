@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 
-from claude_pool.pool.models import DelegationRequest
-from claude_pool.storage import new_id
-from claude_pool_tasks.delegation import (
-    DelegationFailed,
-    call_claude,
-    record_failure,
-    record_success,
-    request_json,
-    start_execution,
-)
-from claude_pool_tasks.notify import notify_activity
+from claude_pool.core.errors import DelegationFailed
+from claude_pool.records.requests import delegation_request
+from claude_pool.storage import ExecutionStatus, new_id
+from claude_pool_tasks.delegation import call_claude, start_execution
 
 __all__ = ["delegate"]
 
@@ -38,35 +30,24 @@ async def delegate(
 ) -> dict[str, Any]:
     """Send one request to Claude through the pool; returns the execution (status, account,
     tokens, latency, text). A failed delegation fails the run, with its row saying why."""
-    fields: dict[str, Any] = {
-        "organization_id": organization_id,
-        "message": message,
-        "messages": messages or (),
-        "max_tokens": max_tokens,
-        "user_id": user_id,
-        "system": system,
-        "strategy": strategy,
-        "idempotency_key": idempotency_key,
-        "deadline": time.time() + deadline_seconds if deadline_seconds else None,
-    }
-    if model:
-        fields["model"] = model
-    request = request_json(
-        DelegationRequest.model_validate({k: v for k, v in fields.items() if v is not None})
-    )
-    # Chosen here, so that the task's retries all start the same row (see ExecutionStore.start).
-    started = start_execution(request, flow_run.get_id(), new_id())
-    execution: dict[str, Any] = started["execution"]
-    if execution["status"] in ("succeeded", "failed", "crashed", "cancelled"):
+    request = delegation_request(
+        organization_id,
+        message=message,
+        messages=messages or None,
+        model=model or None,
+        max_tokens=max_tokens,
+        user_id=user_id,
+        system=system,
+        strategy=strategy,
+        idempotency_key=idempotency_key,
+        timeout_seconds=deadline_seconds or None,
+    ).model_dump(mode="json")
+    run_id = flow_run.get_id()
+    # The id is chosen here, so that every try of the start task starts the same row.
+    execution: dict[str, Any] = await start_execution(request, run_id, new_id())
+    if execution["status"] in ExecutionStatus.TERMINAL:
         return execution  # the same idempotency key ran before: never call twice
-    outcome = await call_claude(execution["execution_id"], request)
-    if outcome["ok"] and "result" in outcome:
-        execution = record_success(execution["execution_id"], outcome["result"])
-    elif not outcome["ok"]:
-        execution = record_failure(execution["execution_id"], outcome["error_type"], outcome["error"])
-    await notify_activity(execution)
+    execution = await call_claude(execution["execution_id"], request, run_id)
     if execution["status"] != "succeeded":
-        raise DelegationFailed(
-            execution["execution_id"], execution["error_type"] or "Error", execution["error_message"] or ""
-        )
+        raise DelegationFailed(execution["execution_id"], execution["error_type"], execution["error_message"])
     return execution

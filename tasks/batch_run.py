@@ -14,15 +14,17 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
 from claude_pool.pool import Pool
+from claude_pool.records.view import ExecutionView
 from claude_pool_tasks.context import open_pool
 
-__all__ = ["BatchRun", "batch_run_for"]
+__all__ = ["BatchRun", "batch_run_for", "pool_for"]
 
 logger = logging.getLogger("claude_pool.batch")
 _runs: dict[str, BatchRun] = {}
@@ -39,7 +41,7 @@ class BatchRun:
         self.failed = 0
         self._ui_interval = ui_interval
         self._last_ui = 0.0
-        self._last_logged_tenth = -1
+        self._last_quarter = 0
         self._artifact_id: UUID | None = None
         self._bar: Any = None
         self._resources = contextlib.AsyncExitStack()
@@ -69,16 +71,20 @@ class BatchRun:
         if self._bar is not None:
             self._bar.stop()
 
-    async def advance(self, *, failed: bool = False) -> None:
+    async def advance(self, outcome: ExecutionView) -> None:
+        """One more request done (the ``on_done`` of its chunk's ``run_batch``)."""
         self.done += 1
-        self.failed += int(failed)
+        self.failed += int(not outcome.succeeded)
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done)
         else:
-            tenth = self.done * 10 // self.total
-            if tenth != self._last_logged_tenth:
-                self._last_logged_tenth = tenth
-                logger.info("delegate-batch progress: %d/%d (%d failed)", self.done, self.total, self.failed)
+            # No terminal to redraw a bar on (CI, a worker's log): a line at each quarter.
+            quarter = self.done * 4 // self.total
+            if quarter != self._last_quarter:
+                self._last_quarter = quarter
+                line = f"delegate-batch progress: {self.done}/{self.total} ({self.failed} failed)"
+                logger.info(line)
+                print(line, file=sys.stderr, flush=True)
         await self._push_ui()
 
     async def _push_ui(self, *, force: bool = False) -> None:
@@ -94,3 +100,13 @@ class BatchRun:
 
 def batch_run_for(flow_run_id: str | None) -> BatchRun | None:
     return _runs.get(flow_run_id) if flow_run_id else None
+
+
+@contextlib.asynccontextmanager
+async def pool_for(batch: BatchRun | None) -> AsyncIterator[Pool]:
+    """The batch's shared pool when a chunk runs in its flow's process, else one of its own."""
+    if batch is not None and batch.pool is not None:
+        yield batch.pool
+        return
+    async with open_pool() as pool:
+        yield pool

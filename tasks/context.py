@@ -10,9 +10,8 @@ from typing import Any
 
 from claude_pool.core.errors import BackendUnavailable, StorageError
 from claude_pool.core.logs import configure_logging
-from claude_pool.core.settings import Settings
-from claude_pool.events.bus import open_event_bus
-from claude_pool.events.publisher import EventPublisher
+from claude_pool.core.settings import ENVIRONMENT_VARIABLES, Settings
+from claude_pool.events import open_event_bus, open_publishing_pool
 from claude_pool.pool import Pool
 from claude_pool.runtime import Runtime
 
@@ -20,22 +19,7 @@ __all__ = ["INFRASTRUCTURE_ERRORS", "open_pool", "retry_on_infrastructure", "run
 
 #: Failures of our own backing services: worth a retried task. Upstream errors are not: the pool
 #: already retried them on another account where that helps.
-INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (BackendUnavailable, StorageError, ConnectionError)
-
-_ENV_KEYS = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "ENCRYPTION_KEY",
-    "ENCRYPTION_KEY_PREVIOUS",
-    "ANTHROPIC_BASE_URL",
-    "CLAUDE_POOL_HOME",
-    "CLAUDE_POOL_CONFIG",
-    "CLAUDE_POOL_REDIS_PREFIX",
-    "SLACK_BOT_TOKEN",
-    "SLACK_BASE_URL",
-    "LOG_FILE",
-    "LOG_LEVEL",
-)
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (BackendUnavailable, StorageError, ConnectionError)
 
 
 @lru_cache(maxsize=8)
@@ -47,7 +31,7 @@ def _runtime_for(_env: tuple[str | None, ...]) -> Runtime:
 
 def runtime() -> Runtime:
     """The process's runtime (rebuilt only when the environment it came from changes)."""
-    return _runtime_for(tuple(os.environ.get(k) for k in _ENV_KEYS))
+    return _runtime_for(tuple(os.environ.get(k) for k in ENVIRONMENT_VARIABLES))
 
 
 @asynccontextmanager
@@ -56,13 +40,7 @@ async def open_pool(*, events: bool = True) -> AsyncIterator[Pool]:
     and closed when the task ends."""
     rt = runtime()
     bus = open_event_bus(rt.settings) if events else None
-    listeners: list[Any] = []
-    if bus is not None:
-        publisher = EventPublisher(bus)
-        listeners.append(publisher)
-    pool = Pool.open(rt, listeners=listeners, breaker_listeners=listeners)
-    if bus is not None:
-        publisher.directory = pool.directory
+    pool = open_publishing_pool(rt, bus)
     try:
         yield pool
     finally:

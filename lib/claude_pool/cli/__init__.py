@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS_ENTRY_POINT", "cli", "main"]
 
 # name -> "module:attribute"; loaded only when used, so `claude-pool --help` stays quick.
 _COMMANDS: dict[str, str] = {

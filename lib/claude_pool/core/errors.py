@@ -9,7 +9,8 @@ once, at the boundary, with ``raise ... from exc``. No message ever carries a pl
     ├── InvalidInput                a caller's value is wrong (names the field and the fix)
     │   └── DuplicateAccount        the same API key is already registered
     ├── NotFound
-    │   └── AccountNotFound
+    │   ├── AccountNotFound
+    │   └── ExecutionNotFound       no execution with that id (or not the caller's)
     ├── CryptoError
     │   ├── EncryptionKeyError      ENCRYPTION_KEY missing or not 64 hex characters
     │   └── DecryptionError         wrong key, tampered value, or value moved to another row
@@ -17,6 +18,7 @@ once, at the boundary, with ``raise ... from exc``. No message ever carries a pl
     ├── BackendUnavailable          Redis or the embedded capacity store failed
     ├── NoAccountAvailable          no account can serve now (carries the reason per account)
     ├── DeadlineExceeded            the caller's own deadline passed
+    ├── DelegationFailed            a recorded delegation ended without a result (its execution id)
     ├── UpstreamError               Anthropic answered with an error (account, status, request id)
     │   ├── CallerRequestError      400 / 404 / 413: the request itself is wrong; never retried
     │   ├── CredentialsRejected     401 / 403: the key is bad or revoked
@@ -24,7 +26,9 @@ once, at the boundary, with ``raise ... from exc``. No message ever carries a pl
     │   ├── RateLimited             429: the account is busy, not sick
     │   ├── Overloaded              529: Anthropic as a whole is busy
     │   └── UpstreamFailure         5xx, time-out, connection error
-    └── NotificationError           Slack refused or could not be reached
+    ├── NotificationError           Slack refused or could not be reached
+    ├── SubscriberDropped           an event-stream subscriber fell too far behind (claude_pool.events)
+    └── ApiError                    the HTTP API's own refusal: auth, scope (claude_pool.http)
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ __all__ = [
     "CryptoError",
     "DeadlineExceeded",
     "DecryptionError",
+    "DelegationFailed",
     "DuplicateAccount",
     "EncryptionKeyError",
+    "ExecutionNotFound",
     "InvalidInput",
     "NoAccountAvailable",
     "NotFound",
@@ -118,6 +124,12 @@ class AccountNotFound(NotFound):
         super().__init__(f"no account {reference!r}{': ' + detail if detail else ''}")
 
 
+class ExecutionNotFound(NotFound):
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(f"no execution {execution_id!r}")
+
+
 class CryptoError(ClaudePoolError):
     pass
 
@@ -172,6 +184,17 @@ class NoAccountAvailable(ClaudePoolError):
 
 class DeadlineExceeded(ClaudePoolError):
     pass
+
+
+class DelegationFailed(ClaudePoolError):
+    """A delegation ended without a result; its execution row (``execution_id``) says why. The
+    error type and message are the recorded ones: the original exception may have been raised in
+    another process (a Prefect task) and only its row is left."""
+
+    def __init__(self, execution_id: str | None, error_type: str | None, message: str | None) -> None:
+        self.execution_id = execution_id
+        self.error_type = error_type or "Error"
+        super().__init__(f"execution {execution_id} failed: {self.error_type}: {message or ''}")
 
 
 class UpstreamError(ClaudePoolError):

@@ -51,16 +51,22 @@ class ContextFormatter(logging.Formatter):
 
 
 def configure_logging(settings: Settings, *, console: bool = True) -> None:
-    """Idempotent: calling it again replaces our handlers instead of adding more."""
+    """Idempotent: calling it again replaces our handlers instead of adding more.
+
+    ``console=False`` is for processes whose console belongs to another program (a Prefect worker,
+    the demo): every event goes to the log file with its context, only errors to the console (an
+    account failing over is the pool's routine, told in the file and the run's summary), and nothing is handed up to the root logger, whose handlers (Prefect's) would print each
+    event as a bare message without its context."""
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     root = logging.getLogger("claude_pool")
     root.setLevel(level)
+    root.propagate = console
     for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(handler)
         handler.close()
-    handlers: list[logging.Handler] = []
-    if console:
-        handlers.append(logging.StreamHandler())
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if not console:
+        handlers[0].setLevel(logging.ERROR)
     if settings.log_file is not None:
         Path(settings.log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(

@@ -11,9 +11,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-__all__ = ["DEFAULT_CONFIG_PATH", "Secret", "Settings", "normalize_database_url"]
+__all__ = ["DEFAULT_CONFIG_PATH", "ENVIRONMENT_VARIABLES", "Secret", "Settings", "normalize_database_url"]
 
 DEFAULT_CONFIG_PATH = Path("config/multi-account.json")
+
+#: Every variable ``Settings.from_env`` reads: a process that caches what it built from the
+#: environment (a Prefect worker's runtime) rebuilds it when any of these changes.
+ENVIRONMENT_VARIABLES: tuple[str, ...] = (
+    "CLAUDE_POOL_HOME",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CLAUDE_POOL_REDIS_PREFIX",
+    "ENCRYPTION_KEY",
+    "ENCRYPTION_KEY_PREVIOUS",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_ADMIN_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "SLACK_BOT_TOKEN",
+    "SLACK_BASE_URL",
+    "SLACK_ALERT_CHANNEL",
+    "SLACK_ACTIVITY_CHANNEL",
+    "BASE_URL",
+    "LOG_LEVEL",
+    "LOG_FILE",
+    "CLAUDE_POOL_CONFIG",
+    "RAILWAY_TOKEN",
+)
 
 
 class Secret:

@@ -14,7 +14,7 @@ from claude_pool.events.bus import (
     SubscriberDropped,
     open_event_bus,
 )
-from claude_pool.events.publisher import EventPublisher
+from claude_pool.events.publisher import EventPublisher, open_publishing_pool
 
 __all__ = [
     "Event",
@@ -24,4 +24,5 @@ __all__ = [
     "RedisEventBus",
     "SubscriberDropped",
     "open_event_bus",
+    "open_publishing_pool",
 ]

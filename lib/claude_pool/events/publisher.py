@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from claude_pool.breaker import BreakerListener, Transition
 from claude_pool.events.bus import Event, EventBus
+from claude_pool.pool import Pool
 from claude_pool.pool.directory import AccountDirectory
 from claude_pool.pool.listeners import AccountStatusChange, PoolListener, Selected
 from claude_pool.pool.models import DelegationRequest, DelegationResult
+from claude_pool.runtime import Runtime
 
-__all__ = ["EventPublisher"]
+__all__ = ["EventPublisher", "open_publishing_pool"]
+
+
+def open_publishing_pool(runtime: Runtime, bus: EventBus | None) -> Pool:
+    """A pool whose selections, results, breaker transitions and account changes are published on
+    ``bus`` (a plain pool when there is none). The caller closes the pool, then the bus."""
+    if bus is None:
+        return Pool.open(runtime)
+    publisher = EventPublisher(bus)
+    pool = Pool.open(runtime, listeners=[publisher], breaker_listeners=[publisher])
+    # The publisher names the organization of a breaker transition from the pool's directory.
+    publisher.directory = pool.directory
+    return pool
 
 
 class EventPublisher(PoolListener, BreakerListener):

@@ -9,20 +9,19 @@ own event loop, and closed after running executions had a chance to finish.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from claude_pool.events.bus import EventBus, open_event_bus
-from claude_pool.events.publisher import EventPublisher
+from claude_pool.events.publisher import open_publishing_pool
 from claude_pool.http import admin, events_sse, execute, health
 from claude_pool.http.auth import ApiTokens, AuthMiddleware, Principal, current_principal
 from claude_pool.http.context import ApiContext
 from claude_pool.http.errors import install_error_handlers
-from claude_pool.pool import Pool
 from claude_pool.quota.slack import SlackNotifier
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
@@ -51,34 +50,14 @@ def create_app(
             "no API tokens configured (CLAUDE_POOL_API_TOKENS): every route but /health answers 401"
         )
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        event_bus = bus or open_event_bus(runtime.settings)
-        publisher = EventPublisher(event_bus)
-        pool = Pool.open(runtime, listeners=[publisher], breaker_listeners=[publisher])
-        # The publisher names the organization of a breaker transition from the pool's directory.
-        publisher.directory = pool.directory
-        notifier = slack or SlackNotifier(runtime.settings)
-        ctx = ApiContext(
-            runtime=runtime,
-            pool=pool,
-            bus=event_bus,
-            slack=notifier,
-            executions=ExecutionStore(runtime.db),
-            heartbeat_seconds=heartbeat_seconds,
-            sse_queue_size=sse_queue_size,
-        )
-        app.state.ctx = ctx
-        try:
-            yield
-        finally:
-            await ctx.drain(drain_seconds)
-            await pool.aclose()
-            if bus is None:
-                await event_bus.aclose()
-            if slack is None:
-                await notifier.aclose()
-
+    lifespan = _lifespan(
+        runtime,
+        bus=bus,
+        slack=slack,
+        heartbeat_seconds=heartbeat_seconds,
+        sse_queue_size=sse_queue_size,
+        drain_seconds=drain_seconds,
+    )
     app = FastAPI(
         title="claude-pool",
         version=API_VERSION,
@@ -100,3 +79,43 @@ def create_app(
         return JSONResponse(schema)
 
     return app
+
+
+def _lifespan(
+    runtime: Runtime,
+    *,
+    bus: EventBus | None,
+    slack: SlackNotifier | None,
+    heartbeat_seconds: float,
+    sse_queue_size: int,
+    drain_seconds: float,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open the pool, the bus and the notifier on the server's own loop; on shutdown give running
+    executions ``drain_seconds`` to finish, then close what this app opened."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        event_bus = bus or open_event_bus(runtime.settings)
+        pool = open_publishing_pool(runtime, event_bus)
+        notifier = slack or SlackNotifier(runtime.settings)
+        ctx = ApiContext(
+            runtime=runtime,
+            pool=pool,
+            bus=event_bus,
+            slack=notifier,
+            executions=ExecutionStore(runtime.db),
+            heartbeat_seconds=heartbeat_seconds,
+            sse_queue_size=sse_queue_size,
+        )
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            await ctx.drain(drain_seconds)
+            await pool.aclose()
+            if bus is None:
+                await event_bus.aclose()
+            if slack is None:
+                await notifier.aclose()
+
+    return lifespan

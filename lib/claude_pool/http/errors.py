@@ -45,7 +45,7 @@ _HTTP_TYPES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ClaudePoolError):
     """An error the HTTP layer itself decides (auth, scope), with its status and type."""
 
     def __init__(

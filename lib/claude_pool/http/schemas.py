@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic.alias_generators import to_camel
 
 from claude_pool.core.config import Strategy
+from claude_pool.records.view import ExecutionView
 
 __all__ = [
     "AccountCreateBody",
@@ -255,3 +256,35 @@ class ExecutionOut(_Out):
     error: ErrorDetail | None
     created_at: datetime
     finished_at: datetime | None
+
+    @classmethod
+    def of(cls, execution: ExecutionView) -> ExecutionOut:
+        """The response for an execution: the library's one view of it, in the API's shape."""
+        error = None
+        if execution.error_type is not None:
+            error = ErrorDetail(type=execution.error_type, message=execution.error_message or "")
+        return cls(
+            execution_id=execution.execution_id or "",
+            organization_id=execution.organization_id,
+            user_id=execution.user_id,
+            idempotency_key=execution.idempotency_key,
+            status=execution.status,
+            model=execution.model,
+            text=execution.text,
+            stop_reason=execution.stop_reason,
+            account_id=execution.account_id,
+            account_name=execution.account_name,
+            usage=UsageOut(
+                input_tokens=execution.input_tokens,
+                output_tokens=execution.output_tokens,
+                cache_creation_input_tokens=execution.cache_creation_input_tokens,
+                cache_read_input_tokens=execution.cache_read_input_tokens,
+            ),
+            attempts=execution.attempts,
+            attempt_details=list(execution.attempt_details),
+            latency_ms=execution.latency_ms,
+            upstream_request_id=execution.upstream_request_id,
+            error=error,
+            created_at=execution.created_at,
+            finished_at=execution.finished_at,
+        )

@@ -145,7 +145,7 @@ class Pool:
     ) -> DelegationResult:
         """Serve ``request`` on one of its tenant's accounts, failing over as each outcome says,
         at most ``selection.max_attempts`` times; raises the last attempt's error."""
-        state = RequestState.start(request, self.config.selection.strategy, on_text)
+        state = RequestState.of(request, self.config.selection.strategy, on_text)
         while len(state.attempts) < self.config.selection.max_attempts:
             async with await self._admit(state) as attempt:
                 end = await self._call(state, attempt)

@@ -33,7 +33,7 @@ class RequestState:
     last_error: UpstreamError | None = None
 
     @classmethod
-    def start(
+    def of(
         cls, request: DelegationRequest, default_strategy: Strategy, on_text: OnText | None
     ) -> RequestState:
         started = time.monotonic()

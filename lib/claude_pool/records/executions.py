@@ -4,6 +4,10 @@ A row is created before the call (so a crash leaves a trace), updated once with 
 found again by its idempotency key, so a retried step never runs the same request twice. Text that
 comes from callers or from Claude is redacted before it is stored: a key pasted into a prompt must
 not reach the database in the clear.
+
+What a row says of an outcome is written by :func:`new_execution`, :func:`apply_success` and
+:func:`apply_failure`, shared by the store and by a caller that must describe an outcome the
+database did not take (see ``claude_pool.records.recorded``).
 """
 
 from __future__ import annotations
@@ -13,27 +17,104 @@ import json
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from claude_pool.core.errors import NotFound, StorageError, UpstreamError
+from claude_pool.core.errors import ExecutionNotFound, InvalidInput, StorageError, UpstreamError
 from claude_pool.core.logs import log_event
 from claude_pool.core.redaction import redact
 from claude_pool.core.repeating import repeating
 from claude_pool.pool.models import AttemptRecord, DelegationRequest, DelegationResult
 from claude_pool.storage import Database, ExecutionStatus, OrchestratorExecution, new_id, utcnow
 
-__all__ = ["ExecutionNotFound", "ExecutionStore"]
+__all__ = [
+    "ExecutionFailure",
+    "ExecutionNotFound",
+    "ExecutionStore",
+    "apply_failure",
+    "apply_success",
+    "new_execution",
+]
 
 logger = logging.getLogger(__name__)
 
 
-class ExecutionNotFound(NotFound):
-    def __init__(self, execution_id: str) -> None:
-        self.execution_id = execution_id
-        super().__init__(f"no execution {execution_id!r}")
+@dataclass(frozen=True)
+class ExecutionFailure:
+    """How an execution failed, as its row keeps it: the error's type name and message."""
+
+    error_type: str
+    message: str
+    upstream_request_id: str | None = None
+
+    @classmethod
+    def of(cls, error: BaseException) -> ExecutionFailure:
+        request_id = error.request_id if isinstance(error, UpstreamError) else None
+        return cls(type(error).__name__, str(error), request_id)
+
+
+def new_execution(
+    request: DelegationRequest,
+    *,
+    execution_id: str | None = None,
+    flow_run_id: str | None = None,
+    running: bool = False,
+) -> OrchestratorExecution:
+    """The row for ``request`` before any call (not yet stored)."""
+    row = OrchestratorExecution(
+        id=execution_id or new_id(),
+        organization_id=request.organization_id,
+        user_id=request.user_id,
+        idempotency_key=request.idempotency_key,
+        model=request.model,
+        max_tokens=request.max_tokens,
+        strategy=request.strategy.value if request.strategy else None,
+        request_json=redact(request.model_dump_json(exclude={"deadline"})),
+        flow_run_id=flow_run_id,
+    )
+    if running:
+        row.status = ExecutionStatus.RUNNING
+        row.started_at = row.heartbeat_at = utcnow()
+    return row
+
+
+def apply_success(row: OrchestratorExecution, result: DelegationResult) -> None:
+    row.status = ExecutionStatus.SUCCEEDED
+    row.account_id = result.account_id
+    row.attempts = len(result.attempts)
+    row.accounts_tried = json.dumps([a.model_dump() for a in result.attempts])
+    row.input_tokens = result.usage.input_tokens
+    row.output_tokens = result.usage.output_tokens
+    row.cache_creation_input_tokens = result.usage.cache_creation_input_tokens
+    row.cache_read_input_tokens = result.usage.cache_read_input_tokens
+    row.latency_ms = round(result.latency_ms, 3)
+    row.response_text = redact(result.text)
+    row.stop_reason = result.stop_reason
+    row.upstream_request_id = result.upstream_request_id
+    row.error_type = row.error_message = None
+    row.finished_at = utcnow()
+
+
+def apply_failure(
+    row: OrchestratorExecution,
+    failure: ExecutionFailure,
+    *,
+    attempts: Sequence[AttemptRecord] = (),
+    status: str = ExecutionStatus.FAILED,
+) -> None:
+    row.status = status
+    row.error_type = failure.error_type
+    row.error_message = redact(failure.message)[:4000]
+    if attempts:
+        row.attempts = len(attempts)
+        row.accounts_tried = json.dumps([a.model_dump() for a in attempts])
+        row.account_id = attempts[-1].account_id
+    if failure.upstream_request_id:
+        row.upstream_request_id = failure.upstream_request_id
+    row.finished_at = utcnow()
 
 
 class ExecutionStore:
@@ -64,22 +145,9 @@ class ExecutionStore:
                 earlier = session.get(OrchestratorExecution, execution_id)
             if earlier is not None:
                 if earlier.organization_id != request.organization_id:
-                    raise ValueError(f"execution id {execution_id!r} belongs to another organization")
+                    raise InvalidInput("execution_id", "belongs to another organization's execution")
                 return earlier, True
-        row = OrchestratorExecution(
-            id=execution_id or new_id(),
-            organization_id=request.organization_id,
-            user_id=request.user_id,
-            idempotency_key=request.idempotency_key,
-            model=request.model,
-            max_tokens=request.max_tokens,
-            strategy=request.strategy.value if request.strategy else None,
-            request_json=redact(request.model_dump_json(exclude={"deadline"})),
-            flow_run_id=flow_run_id,
-        )
-        if running:
-            row.status = ExecutionStatus.RUNNING
-            row.started_at = row.heartbeat_at = utcnow()
+        row = new_execution(request, execution_id=execution_id, flow_run_id=flow_run_id, running=running)
         try:
             with self.db.session() as session:
                 session.add(row)
@@ -139,45 +207,26 @@ class ExecutionStore:
             row = self._row(session, execution_id)
             if row.status == ExecutionStatus.SUCCEEDED:
                 return row  # recorded already (a retried recording step): keep the first
-            row.status = ExecutionStatus.SUCCEEDED
-            row.account_id = result.account_id
-            row.attempts = len(result.attempts)
-            row.accounts_tried = json.dumps([a.model_dump() for a in result.attempts])
-            row.input_tokens = result.usage.input_tokens
-            row.output_tokens = result.usage.output_tokens
-            row.cache_creation_input_tokens = result.usage.cache_creation_input_tokens
-            row.cache_read_input_tokens = result.usage.cache_read_input_tokens
-            row.latency_ms = round(result.latency_ms, 3)
-            row.response_text = redact(result.text)
-            row.stop_reason = result.stop_reason
-            row.upstream_request_id = result.upstream_request_id
-            row.error_type = row.error_message = None
-            row.finished_at = utcnow()
+            apply_success(row, result)
             session.add(row)
         return row
 
     def fail(
         self,
         execution_id: str,
-        error: BaseException,
+        error: BaseException | ExecutionFailure,
         *,
         attempts: Sequence[AttemptRecord] = (),
         status: str = ExecutionStatus.FAILED,
     ) -> OrchestratorExecution:
+        """Record the failure (an exception, or its type name and message as an
+        :class:`ExecutionFailure`); a success recorded already is kept."""
+        failure = error if isinstance(error, ExecutionFailure) else ExecutionFailure.of(error)
         with self.db.session() as session:
             row = self._row(session, execution_id)
             if row.status == ExecutionStatus.SUCCEEDED:
                 return row  # never overwrite a result we got
-            row.status = status
-            row.error_type = type(error).__name__
-            row.error_message = redact(str(error))[:4000]
-            if attempts:
-                row.attempts = len(attempts)
-                row.accounts_tried = json.dumps([a.model_dump() for a in attempts])
-                row.account_id = attempts[-1].account_id
-            if isinstance(error, UpstreamError) and error.request_id:
-                row.upstream_request_id = error.request_id
-            row.finished_at = utcnow()
+            apply_failure(row, failure, attempts=attempts, status=status)
             session.add(row)
         return row
 

@@ -117,6 +117,7 @@ def demo_rig(seed: int) -> Iterator[DemoRig]:
         settings = Settings.from_env()
         rt = Runtime.from_env(settings)
         try:
+            rt.db.upgrade()
             register_simulated_accounts(rt.accounts, sim.keys, sim.orgs, organization_id=DEMO_ORGANIZATION)
         finally:
             rt.close()
