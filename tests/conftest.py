@@ -5,6 +5,7 @@ Outside CI a missing server skips its tests with a loud reason; under ``CI=true`
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.plugins.simulators"]
+pytest_plugins = ["tests.plugins.simulators", "tests.plugins.runtimes"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -100,3 +101,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'claude-pool.db'}"
     url: str = request.getfixturevalue("fresh_postgres_url")
     return url
+
+
+@pytest.fixture(autouse=True)
+def _library_logging_restored() -> Iterator[None]:
+    """Logging is process-wide: a test that configures the library's logging for a Prefect worker
+    (``console=False`` stops propagation to the root logger) must not take later tests' records
+    away from pytest's capture."""
+    logger = logging.getLogger("claude_pool")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    for handler in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(level)
+    logger.propagate = propagate

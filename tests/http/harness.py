@@ -10,7 +10,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scena
 __all__ = ["ApiServer", "SseReader", "UvicornThread", "iter_routes", "serve_api"]
 
 ORG_A, ORG_B = "org-a", "org-b"
+LIVE = "test.live"  # the marker ``SseReader.wait_until_live`` publishes
 T = TypeVar("T")
 
 
@@ -77,7 +78,7 @@ class UvicornThread:
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
+            time.sleep(0.01)  # a bounded poll: uvicorn offers no event to wait on
         return self
 
     def stop(self) -> None:
@@ -242,18 +243,48 @@ class SseReader:
             self.connected.set()
             self.ended.set()
 
-    def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+    def _first(self, items: list[T], predicate: Callable[[T], bool], timeout: float) -> T | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for event in list(self.events):
-                if predicate(event):
-                    return event
+            for item in list(items):
+                if predicate(item):
+                    return item
             if self.ended.is_set():
                 break
-            time.sleep(0.02)
-        raise AssertionError(
-            f"no matching event; got {[e.get('event') for e in self.events]} ({self.error!r})"
-        )
+            time.sleep(0.02)  # a bounded poll of what the reader thread has read so far
+        return None
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """The first event read that matches, waited for at most ``timeout`` seconds."""
+        event = self._first(self.events, predicate, timeout)
+        if event is None:
+            raise AssertionError(
+                f"no matching event; got {[e.get('event') for e in self.events]} ({self.error!r})"
+            )
+        return event
+
+    def wait_for_comment(self, prefix: str, timeout: float = 10.0) -> str:
+        """The first comment line read that starts with ``prefix`` (``: ping``), waited for likewise."""
+        comment = self._first(self.comments, lambda c: c.startswith(prefix), timeout)
+        if comment is None:
+            raise AssertionError(f"no comment {prefix!r}; got {self.comments[-5:]} ({self.error!r})")
+        return comment
+
+    def wait_until_live(
+        self, publish: Callable[[Event], object], organization_id: str | None, timeout: float = 10.0
+    ) -> None:
+        """On a Redis bus the subscription reads its starting point a round trip after the stream
+        says ``: connected``; publish a ``test.live`` marker until the stream shows one, so that
+        whatever is published next is surely on it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            publish(Event(LIVE, organization_id, {}))
+            try:
+                self.wait_for(lambda e: e["event"] == LIVE, timeout=0.25)
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
 
     def stop(self) -> None:
         self._stop.set()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +56,7 @@ class TestOnPostgresAndRedis:
         account = api.register(admin, ORG_A, api.sim.keys[0].key, "pg-a")
         assert account["breaker"]["state"] == "closed" and account["capacity"]["headroom"] > 0
         with SseReader(api.base_url, api.tokens["a"]) as stream:
-            time.sleep(0.3)  # the Redis subscription reads its starting point in one round trip
+            stream.wait_until_live(api.publish, ORG_A)  # the subscription has its starting point
             result = admin.post("/api/orchestrator/execute", json={"message": "hi", "organizationId": ORG_A})
             assert result.status_code == 200, result.text
             stream.wait_for(lambda e: e["event"] == "execution.succeeded")

@@ -62,7 +62,7 @@ def test_serve_command(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
                 assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.1)
+                time.sleep(0.1)  # a bounded poll: the child process has no other way to say it listens
         assert health.status_code == 200 and health.json()["database"]["status"] == "up"
         assert health.json()["pool"]["total"] == 0
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:

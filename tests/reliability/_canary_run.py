@@ -59,6 +59,7 @@ def _exception_texts() -> list[str]:
 async def _run(out: dict[str, Any]) -> None:
     import httpx
 
+    from claude_pool.events.bus import Event
     from claude_pool.http import ApiTokens, create_app
     from claude_pool.pool import Pool
     from claude_pool.pool.models import DelegationRequest
@@ -185,7 +186,9 @@ async def _run(out: dict[str, Any]) -> None:
         flows.append(repr(await capacity_sync()))
         flows.append(repr(await quota_sweep()))
         flows.append(repr(await health_check()))
-        await asyncio.sleep(0.5)  # the last events reach the stream
+        # The last events reach the stream: a marker published after them arrives after them.
+        end = server.call(app.state.ctx.bus.publish(Event("test.end", None, {})))
+        await asyncio.to_thread(reader.wait_for, lambda e: e.get("id") == end.id)
     finally:
         reader.stop()
         out["sse"] = [json.dumps(e) for e in reader.events] + reader.comments

@@ -3,6 +3,8 @@ be taken away and given back (through a proxy or a throwaway server)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,15 @@ def register_keys(runtime: Runtime, sim: RunningSimulator, **extra: Any) -> dict
     return register_simulated_accounts(
         runtime.accounts, sim.keys, sim.orgs, organization_id=TENANT, shared_orgs=False, **extra
     )
+
+
+async def wait_until(condition: Callable[[], bool], *, what: str, timeout: float = 30.0) -> None:
+    """Return as soon as ``condition()`` holds, polling every 10 ms; fail after ``timeout`` seconds.
+    For a moment another component reaches (calls in flight upstream), instead of a guessed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.01)
 
 
 def execution_rows(runtime: Runtime) -> list[tuple[Any, ...]]:

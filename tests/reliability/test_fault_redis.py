@@ -19,7 +19,7 @@ from claude_pool.pool.models import DelegationRequest
 from claude_pool.records.batch import run_batch
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import Latency, Scenario
-from tests.reliability.conftest import TENANT, execution_rows
+from tests.reliability.conftest import TENANT, execution_rows, wait_until
 from tests.reliability.netfaults import RedisServer, TcpProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -99,9 +99,10 @@ async def test_redis_lost_mid_batch_fails_clearly_records_each_request_once_leak
     executions = ExecutionStore(runtime.db)
 
     async def lose_redis() -> None:
-        await asyncio.sleep(0.9)  # a few rounds of calls are in flight
+        # a few rounds of calls reached upstream, and the next ones are in flight
+        await wait_until(lambda: sim.stats().total["received"] >= 24, what="two rounds of calls were sent")
         outage.down()
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # the outage itself: how long Redis stays away is the test
         outage.up()
 
     async with Pool.open(runtime) as pool:
@@ -120,10 +121,11 @@ async def test_redis_lost_mid_batch_fails_clearly_records_each_request_once_leak
             pool, _requests("after", 24), concurrency=12, executions=executions, max_wait_seconds=30
         )
         assert [o.status for o in second] == ["succeeded"] * 24, [
-            (o.error_type, o.error) for o in second if o.error
+            (o.error_type, o.error_message) for o in second if o.error_message
         ]
 
-        # leases of calls whose settle could not reach Redis expire and are reclaimed
+        # leases of calls whose settle could not reach Redis expire and are reclaimed (letting the
+        # lease time pass is the test: Redis counts it on its own clock)
         await asyncio.sleep(LEASE_SECONDS + 0.5)
         await pool.capacity.reclaim_expired()
         await asyncio.sleep(1.0)  # a second of refill covers what this test spent many times over
@@ -181,7 +183,8 @@ async def test_an_answer_already_paid_for_is_kept_when_redis_drops_during_the_ca
             call = asyncio.create_task(
                 pool.delegate(DelegationRequest(organization_id=TENANT, message="hi", max_tokens=8))
             )
-            await asyncio.sleep(0.4)  # reserved, and the call is on its way upstream
+            # reserved, and the call is with upstream (which answers after 800 ms)
+            await wait_until(lambda: sim.stats().total["received"] == 1, what="the call reached upstream")
             proxy.cut()
             result = await call  # settling fails: Redis is gone, but the answer is not dropped
             proxy.restore()

@@ -92,7 +92,7 @@ async def test_a_worker_killed_mid_call_has_its_leases_reclaimed_and_its_executi
         before = await pool.capacity.view([a.candidate for a in accounts])
         assert sum(v.in_flight for v in before) == CALLS  # the dead worker still holds its slots
         assert store.reap_stale(older_than=timedelta(seconds=LEASE_SECONDS)) == 0  # not yet: too early
-        await asyncio.sleep(LEASE_SECONDS + 0.5)
+        await asyncio.sleep(LEASE_SECONDS + 0.5)  # on purpose: the leases must outlive their timeout
         # what the capacity_sync flow does every minute (reclaim_expired_leases, reap_stale_executions)
         reclaimed = await pool.capacity.reclaim_expired()
         crashed = store.reap_stale(older_than=timedelta(seconds=LEASE_SECONDS))

@@ -36,23 +36,39 @@ def ok(client: anthropic.Anthropic) -> bool:
         return False
 
 
-def wait_until(sim: RunningSimulator, elapsed: float) -> None:
-    while sim.elapsed() < elapsed:
-        time.sleep(0.01)
+class ManualClock:
+    """The simulator's clock, moved only by the test: a fault window opens and closes exactly when
+    the test says, however slowly the requests themselves run."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def on_manual_clock(sim: RunningSimulator) -> ManualClock:
+    clock = ManualClock()
+    sim.state.clock = clock  # the simulator reads its time through this one attribute
+    return clock
 
 
 def test_overload_window_for_everyone(anthropic_sim_factory: Callable[..., RunningSimulator],
                                       client_for: Callable[..., Any]) -> None:
     sim = anthropic_sim_factory(Scenario.uniform(accounts=2))
+    clock = on_manual_clock(sim)
     now = sim.elapsed()
     sim.set_faults([FaultRule("overloaded", start=now + 0.3, end=now + 0.6)])
     a, b = client_for(sim, "acct-1"), client_for(sim, "acct-2")
     assert ok(a) and ok(b)
-    wait_until(sim, now + 0.35)
+    clock.advance(0.35)
     with pytest.raises(anthropic.OverloadedError):
         a.messages.create(model=MODEL, max_tokens=4, messages=HELLO)
     assert not ok(b)
-    wait_until(sim, now + 0.6)
+    clock.advance(0.3)  # past the window's end
     assert ok(a) and ok(b)
     assert sim.stats().total["fault_529"] == 2
 
@@ -60,10 +76,11 @@ def test_overload_window_for_everyone(anthropic_sim_factory: Callable[..., Runni
 def test_revoke_at_a_given_time(anthropic_sim_factory: Callable[..., RunningSimulator],
                                 client_for: Callable[..., Any]) -> None:
     sim = anthropic_sim_factory(Scenario.uniform(accounts=2))
+    clock = on_manual_clock(sim)
     sim.add_fault({"kind": "revoke", "targets": ["acct-1"], "start": sim.elapsed() + 0.2})
     a, b = client_for(sim, "acct-1"), client_for(sim, "acct-2")
     assert ok(a)
-    wait_until(sim, sim.elapsed() + 0.25)
+    clock.advance(0.25)
     with pytest.raises(anthropic.AuthenticationError):
         a.messages.create(model=MODEL, max_tokens=4, messages=HELLO)
     assert ok(b)
