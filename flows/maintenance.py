@@ -13,7 +13,7 @@ from claude_pool_tasks.capacity import (
     snapshot_capacity,
     usage_report,
 )
-from claude_pool_tasks.health import accounts_to_probe, probe
+from claude_pool_tasks.probe import accounts_to_probe, probe
 
 __all__ = ["capacity_sync", "health_check"]
 

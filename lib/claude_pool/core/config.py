@@ -1,4 +1,6 @@
-"""The operator's settings: ``config/multi-account.json``, validated at load.
+"""The pool's rules as the operator writes them: ``config/multi-account.json`` (limits, tiers,
+selection, breaker, alerts, pricing), validated at load. Where things are (URLs, keys, paths) comes
+from the environment instead: ``settings``.
 
 Keys are camelCase, as in the original system's file. An invalid value fails at load with its JSON
 path, what it was and what is allowed. Environment overrides use ``CLAUDE_POOL__`` followed by the
