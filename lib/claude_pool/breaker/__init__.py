@@ -6,6 +6,12 @@ permit = await breaker.allow(account_id)
 if permit:                      # a Denied is falsy and says until when
     outcome = classify(exc, account_id=account_id)   # or SUCCESS
     await breaker.record(account_id, outcome.breaker, permit=permit)
+
+Laid out like ``capacity``: the contract in ``store``, values in ``model``, Redis (one Lua script per
+method in ``lua/``) and embedded SQLite backends, the state machine both run in ``_states``; who hears
+of a transition in ``listeners``, the database's record of them in ``history``.
+
+May import ``core`` and ``storage`` (for ``history``).
 """
 
 from __future__ import annotations

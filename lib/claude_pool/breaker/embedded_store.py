@@ -7,15 +7,13 @@ not wait for writers. Lock waits happen on one worker thread per store, never on
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from claude_pool.breaker import states
+from claude_pool.breaker import _states as states
 from claude_pool.breaker.model import (
     BreakerEffect,
     BreakerParams,
@@ -26,8 +24,7 @@ from claude_pool.breaker.model import (
     Verdict,
 )
 from claude_pool.breaker.store import BreakerStore
-from claude_pool.core.backend_errors import backend_errors
-from claude_pool.core.errors import BackendUnavailable
+from claude_pool.core.sqlite_thread import SqliteThread
 
 __all__ = ["EmbeddedBreakerStore"]
 
@@ -66,49 +63,40 @@ class EmbeddedBreakerStore(BreakerStore):
         self.path = Path(path)
         self._clock = clock
         self._busy_timeout = busy_timeout_seconds
-        # One thread owns the connection: sqlite3 connections must not be shared concurrently,
-        # and a wait on another process' lock then blocks only that thread.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claude-pool-breakers")
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
+        self._thread = SqliteThread(
+            "breaker", self.path, self._connect, sqlite3.Connection.close, thread_name="claude-pool-breakers"
+        )
 
     # --- plumbing --------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-        return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        return conn
 
     def _transaction(
-        self, operation: str, body: Callable[[sqlite3.Connection, float], _T], write: bool
+        self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection, float], _T], write: bool
     ) -> _T:
-        with backend_errors("embedded", f"breaker {operation} on {self.path}", (sqlite3.Error,)):
-            conn = self._connect()
-            # A reader needs only a consistent snapshot (WAL gives it without any lock).
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                # Read the clock once the lock is held: the order of the writes is then the
-                # order of their times, across processes.
-                result = body(conn, self._clock())
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+        # A reader needs only a consistent snapshot (WAL gives it without any lock).
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            # Read the clock once the lock is held: the order of the writes is then the
+            # order of their times, across processes.
+            result = body(conn, self._clock())
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     async def _run(
         self, operation: str, body: Callable[[sqlite3.Connection, float], _T], *, write: bool = True
     ) -> _T:
-        if self._closed:
-            raise BackendUnavailable("embedded", f"breaker {operation}: the store is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, operation, body, write)
+        return await self._thread.run(operation, lambda conn: self._transaction(conn, body, write))
 
     @staticmethod
     def _load(conn: sqlite3.Connection, account_id: str) -> BreakerRecord:
@@ -158,9 +146,7 @@ class EmbeddedBreakerStore(BreakerStore):
         def peek(conn: sqlite3.Connection, now: float) -> StoreResult | None:
             rec = self._load(conn, account_id)
             if rec.state is State.CLOSED:
-                return states.admit(
-                    rec, now=now, probes_in_flight=0, earliest_probe_expiry=None, params=params
-                )
+                return states.admit(rec, now=now, slots=states.NO_PROBES, params=params)
             return None
 
         # Nearly every call finds the circuit closed: answer those from a snapshot, without taking
@@ -173,18 +159,14 @@ class EmbeddedBreakerStore(BreakerStore):
         def body(conn: sqlite3.Connection, now: float) -> StoreResult:
             rec = self._load(conn, account_id)
             if rec.state is State.CLOSED:
-                return states.admit(
-                    rec, now=now, probes_in_flight=0, earliest_probe_expiry=None, params=params
-                )
+                return states.admit(rec, now=now, slots=states.NO_PROBES, params=params)
             conn.execute(
                 "DELETE FROM breaker_probes WHERE account_id = ? AND expires_at <= ?", (account_id, now)
             )
             held, earliest = conn.execute(
                 "SELECT COUNT(*), MIN(expires_at) FROM breaker_probes WHERE account_id = ?", (account_id,)
             ).fetchone()
-            result = states.admit(
-                rec, now=now, probes_in_flight=held, earliest_probe_expiry=earliest, params=params
-            )
+            result = states.admit(rec, now=now, slots=states.ProbeSlots(held, earliest), params=params)
             if result.verdict is Verdict.PROBE:
                 conn.execute(
                     "INSERT INTO breaker_probes (account_id, token, expires_at) VALUES (?, ?, ?)",
@@ -266,15 +248,4 @@ class EmbeddedBreakerStore(BreakerStore):
         return await self._run("views", body, write=False)
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-
-        def close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=True)
+        await self._thread.aclose()

@@ -1,7 +1,6 @@
 """Breakers in Redis: one Lua script per operation, so every state change is one atomic call.
 
-Time comes from the server (``TIME`` inside the scripts) so that workers on different machines agree;
-a ``clock`` may be injected for tests, and is then sent in ARGV instead.
+Time comes from the server unless a ``clock`` is injected (see :class:`StoreScripts`).
 """
 
 from __future__ import annotations
@@ -21,15 +20,13 @@ from claude_pool.breaker.model import (
     Verdict,
 )
 from claude_pool.breaker.store import BreakerStore
-from claude_pool.core.backend_errors import redis_errors
 from claude_pool.core.redis_client import connect
 from claude_pool.core.redis_keys import RedisKeys
-from claude_pool.core.redis_scripts import register_scripts
+from claude_pool.core.redis_scripts import StoreScripts
 
 __all__ = ["RedisBreakerStore"]
 
 _SCRIPTS = ("allow", "record", "reset", "force_open", "views")
-_PRELUDE = "_breaker_lib"
 
 
 def _text(value: Any) -> str:
@@ -74,25 +71,15 @@ class RedisBreakerStore(BreakerStore):
         clock: Callable[[], float] | None = None,
         owns_client: bool = False,
     ) -> None:
-        self._redis = client
         self._keys = RedisKeys(prefix)
-        self._clock = clock
-        self._owns_client = owns_client
-        self._scripts = register_scripts(client, "claude_pool.breaker", _SCRIPTS, prelude=_PRELUDE)
+        self._scripts = StoreScripts(client, "breaker", _SCRIPTS, clock=clock, owns_client=owns_client)
+        self._call = self._scripts.call
 
     @classmethod
     def from_url(
         cls, url: str, *, prefix: str = "claude-pool", clock: Callable[[], float] | None = None
     ) -> RedisBreakerStore:
         return cls(connect(url), prefix=prefix, clock=clock, owns_client=True)
-
-    def _now(self) -> str:
-        """ARGV[1] of every script: the injected clock's time, or '' for the server's TIME."""
-        return "" if self._clock is None else repr(float(self._clock()))
-
-    async def _call(self, operation: str, keys: list[str], args: list[Any]) -> Any:
-        with redis_errors(f"breaker {operation}"):
-            return await self._scripts[operation](keys=keys, args=[self._now(), *args])
 
     def _account_keys(self, account_id: str) -> list[str]:
         return [self._keys.breaker(account_id), self._keys.breaker_probes(account_id)]
@@ -145,9 +132,7 @@ class RedisBreakerStore(BreakerStore):
         return {account_id: _view(account_id, rows[6 * i : 6 * i + 6]) for i, account_id in enumerate(ids)}
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            with redis_errors("breaker aclose"):
-                await self._redis.aclose()
+        await self._scripts.aclose()
 
 
 def _view(account_id: str, row: Sequence[Any]) -> BreakerView:

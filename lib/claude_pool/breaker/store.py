@@ -9,17 +9,17 @@ state.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from claude_pool.breaker.model import BreakerEffect, BreakerParams, BreakerView, StoreResult
+from claude_pool.core.closing import AsyncClosing
 
 __all__ = ["BreakerStore"]
 
 
-class BreakerStore(ABC):
+class BreakerStore(AsyncClosing):
     backend: ClassVar[str]
 
     @abstractmethod
@@ -51,14 +51,3 @@ class BreakerStore(ABC):
     async def force_open(
         self, account_id: str, params: BreakerParams, *, reason: str, seconds: float | None
     ) -> StoreResult: ...
-
-    @abstractmethod
-    async def aclose(self) -> None: ...
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

@@ -1,6 +1,11 @@
 """Exact shared capacity per account (DESIGN.md 4.2) and the selection strategies (4.3).
 
-One interface (``CapacityStore``), two backends (Redis, embedded SQLite), one contract test suite.
+One interface (``CapacityStore`` in ``store``, its values in ``model``), two backends (Redis with one
+Lua script per method in ``lua/``, embedded SQLite), one contract test suite. The private modules hold
+the arithmetic both backends share (``_rules``, the Python twin of the Lua), the canonical form of an
+acquire (``_plan``) and the embedded store's synchronous core (``_sqlite_core``).
+
+May import ``core`` only.
 """
 
 from __future__ import annotations

@@ -7,15 +7,14 @@ ever used from the thread that opened it.
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from claude_pool.capacity import engine
+from claude_pool.capacity import _rules as rules
+from claude_pool.capacity._plan import AcquirePlan, Reserved, acquire_with, random_unit
+from claude_pool.capacity._sqlite_core import SqliteCore
 from claude_pool.capacity.model import (
     BucketLimits,
     BucketView,
@@ -25,17 +24,12 @@ from claude_pool.capacity.model import (
     Selection,
     Usage,
 )
-from claude_pool.capacity.plan import AcquirePlan, new_reservation_id, random_unit
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
-from claude_pool.capacity.sqlite_core import SqliteCore
 from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
-from claude_pool.core.backend_errors import backend_errors
 from claude_pool.core.config import Strategy
-from claude_pool.core.errors import BackendUnavailable
+from claude_pool.core.sqlite_thread import SqliteThread
 
 __all__ = ["EmbeddedCapacityStore"]
-
-_T = TypeVar("_T")
 
 
 class EmbeddedCapacityStore(CapacityStore):
@@ -53,22 +47,13 @@ class EmbeddedCapacityStore(CapacityStore):
         self._clock = clock
         self._random = random
         self._busy_timeout = busy_timeout_seconds
-        # One thread owns the connection: sqlite3 connections must not be shared concurrently,
-        # and a wait on another process' lock then blocks only that thread.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claude-pool-capacity")
-        self._core: SqliteCore | None = None
-        self._closed = False
+        self._thread = SqliteThread(
+            "capacity", self.path, self._open, SqliteCore.close, thread_name="claude-pool-capacity"
+        )
+        self._run = self._thread.run
 
-    def _sync(self, operation: str, fn: Callable[[SqliteCore], _T]) -> _T:
-        with backend_errors("embedded", f"capacity {operation} on {self.path}", (sqlite3.Error,)):
-            if self._core is None:  # opened on the executor's thread, the only one that uses it
-                self._core = SqliteCore(self.path, clock=self._clock, busy_timeout=self._busy_timeout)
-            return fn(self._core)
-
-    async def _run(self, operation: str, fn: Callable[[SqliteCore], _T]) -> _T:
-        if self._closed:
-            raise BackendUnavailable("embedded", f"capacity {operation}: the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._sync, operation, fn)
+    def _open(self) -> SqliteCore:
+        return SqliteCore(self.path, clock=self._clock, busy_timeout=self._busy_timeout)
 
     async def acquire(
         self,
@@ -81,15 +66,16 @@ class EmbeddedCapacityStore(CapacityStore):
         lease_ttl: float = DEFAULT_LEASE_TTL,
         exclude: Collection[str] = (),
     ) -> Selection:
-        plan = AcquirePlan.build(candidates, demand, strategy, sticky_key, exclude)
-        if not plan.candidates:
-            return Selection(None, [])
-        rid, r = new_reservation_id(), self._random()
-        sticky = (sticky_key, float(sticky_ttl)) if sticky_key else None
-        chosen, expiry, refusals = await self._run(
-            "acquire", lambda core: core.acquire(plan, rid, r, float(lease_ttl), sticky)
+        args = (candidates, demand, strategy, sticky_key, sticky_ttl, lease_ttl, exclude)
+        return await acquire_with(self._reserve, *args)
+
+    async def _reserve(
+        self, plan: AcquirePlan, reservation_id: str, lease_ttl: float, sticky: tuple[str, float] | None
+    ) -> Reserved:
+        r = self._random()
+        return await self._run(
+            "acquire", lambda core: core.acquire(plan, reservation_id, r, lease_ttl, sticky)
         )
-        return plan.selection(chosen, rid, demand, expiry, refusals)
 
     async def settle(
         self, reservation: Reservation, usage: Usage | None, *, request_sent: bool = True
@@ -116,22 +102,12 @@ class EmbeddedCapacityStore(CapacityStore):
         return await self._run("reclaim_expired", lambda core: core.reclaim_expired())
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-
-        def close() -> None:
-            if self._core is not None:
-                self._core.close()
-                self._core = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=True)
+        await self._thread.aclose()
 
 
-def _view(cand: Candidate, now: float, state: engine.BucketState, in_flight: int) -> BucketView:
-    caps: list[Any] = engine.caps_of(cand.limits, state)
-    levels: list[Any] = engine.refill(state, caps, now)
+def _view(cand: Candidate, now: float, state: rules.BucketState, in_flight: int) -> BucketView:
+    caps: list[Any] = rules.caps_of(cand.limits, state)
+    levels: list[Any] = rules.refill(state, caps, now)
     return BucketView(
         account_id=cand.account_id,
         bucket_id=cand.bucket_id,

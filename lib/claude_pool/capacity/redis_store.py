@@ -1,7 +1,6 @@
 """The capacity store on Redis: every state change is one Lua script call (EVALSHA).
 
-Time comes from the server (``TIME`` inside the scripts) so that workers on different machines agree;
-a ``clock`` may be injected for tests, and is then sent in ARGV instead.
+Time comes from the server unless a ``clock`` is injected (see :class:`StoreScripts`).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Any, ClassVar, cast
 
 import redis.asyncio as aioredis
 
+from claude_pool.capacity._plan import AcquirePlan, Reserved, acquire_with, random_unit
 from claude_pool.capacity.model import (
     BucketLimits,
     BucketView,
@@ -22,7 +22,6 @@ from claude_pool.capacity.model import (
     Selection,
     Usage,
 )
-from claude_pool.capacity.plan import AcquirePlan, new_reservation_id, random_unit
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
 from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
 from claude_pool.core.backend_errors import redis_errors
@@ -30,12 +29,11 @@ from claude_pool.core.config import Strategy
 from claude_pool.core.errors import InvalidInput
 from claude_pool.core.redis_client import connect
 from claude_pool.core.redis_keys import BUCKET_TTL_SECONDS, RedisKeys
-from claude_pool.core.redis_scripts import register_scripts
+from claude_pool.core.redis_scripts import StoreScripts
 
 __all__ = ["RedisCapacityStore"]
 
 _SCRIPTS = ("acquire", "settle", "renew", "calibrate", "cool_down", "view", "reclaim_expired")
-_PRELUDE = "_capacity_lib"
 _RECLAIM_BATCH = 256
 _STATIC_CACHE_SIZE = 64
 _US, _RS = "\x1f", "\x1e"  # unit and record separators of the packed acquire arguments
@@ -61,14 +59,12 @@ class RedisCapacityStore(CapacityStore):
         random: Callable[[], float] = random_unit,
         owns_client: bool = False,
     ) -> None:
-        self._redis = client
         self._keys = RedisKeys(prefix)
-        self._clock = clock
         self._random = random
-        self._owns_client = owns_client
         self._fixed_keys = [self._keys.reservations(), self._keys.lease_index(), self._keys.round_robin()]
         self._static_cache: dict[tuple[Candidate, ...], tuple[list[str], str, str]] = {}
-        self._scripts = register_scripts(client, "claude_pool.capacity", _SCRIPTS, prelude=_PRELUDE)
+        self._scripts = StoreScripts(client, "capacity", _SCRIPTS, clock=clock, owns_client=owns_client)
+        self._call = self._scripts.call
 
     @classmethod
     def from_url(
@@ -81,14 +77,6 @@ class RedisCapacityStore(CapacityStore):
     ) -> RedisCapacityStore:
         return cls(connect(url), prefix=prefix, clock=clock, random=random, owns_client=True)
 
-    def _now(self) -> str:
-        """ARGV[1] of every script: the injected clock's time, or '' for the server's TIME."""
-        return "" if self._clock is None else repr(float(self._clock()))
-
-    async def _call(self, operation: str, keys: list[str], args: list[Any]) -> Any:
-        with redis_errors(f"capacity {operation}"):
-            return await self._scripts[operation](keys=keys, args=[self._now(), *args])
-
     async def acquire(
         self,
         candidates: Sequence[Candidate],
@@ -100,16 +88,20 @@ class RedisCapacityStore(CapacityStore):
         lease_ttl: float = DEFAULT_LEASE_TTL,
         exclude: Collection[str] = (),
     ) -> Selection:
-        plan = AcquirePlan.build(candidates, demand, strategy, sticky_key, exclude)
-        if not plan.candidates:
-            return Selection(None, [])
+        args = (candidates, demand, strategy, sticky_key, sticky_ttl, lease_ttl, exclude)
+        return await acquire_with(self._reserve, *args)
+
+    async def _reserve(
+        self, plan: AcquirePlan, reservation_id: str, lease_ttl: float, sticky: tuple[str, float] | None
+    ) -> Reserved:
         static_keys, buckets, cands = self._static(plan.candidates)
-        rid = new_reservation_id()
-        keys = [*self._fixed_keys, self._keys.sticky(sticky_key or ""), *static_keys]
+        # No sticky key: the strategy is not sticky (see AcquirePlan), and the script reads neither.
+        sticky_key, sticky_ttl = sticky or ("", 0.0)
+        keys = [*self._fixed_keys, self._keys.sticky(sticky_key), *static_keys]
         excluded = _US.join(str(c + 1) for c, ex in enumerate(plan.excluded) if ex)
         args: list[Any] = [
-            BUCKET_TTL_SECONDS, plan.strategy.value, repr(self._random()), rid,
-            _num(float(lease_ttl)), _num(float(sticky_ttl)), *plan.need, buckets, cands, excluded,
+            BUCKET_TTL_SECONDS, plan.strategy.value, repr(self._random()), reservation_id,
+            _num(lease_ttl), _num(sticky_ttl), *plan.need, buckets, cands, excluded,
         ]  # fmt: skip
         out = await self._call("acquire", keys, args)
         chosen = int(out[0])
@@ -117,8 +109,7 @@ class RedisCapacityStore(CapacityStore):
             (int(out[j]) - 1, int(out[j + 1]), _f(out[j + 2]) if out[j + 2] not in (b"", "") else None)
             for j in range(3, len(out), 3)
         ]
-        expiry = _f(out[1]) if chosen else 0.0
-        return plan.selection(chosen - 1 if chosen else None, rid, demand, expiry, refusals)
+        return (chosen - 1 if chosen else None), (_f(out[1]) if chosen else 0.0), refusals
 
     def _static(self, ordered: tuple[Candidate, ...]) -> tuple[list[str], str, str]:
         """The keys and packed data of a candidate list, cached: callers send the same list again and
@@ -214,19 +205,15 @@ class RedisCapacityStore(CapacityStore):
         total = 0
         for _ in range(10_000):  # bounded: each pass removes its batch from the index
             with redis_errors("capacity reclaim_expired"):
-                if self._clock is not None:
-                    now = float(self._clock())
-                else:
-                    seconds, micros = await self._redis.time()
-                    now = seconds + micros / 1e6
+                now = await self._scripts.now()
                 # members only (no scores): reservation ids
                 ids = cast(
                     "list[bytes | str]",
-                    await self._redis.zrangebyscore(
+                    await self._scripts.client.zrangebyscore(
                         k.lease_index(), "-inf", now, start=0, num=_RECLAIM_BATCH
                     ),
                 )
-                records = await self._redis.hmget(k.reservations(), ids) if ids else []
+                records = await self._scripts.client.hmget(k.reservations(), ids) if ids else []
             if not ids:
                 return total
             buckets: dict[str, int] = {}
@@ -246,9 +233,7 @@ class RedisCapacityStore(CapacityStore):
         return total
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            with redis_errors("capacity aclose"):
-                await self._redis.aclose()
+        await self._scripts.aclose()
 
 
 def _for_account(view: BucketView, account_id: str) -> BucketView:

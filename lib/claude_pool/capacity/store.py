@@ -24,13 +24,13 @@ Semantics shared by all backends:
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Collection, Sequence
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from claude_pool.capacity.model import BucketView, Candidate, Demand, Reservation, Selection, Usage
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
+from claude_pool.core.closing import AsyncClosing
 from claude_pool.core.config import Strategy
 
 __all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STICKY_TTL", "CapacityStore"]
@@ -39,7 +39,7 @@ DEFAULT_LEASE_TTL = 600.0
 DEFAULT_STICKY_TTL = 3600.0
 
 
-class CapacityStore(ABC):
+class CapacityStore(AsyncClosing):
     """Shared, exact per-account capacity. Every method may raise ``BackendUnavailable``."""
 
     backend: ClassVar[str]
@@ -95,11 +95,3 @@ class CapacityStore(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Release connections and threads. The store is unusable afterwards; closing twice is fine."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

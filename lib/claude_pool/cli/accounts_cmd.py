@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from claude_pool.accounts.registry import AccountService
-from claude_pool.cli.common import echo_json, echo_table, handle_errors, runtime
+from claude_pool.cli.common import echo_json, echo_table, handle_errors, migrated_runtime
 from claude_pool.core.errors import ClaudePoolError, InvalidInput
 from claude_pool.runtime import Runtime
 from claude_pool.storage import ClaudeAccount
@@ -83,8 +83,7 @@ def add(
     organization_id: str, name: str, tier: str, api_key_env: str | None, as_json: bool, **limits: Any
 ) -> None:
     """Register an account; the key is read from stdin (or --api-key-env)."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     data = {k: v for k, v in limits.items() if v is not None}
     data.update(organization_id=organization_id, name=name, tier=tier, api_key=_read_api_key(api_key_env))
     account = rt.accounts.register(data)
@@ -103,8 +102,7 @@ def add(
 @handle_errors
 def list_(organization_id: str | None, status: str | None, as_json: bool) -> None:
     """List accounts with live headroom and breaker state; keys are shown only as hints."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     rows = rt.accounts.list(organization_id=organization_id, status=status)
     live = _live_view(rt)
     if as_json:
@@ -182,8 +180,7 @@ def _live_view(rt: Runtime) -> dict[str, dict[str, Any]]:
 @handle_errors
 def show(reference: str, organization_id: str | None) -> None:
     """Show one account (by id, or by a name unique in its organization)."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     echo_json(_summary(rt.accounts, rt.accounts.get(reference, organization_id=organization_id)))
 
 
@@ -195,8 +192,7 @@ def show(reference: str, organization_id: str | None) -> None:
 @handle_errors
 def update(reference: str, **changes: Any) -> None:
     """Change limits, priority, weight, capacity group, tier or name."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     data = {k: v for k, v in changes.items() if v is not None}
     if not data:
         raise InvalidInput("options", "nothing to change", "give at least one option, see --help")
@@ -210,8 +206,7 @@ def update(reference: str, **changes: Any) -> None:
 @handle_errors
 def disable(reference: str, reason: str | None) -> None:
     """Stop using an account until it is enabled again."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     account = rt.accounts.disable(reference, reason=reason)
     click.echo(f"disabled account {account.id} ({account.name})")
 
@@ -221,8 +216,7 @@ def disable(reference: str, reason: str | None) -> None:
 @handle_errors
 def enable(reference: str) -> None:
     """Put an account back into the pool."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     account = rt.accounts.enable(reference)
     click.echo(f"enabled account {account.id} ({account.name})")
 
@@ -233,8 +227,7 @@ def enable(reference: str) -> None:
 @handle_errors
 def rotate_key(reference: str, api_key_env: str | None) -> None:
     """Replace an account's API key (read from stdin or --api-key-env)."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     account = rt.accounts.rotate_api_key(reference, _read_api_key(api_key_env))
     click.echo(f"rotated the key of account {account.id} ({account.name}); new key {account.api_key_hint}")
 
@@ -245,8 +238,7 @@ def rotate_key(reference: str, api_key_env: str | None) -> None:
 @handle_errors
 def remove(reference: str, yes: bool) -> None:
     """Delete an account and its history."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     account = rt.accounts.get(reference)
     if not yes and sys.stdin.isatty():
         click.confirm(f"remove account {account.id} ({account.name})?", abort=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from claude_pool.cli.common import echo_json, echo_table, handle_errors, runtime
+from claude_pool.cli.common import echo_json, echo_table, handle_errors, migrated_runtime
 from claude_pool.quota import AlertRecord, list_alerts
 
 __all__ = ["alerts"]
@@ -48,8 +48,7 @@ def alerts() -> None:
 @handle_errors
 def list_(organization_id: str | None, unsent: bool, limit: int, as_json: bool) -> None:
     """List alerts, newest first."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     records = list_alerts(rt.db, organization_id=organization_id, unsent=unsent, limit=limit)
     if as_json:
         echo_json([_as_dict(r) for r in records])

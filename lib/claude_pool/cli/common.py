@@ -14,7 +14,7 @@ from claude_pool.core.errors import ClaudePoolError
 from claude_pool.core.logs import configure_logging
 from claude_pool.runtime import Runtime
 
-__all__ = ["echo_json", "echo_table", "handle_errors", "runtime"]
+__all__ = ["echo_json", "echo_table", "handle_errors", "migrated_runtime", "runtime"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,6 +23,14 @@ def runtime(*, log_to_console: bool = False) -> Runtime:
     rt = Runtime.from_env()
     # Commands print their own results; log lines go to the log file (and stderr when asked).
     configure_logging(rt.settings, console=log_to_console)
+    return rt
+
+
+def migrated_runtime() -> Runtime:
+    """:func:`runtime` with the database at the newest migration: where every command that reads or
+    writes rows starts (running it twice changes nothing)."""
+    rt = runtime()
+    rt.db.upgrade()
     return rt
 
 

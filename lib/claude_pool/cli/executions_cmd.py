@@ -6,7 +6,7 @@ import json
 
 import click
 
-from claude_pool.cli.common import echo_json, echo_table, handle_errors, runtime
+from claude_pool.cli.common import echo_json, echo_table, handle_errors, migrated_runtime
 from claude_pool.records.executions import ExecutionStore
 
 __all__ = ["executions"]
@@ -25,8 +25,7 @@ def executions() -> None:
 @handle_errors
 def list_(organization_id: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """The newest executions first."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     rows = ExecutionStore(rt.db).list(organization_id=organization_id, status=status, limit=limit)
     if as_json:
         echo_json([r.model_dump(exclude={"request_json", "response_text"}) for r in rows])
@@ -57,8 +56,7 @@ def list_(organization_id: str | None, status: str | None, limit: int, as_json: 
 @handle_errors
 def show(execution_id: str) -> None:
     """One execution, with its request, answer and attempts."""
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     row = ExecutionStore(rt.db).get(execution_id)
     data = row.model_dump()
     data["request"] = json.loads(data.pop("request_json") or "{}")

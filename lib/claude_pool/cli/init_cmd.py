@@ -45,39 +45,55 @@ class CheckResult:
         return redact(text)
 
 
+@dataclass(frozen=True)
+class _Check:
+    """One named check's possible results (a check not ``required`` never fails ``init``)."""
+
+    name: str
+    required: bool = True
+
+    def ok(self, detail: str) -> CheckResult:
+        return CheckResult(self.name, "ok", detail, required=self.required)
+
+    def warning(self, detail: str, fix: str) -> CheckResult:
+        return CheckResult(self.name, "warning", detail, fix, required=self.required)
+
+    def failed(self, detail: str, fix: str) -> CheckResult:
+        return CheckResult(self.name, "failed", detail, fix, required=self.required)
+
+    def skipped(self, detail: str) -> CheckResult:
+        return CheckResult(self.name, "skipped", detail, required=self.required)
+
+
 def _check_encryption(settings: Settings) -> CheckResult:
+    check = _Check("encryption key")
     try:
         ring = KeyRing.from_settings(settings)
     except ClaudePoolError as exc:
-        return CheckResult(
-            "encryption key", "failed", str(exc), "export ENCRYPTION_KEY=$(claude-pool keys generate)"
-        )
+        return check.failed(str(exc), "export ENCRYPTION_KEY=$(claude-pool keys generate)")
     extra = (
         " (ENCRYPTION_KEY_PREVIOUS set: run `claude-pool keys rotate`)"
         if settings.encryption_key_previous
         else ""
     )
-    return CheckResult("encryption key", "ok", f"AES-256-GCM key id {ring.current_key_id}{extra}")
+    return check.ok(f"AES-256-GCM key id {ring.current_key_id}{extra}")
 
 
 def _check_database(rt: Runtime) -> CheckResult:
+    check = _Check("database")
     try:
         rt.db.ping()
         rt.db.upgrade()
     except ClaudePoolError as exc:
-        return CheckResult(
-            "database", "failed", str(exc), "check DATABASE_URL and that the server is running"
-        )
-    return CheckResult("database", "ok", f"{rt.db.display_url} migrated to {rt.db.current_revision()}")
+        return check.failed(str(exc), "check DATABASE_URL and that the server is running")
+    return check.ok(f"{rt.db.display_url} migrated to {rt.db.current_revision()}")
 
 
 def _check_redis(settings: Settings) -> CheckResult:
+    check = _Check("redis")
     if settings.redis_url is None:
-        return CheckResult(
-            "redis",
-            "ok",
-            f"REDIS_URL not set: embedded capacity store at {settings.embedded_store_path} (one machine)",
-        )
+        where = settings.embedded_store_path
+        return check.ok(f"REDIS_URL not set: embedded capacity store at {where} (one machine)")
     import redis
 
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
@@ -85,22 +101,18 @@ def _check_redis(settings: Settings) -> CheckResult:
         client.ping()
         version = client.info("server").get("redis_version", "?")
     except redis.RedisError as exc:
-        return CheckResult(
-            "redis", "failed", f"cannot reach Redis: {exc}", "check REDIS_URL and that Redis is running"
-        )
+        return check.failed(f"cannot reach Redis: {exc}", "check REDIS_URL and that Redis is running")
     finally:
         client.close()
-    return CheckResult("redis", "ok", f"Redis {version} answers")
+    return check.ok(f"Redis {version} answers")
 
 
 def _check_slack(settings: Settings) -> CheckResult:
+    check = _Check("slack", required=False)
     if settings.slack_bot_token is None:
-        return CheckResult(
-            "slack",
-            "warning",
+        return check.warning(
             "SLACK_BOT_TOKEN not set: alerts are stored and logged but not sent",
             "set SLACK_BOT_TOKEN to a bot token with chat:write",
-            required=False,
         )
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
@@ -114,41 +126,28 @@ def _check_slack(settings: Settings) -> CheckResult:
         reply = client.auth_test()
     except SlackApiError as exc:
         error = exc.response.get("error", "unknown") if exc.response is not None else "unknown"
-        return CheckResult(
-            "slack", "failed", f"auth.test refused: {error}", "check SLACK_BOT_TOKEN", required=False
-        )
+        return check.failed(f"auth.test refused: {error}", "check SLACK_BOT_TOKEN")
     except OSError as exc:
-        return CheckResult(
-            "slack",
-            "failed",
-            f"cannot reach Slack: {exc}",
-            "check the network or SLACK_BASE_URL",
-            required=False,
-        )
-    return CheckResult(
-        "slack",
-        "ok",
-        f"authenticated as {reply.get('user', '?')} in {reply.get('team', '?')}; alerts to {settings.slack_alert_channel}",
-    )
+        return check.failed(f"cannot reach Slack: {exc}", "check the network or SLACK_BASE_URL")
+    who = f"{reply.get('user', '?')} in {reply.get('team', '?')}"
+    return check.ok(f"authenticated as {who}; alerts to {settings.slack_alert_channel}")
 
 
 def _check_railway(settings: Settings) -> CheckResult:
+    check = _Check("railway", required=False)
     if settings.railway_token is None:
-        return CheckResult("railway", "skipped", "RAILWAY_TOKEN not set", required=False)
+        return check.skipped("RAILWAY_TOKEN not set")
     if shutil.which("railway") is None:
-        return CheckResult(
-            "railway",
-            "warning",
-            "RAILWAY_TOKEN is set but the railway CLI is not installed",
-            "npm install -g @railway/cli",
-            required=False,
+        return check.warning(
+            "RAILWAY_TOKEN is set but the railway CLI is not installed", "npm install -g @railway/cli"
         )
-    return CheckResult("railway", "ok", "railway CLI found", required=False)
+    return check.ok("railway CLI found")
 
 
 def _check_default_account(rt: Runtime) -> CheckResult:
+    check = _Check("default account")
     if rt.settings.anthropic_api_key is None:
-        return CheckResult("default account", "skipped", "ANTHROPIC_API_KEY not set", required=False)
+        return _Check("default account", required=False).skipped("ANTHROPIC_API_KEY not set")
     key = rt.settings.anthropic_api_key.reveal()
     from sqlmodel import select
 
@@ -157,9 +156,7 @@ def _check_default_account(rt: Runtime) -> CheckResult:
             select(ClaudeAccount).where(ClaudeAccount.api_key_fingerprint == fingerprint_api_key(key))
         ).first()
     if existing is not None:
-        return CheckResult(
-            "default account", "ok", f"ANTHROPIC_API_KEY already registered as account {existing.id}"
-        )
+        return check.ok(f"ANTHROPIC_API_KEY already registered as account {existing.id}")
     try:
         account = rt.accounts.register(
             {
@@ -170,26 +167,19 @@ def _check_default_account(rt: Runtime) -> CheckResult:
             }
         )
     except ClaudePoolError as exc:
-        return CheckResult("default account", "failed", str(exc), "check ANTHROPIC_API_KEY")
-    return CheckResult(
-        "default account",
-        "ok",
-        f"registered ANTHROPIC_API_KEY as account {account.id} ({account.api_key_hint})",
-    )
+        return check.failed(str(exc), "check ANTHROPIC_API_KEY")
+    return check.ok(f"registered ANTHROPIC_API_KEY as account {account.id} ({account.api_key_hint})")
 
 
 def run_checks(settings: Settings) -> list[CheckResult]:
     results = [_check_encryption(settings)]
+    check = _Check("config")
     try:
         config = load_config(settings.config_path)
     except ClaudePoolError as exc:
-        results.append(CheckResult("config", "failed", str(exc), f"edit {settings.config_path}"))
+        results.append(check.failed(str(exc), f"edit {settings.config_path}"))
         return results
-    results.append(
-        CheckResult(
-            "config", "ok", f"{settings.config_path} valid (strategy {config.selection.strategy.value})"
-        )
-    )
+    results.append(check.ok(f"{settings.config_path} valid (strategy {config.selection.strategy.value})"))
     rt = Runtime(settings=settings, config=config)
     try:
         results.append(_check_database(rt))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from claude_pool.cli.common import handle_errors, runtime
+from claude_pool.cli.common import handle_errors, migrated_runtime
 from claude_pool.core.crypto import generate_key
 
 __all__ = ["keys"]
@@ -29,8 +29,7 @@ def rotate() -> None:
     Set ENCRYPTION_KEY to the new key and ENCRYPTION_KEY_PREVIOUS to the old one, run this, then
     drop ENCRYPTION_KEY_PREVIOUS.
     """
-    rt = runtime()
-    rt.db.upgrade()
+    rt = migrated_runtime()
     count = rt.accounts.reencrypt_all()
     click.echo(f"re-encrypted {count} account key(s) under key id {rt.keyring.current_key_id}")
     if rt.settings.encryption_key_previous is not None:

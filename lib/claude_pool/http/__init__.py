@@ -1,5 +1,8 @@
 """The HTTP API (``claude-pool serve``): admin routes, the execute endpoint, the event stream and
-``/health``, as a FastAPI app built by :func:`create_app`."""
+``/health``, as a FastAPI app built by :func:`create_app`.
+
+A front end: may import any subpackage but ``cli`` (which serves it).
+"""
 
 from __future__ import annotations
 

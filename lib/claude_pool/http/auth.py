@@ -28,7 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claude_pool.core.errors import SettingsError
-from claude_pool.http.errors import ApiError, error_response
+from claude_pool.http.errors import ApiError
 
 __all__ = [
     "ALL_ORGANIZATIONS",
@@ -152,7 +152,7 @@ def _entries(text: str) -> Iterable[str]:
 
 def _unauthorized(message: str, *, invalid: bool) -> Any:
     challenge = 'Bearer realm="claude-pool"' + (', error="invalid_token"' if invalid else "")
-    return error_response(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge}).response()
 
 
 class AuthMiddleware:

@@ -29,7 +29,7 @@ from claude_pool.core.errors import (
 from claude_pool.core.redaction import redact
 from claude_pool.http.schemas import camel
 
-__all__ = ["ApiError", "error_response", "install_error_handlers", "status_for"]
+__all__ = ["ApiError", "install_error_handlers", "library_error_response", "status_for"]
 
 logger = logging.getLogger("claude_pool.http")
 
@@ -46,7 +46,8 @@ _HTTP_TYPES = {
 
 
 class ApiError(ClaudePoolError):
-    """An error the HTTP layer itself decides (auth, scope), with its status and type."""
+    """An error the API answers, with its status and type: raised by the HTTP layer itself (auth,
+    scope), or built to answer one (``ApiError(...).response()``)."""
 
     def __init__(
         self,
@@ -64,43 +65,35 @@ class ApiError(ClaudePoolError):
         self.headers = headers
         super().__init__(message)
 
+    def response(self, **extra: Any) -> JSONResponse:
+        """The answer: ``extra`` members join the error object, those that are None left out."""
+        detail: dict[str, Any] = {"type": self.type, "message": redact(self.message)}
+        if self.field is not None:
+            detail["field"] = self.field
+        detail.update({k: v for k, v in extra.items() if v is not None})
+        return JSONResponse({"error": detail}, status_code=self.status, headers=self.headers)
 
-def error_response(
-    status: int,
-    type: str,
-    message: str,
-    *,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
-    detail: dict[str, Any] = {"type": type, "message": redact(message)}
-    if field is not None:
-        detail["field"] = field
-    detail.update({k: v for k, v in extra.items() if v is not None})
-    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+# The status and error type of each branch of the library's tree; the first that matches wins.
+_STATUS_OF: tuple[tuple[type[ClaudePoolError], int, str], ...] = (
+    (InvalidInput, 422, "invalid_input"),
+    (NotFound, 404, "not_found"),
+    (NoAccountAvailable, 503, "no_account_available"),
+    (UpstreamError, 502, "upstream_error"),
+    (BackendUnavailable, 503, "backend_unavailable"),
+    (StorageError, 503, "storage_unavailable"),
+    (DeadlineExceeded, 504, "deadline_exceeded"),
+)
 
 
 def status_for(exc: ClaudePoolError) -> tuple[int, str]:
     """The HTTP status and error type of a library error."""
-    if isinstance(exc, InvalidInput):
-        return 422, "invalid_input"
-    if isinstance(exc, NotFound):
-        return 404, "not_found"
-    if isinstance(exc, NoAccountAvailable):
-        return 503, "no_account_available"
     if isinstance(exc, CallerRequestError):
         # The request itself is wrong upstream: the caller gets Anthropic's verdict, not a 502.
-        status = exc.status_code if exc.status_code in (400, 404, 413) else 400
-        return status, "invalid_request"
-    if isinstance(exc, UpstreamError):
-        return 502, "upstream_error"
-    if isinstance(exc, BackendUnavailable):
-        return 503, "backend_unavailable"
-    if isinstance(exc, StorageError):
-        return 503, "storage_unavailable"
-    if isinstance(exc, DeadlineExceeded):
-        return 504, "deadline_exceeded"
+        return (exc.status_code if exc.status_code in (400, 404, 413) else 400), "invalid_request"
+    for kind, status, type_ in _STATUS_OF:
+        if isinstance(exc, kind):
+            return status, type_
     return 503, "unavailable"
 
 
@@ -124,9 +117,8 @@ def library_error_response(exc: ClaudePoolError, *, execution_id: str | None = N
     if status >= 500 and not isinstance(exc, NoAccountAvailable | UpstreamError):
         logger.warning("request failed: %s", exc)
     headers = {"Retry-After": "5"} if status == 503 else None
-    return error_response(
-        status, type_, message, field=field, headers=headers, reasons=reasons, executionId=execution_id
-    )
+    error = ApiError(status, type_, message, field=field, headers=headers)
+    return error.response(reasons=reasons, executionId=execution_id)
 
 
 def _validation_field(loc: tuple[Any, ...]) -> str:
@@ -149,11 +141,11 @@ async def _on_validation(_request: Request, exc: RequestValidationError) -> JSON
     elif first.get("type") == "json_invalid":
         field, msg = "body", "the body is not valid JSON"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return error_response(422, "invalid_input", f"{field}: {msg}{more}", field=field)
+    return ApiError(422, "invalid_input", f"{field}: {msg}{more}", field=field).response()
 
 
 async def _on_api_error(_request: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.type, exc.message, field=exc.field, headers=exc.headers)
+    return exc.response()
 
 
 async def _on_library_error(_request: Request, exc: ClaudePoolError) -> JSONResponse:
@@ -163,12 +155,12 @@ async def _on_library_error(_request: Request, exc: ClaudePoolError) -> JSONResp
 async def _on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else type_
-    return error_response(exc.status_code, type_, message, headers=getattr(exc, "headers", None))
+    return ApiError(exc.status_code, type_, message, headers=getattr(exc, "headers", None)).response()
 
 
 async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
     logger.error("unexpected error: %s: %s", type(exc).__name__, redact(str(exc)), exc_info=exc)
-    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+    return ApiError(500, "internal_error", "an unexpected error occurred; it has been logged").response()
 
 
 def install_error_handlers(app: FastAPI) -> None:

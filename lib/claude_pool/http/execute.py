@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from claude_pool.core.errors import ClaudePoolError
 from claude_pool.http.auth import Principal, current_principal
 from claude_pool.http.context import ApiContext, get_context
-from claude_pool.http.errors import error_response, library_error_response
+from claude_pool.http.errors import ApiError, library_error_response
 from claude_pool.http.schemas import ErrorBody, ExecuteBody, ExecutionOut
 from claude_pool.pool.models import DelegationRequest
 from claude_pool.records.names import account_name
@@ -70,12 +70,8 @@ def _answer(recorded: Recorded) -> JSONResponse:
         return _json(execution, 200)
     if isinstance(failure, ClaudePoolError):
         return library_error_response(failure, execution_id=execution.execution_id)
-    return error_response(
-        500,
-        "internal_error",
-        "the execution failed unexpectedly; it has been logged",
-        executionId=execution.execution_id,
-    )
+    unexpected = ApiError(500, "internal_error", "the execution failed unexpectedly; it has been logged")
+    return unexpected.response(executionId=execution.execution_id)
 
 
 @router.post(

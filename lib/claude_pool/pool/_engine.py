@@ -31,6 +31,7 @@ from claude_pool.breaker import (
 )
 from claude_pool.breaker.history import BreakerHistoryListener
 from claude_pool.capacity import Candidate, CapacityStore, Reservation, open_capacity_store
+from claude_pool.core.closing import AsyncClosing
 from claude_pool.core.config import PoolConfig, Strategy
 from claude_pool.core.errors import (
     AccountUnavailability,
@@ -73,7 +74,7 @@ __all__ = ["Pool"]
 logger = logging.getLogger("claude_pool.pool")
 
 
-class Pool:
+class Pool(AsyncClosing):
     def __init__(
         self,
         *,
@@ -132,12 +133,6 @@ class Pool:
         await self.upstream.aclose()
         await self.capacity.aclose()
         await self.breaker.aclose()
-
-    async def __aenter__(self) -> Pool:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
     # --- the loop ---------------------------------------------------------------------------
     async def delegate(

@@ -23,6 +23,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from claude_pool.core.closing import AsyncClosing
 from claude_pool.core.errors import NotificationError
 from claude_pool.core.logs import log_event
 from claude_pool.core.redaction import redact
@@ -220,7 +221,7 @@ def _describe_api_error(exc: SlackApiError) -> _Failure:
     return _Failure(error=str(error or f"http_{status}"), retry_after=retry_after, status=status)
 
 
-class SlackNotifier:
+class SlackNotifier(AsyncClosing):
     """Posts to Slack. ``client`` may be given (tests, a shared client); it is then the caller's to
     close. Otherwise each call opens its own short-lived aiohttp session inside the running event
     loop: a notifier outlives event loops (each Prefect task run may ``asyncio.run`` its own) and an
@@ -377,12 +378,6 @@ class SlackNotifier:
         # client's session belongs to whoever made it.
         if self._owns_client and self._client is not None and self._client.session is not None:
             await self._client.session.close()
-
-    async def __aenter__(self) -> SlackNotifier:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
 
 def _redact_blocks(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

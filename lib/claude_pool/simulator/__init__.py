@@ -2,6 +2,9 @@
 
 They reproduce what makes pooling accounts hard (per-organization token buckets, their headers, 429s,
 spend caps, outages, broken connections) and count everything, so tests can prove what the pool did.
+
+May import ``core``, ``accounts``, ``runtime`` and ``pool`` (to register simulated accounts, to share
+the token estimate); nothing above. ``demo`` is the demo's rig.
 """
 
 from __future__ import annotations

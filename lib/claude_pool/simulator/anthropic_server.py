@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +33,8 @@ _FAULT_ERRORS = {
 }
 _ROLES = frozenset({"user", "assistant"})
 _DRAIN_LIMIT = 256 * 1024 * 1024
+# A POST route under /v1/messages once the prelude passed: (request, request id, key, raw body, body).
+_Posted = Callable[[web.Request, str, KeySpec, bytes, Any], Awaitable[web.StreamResponse]]
 
 
 def _validate(body: Any) -> str | None:
@@ -67,8 +69,8 @@ class AnthropicSimulator:
         from claude_pool.simulator import admin_api, control
 
         app = web.Application(client_max_size=self.state.scenario.max_body_bytes + 1)
-        app.router.add_post("/v1/messages", self.messages)
-        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        app.router.add_post("/v1/messages", self._after_prelude(self.messages))
+        app.router.add_post("/v1/messages/count_tokens", self._after_prelude(self.count_tokens))
         admin_api.add_routes(app, self)
         control.add_anthropic_routes(app, self)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
@@ -125,6 +127,19 @@ class AnthropicSimulator:
             self.state.counters[key.name]["rejected_invalid"] += 1
             return self._error(key, rid, 400, "invalid_request_error", "The request body is not valid JSON")
 
+    def _after_prelude(self, handler: _Posted) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The route of a POST under /v1/messages: a new request id, :meth:`_prelude` (whose refusal
+        is the answer), then ``handler`` with the key and the body read."""
+
+        async def route(request: web.Request) -> web.StreamResponse:
+            rid = self.ids.request_id()
+            pre = await self._prelude(request, rid)
+            if isinstance(pre, web.Response):
+                return pre
+            return await handler(request, rid, *pre)
+
+        return route
+
     async def _prelude(self, request: web.Request, rid: str) -> tuple[KeySpec, bytes, Any] | web.Response:
         """Authentication, version, size and JSON: what every POST under /v1/messages shares."""
         key = self.authenticate(request)
@@ -162,12 +177,9 @@ class AnthropicSimulator:
 
     # ---- routes --------------------------------------------------------------------------------
 
-    async def messages(self, request: web.Request) -> web.StreamResponse:
-        rid = self.ids.request_id()
-        pre = await self._prelude(request, rid)
-        if isinstance(pre, web.Response):
-            return pre
-        key, raw, body = pre
+    async def messages(
+        self, request: web.Request, rid: str, key: KeySpec, raw: bytes, body: Any
+    ) -> web.StreamResponse:
         st = self.state
         counters = st.counters[key.name]
         problem = _validate(body)
@@ -299,12 +311,9 @@ class AnthropicSimulator:
                 return
             await asyncio.sleep(min(0.1, deadline - loop.time()))
 
-    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
-        rid = self.ids.request_id()
-        pre = await self._prelude(request, rid)
-        if isinstance(pre, web.Response):
-            return pre
-        key, _raw, body = pre
+    async def count_tokens(
+        self, request: web.Request, rid: str, key: KeySpec, _raw: bytes, body: Any
+    ) -> web.StreamResponse:
         if (
             not isinstance(body, Mapping)
             or not isinstance(body.get("messages"), list)

@@ -14,6 +14,7 @@ Slack simulator: see ``slack_server``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from claude_pool.simulator.scenario import KeySpec, Limits, derive_api_key
 if TYPE_CHECKING:
     from claude_pool.simulator.anthropic_server import AnthropicSimulator
 
-__all__ = ["add_anthropic_routes", "apply_faults_payload", "json_body"]
+__all__ = ["Action", "add_anthropic_routes", "add_control_routes", "apply_faults_payload", "json_body"]
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -62,53 +63,59 @@ def add_key_payload(sim: AnthropicSimulator, data: dict[str, Any]) -> KeySpec:
     return st.add_key(KeySpec(str(secret), org_id, str(data["name"])))
 
 
-def add_anthropic_routes(app: web.Application, sim: AnthropicSimulator) -> None:
-    st = sim.state
+Action = Callable[[dict[str, Any]], dict[str, Any] | None]
 
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "elapsed_s": st.elapsed()})
 
-    async def stats(_: web.Request) -> web.Response:
-        return web.json_response(st.stats().to_dict())
+def add_control_routes(
+    app: web.Application, *, reads: Mapping[str, Callable[[], Any]], actions: Mapping[str, Action]
+) -> None:
+    """``GET /_sim/<name>`` answers ``reads[name]()`` as JSON. ``POST /_sim/<name>`` runs
+    ``actions[name]`` on the JSON body (none: ``{}``) and answers ``{"ok": true, **its result}``,
+    or 400 ``{"ok": false, "error"}`` when the body lacks or mistypes what the action needs."""
+    for name, read in reads.items():
+        app.router.add_get(f"/_sim/{name}", _read_route(read))
+    for name, action in actions.items():
+        app.router.add_post(f"/_sim/{name}", _action_route(action))
 
-    async def keys(_: web.Request) -> web.Response:
-        return web.json_response(st.describe())
 
-    async def guarded(request: web.Request, action: Any) -> web.Response:
+def _read_route(read: Callable[[], Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def route(_: web.Request) -> web.Response:
+        return web.json_response(read())
+
+    return route
+
+
+def _action_route(action: Action) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def route(request: web.Request) -> web.Response:
         try:
             result = action(await json_body(request))
         except (KeyError, ValueError, TypeError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         return web.json_response({"ok": True, **(result or {})})
 
-    async def add_key(request: web.Request) -> web.Response:
-        def act(d: dict[str, Any]) -> dict[str, Any]:
-            k = add_key_payload(sim, d)
-            return {"key": {"name": k.name, "key": k.key, "org": k.org, "id": k.id}}
+    return route
 
-        return await guarded(request, act)
 
-    async def reset(request: web.Request) -> web.Response:
-        return await guarded(
-            request, lambda d: st.reset(counters=d.get("counters", True), buckets=d.get("buckets", True))
-        )
+def add_anthropic_routes(app: web.Application, sim: AnthropicSimulator) -> None:
+    st = sim.state
 
-    async def faults(request: web.Request) -> web.Response:
-        return await guarded(request, lambda d: apply_faults_payload(sim, d))
+    def add_key(d: dict[str, Any]) -> dict[str, Any]:
+        k = add_key_payload(sim, d)
+        return {"key": {"name": k.name, "key": k.key, "org": k.org, "id": k.id}}
 
-    async def revoke(request: web.Request) -> web.Response:
-        return await guarded(request, lambda d: st.revoke(d["key"], int(d.get("status", 401))))
+    def set_limits(d: dict[str, Any]) -> None:
+        st.set_limits(d["org"], Limits(int(d["rpm"]), int(d["itpm"]), int(d["otpm"])))
 
-    async def limits(request: web.Request) -> web.Response:
-        return await guarded(
-            request, lambda d: st.set_limits(d["org"], Limits(int(d["rpm"]), int(d["itpm"]), int(d["otpm"])))
-        )
-
-    app.router.add_get("/_sim/health", health)
-    app.router.add_get("/_sim/stats", stats)
-    app.router.add_get("/_sim/keys", keys)
-    app.router.add_post("/_sim/keys", add_key)
-    app.router.add_post("/_sim/reset", reset)
-    app.router.add_post("/_sim/faults", faults)
-    app.router.add_post("/_sim/revoke", revoke)
-    app.router.add_post("/_sim/limits", limits)
+    reads = {
+        "health": lambda: {"ok": True, "elapsed_s": st.elapsed()},
+        "stats": lambda: st.stats().to_dict(),
+        "keys": st.describe,
+    }
+    actions: dict[str, Action] = {
+        "keys": add_key,
+        "reset": lambda d: st.reset(counters=d.get("counters", True), buckets=d.get("buckets", True)),
+        "faults": lambda d: apply_faults_payload(sim, d),
+        "revoke": lambda d: st.revoke(d["key"], int(d.get("status", 401))),
+        "limits": set_limits,
+    }
+    add_control_routes(app, reads=reads, actions=actions)

@@ -10,9 +10,11 @@ Every method hands its work to the server's loop, so it is safe from any thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
+
+from aiohttp import web
 
 from claude_pool.simulator.anthropic_server import AnthropicSimulator
 from claude_pool.simulator.faults import FaultRule
@@ -24,29 +26,37 @@ from claude_pool.simulator.state import SimulatorState, Stats
 __all__ = ["RunningSimulator", "RunningSlackSimulator", "simulator", "slack_simulator"]
 
 
-class RunningSimulator:
-    """A started Anthropic simulator. ``base_url`` is what ``anthropic.Anthropic(base_url=...)`` takes."""
+class _Running:
+    """A simulator's app served on a free loopback port: ``start`` (or ``with``), then ``close``."""
 
-    def __init__(self, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.scenario = scenario or Scenario.uniform()
-        self.state = SimulatorState(self.scenario)
-        self.app = AnthropicSimulator(self.state)
-        self._server = BackgroundServer(self.app.app, host=host, port=port)
-        self.base_url = self._server.origin
+    def __init__(self, app: Callable[[], web.Application], *, host: str, port: int) -> None:
+        self._server = BackgroundServer(app, host=host, port=port)
+        self.origin = self._server.origin
         self.port = self._server.port
 
-    def start(self) -> RunningSimulator:
+    def start(self) -> Self:
         self._server.start()
         return self
 
     def close(self) -> None:
         self._server.stop()
 
-    def __enter__(self) -> RunningSimulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class RunningSimulator(_Running):
+    """A started Anthropic simulator. ``base_url`` is what ``anthropic.Anthropic(base_url=...)`` takes."""
+
+    def __init__(self, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.scenario = scenario or Scenario.uniform()
+        self.state = SimulatorState(self.scenario)
+        self.app = AnthropicSimulator(self.state)
+        super().__init__(self.app.app, host=host, port=port)
+        self.base_url = self.origin
 
     # ---- what it serves --------------------------------------------------------------------
 
@@ -112,32 +122,17 @@ class RunningSimulator:
         self._server.call(self.state.set_limits, org, limits)
 
 
-class RunningSlackSimulator:
+class RunningSlackSimulator(_Running):
     """A started Slack simulator. ``base_url`` ends with ``/api/``, as ``WebClient`` expects."""
 
     def __init__(self, config: SlackConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.sim = SlackSimulator(config)
-        self._server = BackgroundServer(self.sim.app, host=host, port=port)
-        self.origin = self._server.origin
+        super().__init__(self.sim.app, host=host, port=port)
         self.base_url = self.origin + "/api/"
-        self.port = self._server.port
 
     @property
     def token(self) -> str:
         return self.sim.config.tokens[0]
-
-    def start(self) -> RunningSlackSimulator:
-        self._server.start()
-        return self
-
-    def close(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> RunningSlackSimulator:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     @property
     def messages(self) -> list[SlackMessage]:

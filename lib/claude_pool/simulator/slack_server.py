@@ -24,6 +24,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from claude_pool.simulator.buckets import TokenBucket
+from claude_pool.simulator.control import Action, add_control_routes
 from claude_pool.simulator.server import reset_connection
 
 __all__ = ["DEFAULT_SLACK_TOKEN", "SlackConfig", "SlackMessage", "SlackSimulator"]
@@ -245,32 +246,15 @@ class SlackSimulator:
         return app
 
     def _add_control(self, app: web.Application) -> None:
-        async def messages(_: web.Request) -> web.Response:
-            return web.json_response([asdict(m) for m in self.messages])
-
-        async def stats(_: web.Request) -> web.Response:
-            return web.json_response(dict(self.counts))
-
-        async def reset(_: web.Request) -> web.Response:
-            self.reset()
-            return web.json_response({"ok": True})
-
-        async def outage(request: web.Request) -> web.Response:
-            self.set_outage((await request.json()).get("mode"))
-            return web.json_response({"ok": True})
-
-        async def config(request: web.Request) -> web.Response:
-            data = await request.json()
+        def configure(data: dict[str, Any]) -> dict[str, Any]:
             self.configure(rate_per_channel=data.get("rate_per_channel"), burst=data.get("burst"))
-            return web.json_response({"ok": True, "config": asdict(self.config)})
+            return {"config": asdict(self.config)}
 
-        async def revoke(request: web.Request) -> web.Response:
-            self.revoked.add(str((await request.json())["token"]))
-            return web.json_response({"ok": True})
-
-        app.router.add_get("/_sim/messages", messages)
-        app.router.add_get("/_sim/stats", stats)
-        app.router.add_post("/_sim/reset", reset)
-        app.router.add_post("/_sim/outage", outage)
-        app.router.add_post("/_sim/config", config)
-        app.router.add_post("/_sim/revoke", revoke)
+        reads = {"messages": lambda: [asdict(m) for m in self.messages], "stats": lambda: dict(self.counts)}
+        actions: dict[str, Action] = {
+            "reset": lambda _: self.reset(),
+            "outage": lambda data: self.set_outage(data.get("mode")),
+            "config": configure,
+            "revoke": lambda data: self.revoked.add(str(data["token"])),
+        }
+        add_control_routes(app, reads=reads, actions=actions)

@@ -1,4 +1,8 @@
-"""Storage: SQLModel tables and the database they live in."""
+"""Storage: the SQLModel tables, the database they live in (SQLite or PostgreSQL) and its
+migrations (``storage/migrations``, alembic).
+
+May import ``core`` only.
+"""
 
 from claude_pool.storage.database import Database
 from claude_pool.storage.models import (

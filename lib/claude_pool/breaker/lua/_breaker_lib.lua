@@ -1,16 +1,8 @@
 -- Helpers shared by the breaker scripts. redis_store.py prepends this file to each of them when it
--- registers them (Redis has no include). The rules mirror claude_pool/breaker/states.py: change both.
+-- registers them (Redis has no include). The rules mirror claude_pool/breaker/_states.py: change both.
 -- KEYS[1] is the account's breaker hash, KEYS[2] its probe slots (token scored by expiry).
 
--- The caller's clock in tests (ARGV[1] not empty), else the server's, which every worker shares:
--- they then agree on when a timeout has elapsed.
-local function clock(arg)
-  if arg ~= nil and arg ~= '' then
-    return tonumber(arg)
-  end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+-- clock(ARGV[1]), the time, comes before this file: CLOCK_LUA in claude_pool/core/redis_scripts.py.
 
 local function fmt(x)
   if x == nil then return '' end

@@ -1,6 +1,7 @@
 -- Helpers shared by the capacity scripts. redis_store.py prepends this file to each of them when it
--- registers them (Redis has no include); the Python twin of every function is in capacity/engine.py.
+-- registers them (Redis has no include); the Python twin of every function is in capacity/_rules.py.
 -- Numbers are stored and returned with %.17g so that a float survives the round trip exactly.
+-- clock(ARGV[1]), the time, comes before this file: CLOCK_LUA in claude_pool/core/redis_scripts.py.
 
 local LEVEL_FIELDS = {'r', 'i', 'o'}
 local CAP_FIELDS = {'lr', 'li', 'lo'}
@@ -8,15 +9,6 @@ local UPSTREAM_FIELDS = {'ur', 'ui', 'uo'}
 
 local function fmt(x)
   return string.format('%.17g', x)
-end
-
--- The caller's clock in tests (ARGV[1] not empty), else the server's, which every worker shares.
-local function clock(arg)
-  if arg ~= nil and arg ~= '' then
-    return tonumber(arg)
-  end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
 local function load_bucket(key)

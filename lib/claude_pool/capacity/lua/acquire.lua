@@ -1,5 +1,5 @@
 -- acquire(candidates, demand, strategy): choose an account and reserve the demand on its bucket,
--- in one atomic call. The Python twin is capacity/engine.py (assess, choose); the candidates arrive
+-- in one atomic call. The Python twin is capacity/_rules.py (assess, choose); the candidates arrive
 -- sorted by account id, so both backends walk them in the same order.
 -- KEYS: reservations hash, lease index, round-robin cursor, sticky mapping, then per bucket: bucket
 -- hash, bucket's leases.

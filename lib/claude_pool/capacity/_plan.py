@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from claude_pool.capacity.model import (
@@ -24,7 +24,15 @@ from claude_pool.capacity.model import (
 from claude_pool.core.config import Strategy
 from claude_pool.core.errors import InvalidInput
 
-__all__ = ["AcquirePlan", "new_reservation_id", "random_unit", "to_strategy"]
+__all__ = [
+    "AcquirePlan",
+    "Reserve",
+    "Reserved",
+    "acquire_with",
+    "new_reservation_id",
+    "random_unit",
+    "to_strategy",
+]
 
 
 def to_strategy(value: Strategy | str) -> Strategy:
@@ -112,3 +120,31 @@ class AcquirePlan:
                 for c, code, until in refusals
             ],
         )
+
+
+# A backend's atomic step of acquire: (plan, reservation id, lease ttl, (sticky key, its ttl) or None)
+# -> the chosen candidate (0-based, None: none can serve), its lease's expiry, and the refusals as
+# (candidate number, reason code, until).
+Reserved = tuple[int | None, float, list[tuple[int, int, float | None]]]
+Reserve = Callable[[AcquirePlan, str, float, tuple[str, float] | None], Awaitable[Reserved]]
+
+
+async def acquire_with(
+    reserve: Reserve,
+    candidates: Sequence[Candidate],
+    demand: Demand,
+    strategy: Strategy | str,
+    sticky_key: str | None,
+    sticky_ttl: float,
+    lease_ttl: float,
+    exclude: Collection[str],
+) -> Selection:
+    """``CapacityStore.acquire`` around a backend's ``reserve``: the canonical plan (no candidate
+    left: an empty selection, no backend call), a new reservation id, the selection answered."""
+    plan = AcquirePlan.build(candidates, demand, strategy, sticky_key, exclude)
+    if not plan.candidates:
+        return Selection(None, [])
+    reservation_id = new_reservation_id()
+    sticky = (sticky_key, float(sticky_ttl)) if sticky_key else None
+    chosen, expiry, refusals = await reserve(plan, reservation_id, float(lease_ttl), sticky)
+    return plan.selection(chosen, reservation_id, demand, expiry, refusals)

@@ -1,7 +1,7 @@
 """The breaker's state machine, one class per state, as pure functions of a stored record.
 
 The embedded store runs these inside one SQLite transaction. The Redis store cannot call Python
-inside its atomic step, so ``lua/breaker_*.lua`` carry the same rules line for line; the shared
+inside its atomic step, so ``lua/*.lua`` carry the same rules line for line; the shared
 store test suite holds the two to the same behaviour. Change both or neither.
 
     closed --failure_threshold consecutive failures--> open
@@ -13,16 +13,18 @@ store test suite holds the two to the same behaviour. Change both or neither.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from claude_pool.breaker.model import BreakerEffect, BreakerParams, BreakerRecord, State, StoreResult, Verdict
 
 __all__ = [
+    "NO_PROBES",
     "BreakerState",
     "ClosedState",
     "HalfOpenState",
     "OpenState",
+    "ProbeSlots",
     "admit",
     "apply_result",
     "force_open",
@@ -35,14 +37,21 @@ def _same(verdict: Verdict, rec: BreakerRecord, now: float, *, until: float | No
     return StoreResult(verdict, rec.state, rec, now, until)
 
 
-def _opened(rec: BreakerRecord, *, trips: int, now: float, params: BreakerParams) -> BreakerRecord:
+@dataclass(frozen=True)
+class ProbeSlots:
+    """The half-open probe slots held now (unexpired ones only), as admission sees them."""
+
+    in_flight: int = 0
+    earliest_expiry: float | None = None  # when the first of them frees up
+
+
+NO_PROBES = ProbeSlots()
+
+
+def _opened(rec: BreakerRecord, *, trips: int, timeout: float, now: float) -> BreakerRecord:
+    """``rec`` opened at ``now`` for ``timeout`` seconds, as its ``trips``-th consecutive opening."""
     return replace(
-        rec,
-        state=State.OPEN,
-        opened_at=now,
-        open_timeout=params.open_timeout(trips),
-        trips=trips,
-        epoch=rec.epoch + 1,
+        rec, state=State.OPEN, opened_at=now, open_timeout=timeout, trips=trips, epoch=rec.epoch + 1
     )
 
 
@@ -51,15 +60,9 @@ class BreakerState(ABC):
 
     @abstractmethod
     def admit(
-        self,
-        rec: BreakerRecord,
-        *,
-        now: float,
-        probes_in_flight: int,
-        earliest_probe_expiry: float | None,
-        params: BreakerParams,
+        self, rec: BreakerRecord, *, now: float, slots: ProbeSlots, params: BreakerParams
     ) -> StoreResult:
-        """May a call go through? ``probes_in_flight`` counts unexpired probe slots only."""
+        """May a call go through? ``slots`` counts unexpired probe slots only."""
 
     def on_result(
         self, rec: BreakerRecord, effect: BreakerEffect, *, now: float, params: BreakerParams
@@ -79,13 +82,7 @@ class ClosedState(BreakerState):
     name = State.CLOSED
 
     def admit(
-        self,
-        rec: BreakerRecord,
-        *,
-        now: float,
-        probes_in_flight: int,
-        earliest_probe_expiry: float | None,
-        params: BreakerParams,
+        self, rec: BreakerRecord, *, now: float, slots: ProbeSlots, params: BreakerParams
     ) -> StoreResult:
         return _same(Verdict.ALLOW, rec, now)
 
@@ -97,7 +94,7 @@ class ClosedState(BreakerState):
         failures = rec.failures + 1
         if failures < params.failure_threshold:
             return StoreResult(Verdict.COUNTED, rec.state, replace(rec, failures=failures), now)
-        after = _opened(replace(rec, failures=failures), trips=1, now=now, params=params)
+        after = _opened(replace(rec, failures=failures), trips=1, timeout=params.open_timeout(1), now=now)
         return StoreResult(Verdict.COUNTED, rec.state, after, now, reason=f"{failures} consecutive failures")
 
 
@@ -105,23 +102,11 @@ class HalfOpenState(BreakerState):
     name = State.HALF_OPEN
 
     def admit(
-        self,
-        rec: BreakerRecord,
-        *,
-        now: float,
-        probes_in_flight: int,
-        earliest_probe_expiry: float | None,
-        params: BreakerParams,
+        self, rec: BreakerRecord, *, now: float, slots: ProbeSlots, params: BreakerParams
     ) -> StoreResult:
-        if probes_in_flight >= params.half_open_max_calls:
-            return StoreResult(
-                Verdict.DENY,
-                rec.state,
-                rec,
-                now,
-                until=earliest_probe_expiry,
-                reason="half-open: probe slots taken",
-            )
+        if slots.in_flight >= params.half_open_max_calls:
+            reason = "half-open: probe slots taken"
+            return StoreResult(Verdict.DENY, rec.state, rec, now, until=slots.earliest_expiry, reason=reason)
         if rec.state is State.HALF_OPEN:
             return _same(Verdict.PROBE, rec, now)
         # The first probe after the timeout is where half-open starts, once, for every worker.
@@ -134,7 +119,9 @@ class HalfOpenState(BreakerState):
         if effect is BreakerEffect.SUCCESS:
             after = BreakerRecord(epoch=rec.epoch + 1)
             return StoreResult(Verdict.COUNTED, rec.state, after, now, reason="probe succeeded")
-        after = _opened(replace(rec, failures=rec.failures + 1), trips=rec.trips + 1, now=now, params=params)
+        trips = rec.trips + 1
+        failed = replace(rec, failures=rec.failures + 1)
+        after = _opened(failed, trips=trips, timeout=params.open_timeout(trips), now=now)
         return StoreResult(Verdict.COUNTED, rec.state, after, now, reason="probe failed")
 
 
@@ -142,24 +129,12 @@ class OpenState(BreakerState):
     name = State.OPEN
 
     def admit(
-        self,
-        rec: BreakerRecord,
-        *,
-        now: float,
-        probes_in_flight: int,
-        earliest_probe_expiry: float | None,
-        params: BreakerParams,
+        self, rec: BreakerRecord, *, now: float, slots: ProbeSlots, params: BreakerParams
     ) -> StoreResult:
         until = rec.open_until
         if until is not None and now < until:
             return StoreResult(Verdict.DENY, rec.state, rec, now, until=until, reason="circuit open")
-        return HALF_OPEN.admit(
-            rec,
-            now=now,
-            probes_in_flight=probes_in_flight,
-            earliest_probe_expiry=earliest_probe_expiry,
-            params=params,
-        )
+        return HALF_OPEN.admit(rec, now=now, slots=slots, params=params)
 
 
 CLOSED = ClosedState()
@@ -174,22 +149,9 @@ def state_for(rec: BreakerRecord) -> BreakerState:
     return _BY_NAME[rec.state]
 
 
-def admit(
-    rec: BreakerRecord,
-    *,
-    now: float,
-    probes_in_flight: int,
-    earliest_probe_expiry: float | None,
-    params: BreakerParams,
-) -> StoreResult:
+def admit(rec: BreakerRecord, *, now: float, slots: ProbeSlots, params: BreakerParams) -> StoreResult:
     """Verdict ``probe`` means the caller must record a probe slot in the same transaction."""
-    return state_for(rec).admit(
-        rec,
-        now=now,
-        probes_in_flight=probes_in_flight,
-        earliest_probe_expiry=earliest_probe_expiry,
-        params=params,
-    )
+    return state_for(rec).admit(rec, now=now, slots=slots, params=params)
 
 
 def apply_result(
@@ -224,7 +186,5 @@ def force_open(
 ) -> StoreResult:
     trips = max(rec.trips, 1)
     timeout = params.open_timeout(trips) if seconds is None else seconds
-    after = replace(
-        rec, state=State.OPEN, opened_at=now, open_timeout=timeout, trips=trips, epoch=rec.epoch + 1
-    )
+    after = _opened(rec, trips=trips, timeout=timeout, now=now)
     return StoreResult(Verdict.FORCED, rec.state, after, now, reason=reason)

@@ -2,7 +2,7 @@
 
 Every operation is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two
 processes never both read a level and both spend it); WAL lets readers proceed meanwhile, and the busy
-timeout makes a writer wait for the lock instead of failing. The rules are those of engine.py.
+timeout makes a writer wait for the lock instead of failing. The rules are those of rules.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
-from claude_pool.capacity import engine
-from claude_pool.capacity.engine import BucketState, Entry
-from claude_pool.capacity.plan import AcquirePlan
+from claude_pool.capacity import _rules as rules
+from claude_pool.capacity._plan import AcquirePlan
+from claude_pool.capacity._rules import BucketState, Entry
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
 from claude_pool.core.config import Strategy
 from claude_pool.core.redis_keys import BUCKET_TTL_SECONDS  # the same idle lifetime as on Redis
@@ -48,7 +48,7 @@ _Assessed = tuple[list[float], list[float], int, float | None, float]
 def _sort_out(
     plan: AcquirePlan, assessed: Sequence[_Assessed]
 ) -> tuple[list[Entry], list[int], list[tuple[int, int, float | None]]]:
-    """The eligible candidates (as entries for engine.choose, and their numbers in the plan) and
+    """The eligible candidates (as entries for rules.choose, and their numbers in the plan) and
     the refusals of the others, in the plan's order."""
     entries: list[Entry] = []
     numbers: list[int] = []
@@ -124,13 +124,13 @@ class SqliteCore:
             (bucket_id, *levels, now, *caps),
         )
 
-    def apply_refund(self, bucket_id: str, delta: engine.Triple, now: float) -> None:
+    def apply_refund(self, bucket_id: str, delta: rules.Triple, now: float) -> None:
         state = self.load([bucket_id])[bucket_id]
-        caps = engine.caps_of(None, state)
-        levels = engine.refill(state, caps, now)
+        caps = rules.caps_of(None, state)
+        levels = rules.refill(state, caps, now)
         # refill leaves a level only where there is a cap
         out = [
-            None if lv is None else engine.clamp_add(lv, delta[m], cast(float, caps[m]))
+            None if lv is None else rules.clamp_add(lv, delta[m], cast(float, caps[m]))
             for m, lv in enumerate(levels)
         ]
         self.save(bucket_id, out, caps, now)
@@ -187,7 +187,7 @@ class SqliteCore:
                 else None
             )
             chosen = numbers[
-                engine.choose(plan.strategy, entries, r, last_round_robin=rr, sticky_account=mapped)
+                rules.choose(plan.strategy, entries, r, last_round_robin=rr, sticky_account=mapped)
             ]
             expiry = self._reserve(plan, chosen, assessed[plan.bucket_of[chosen]], rid, lease_ttl, now)
             cand = plan.candidates[chosen]
@@ -207,13 +207,13 @@ class SqliteCore:
         for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
             state = states[bucket_id]
             # A plan's limits are all configured (positive), so no cap and no level is unknown.
-            caps = cast(list[float], engine.caps_of(lim, state))
-            levels = cast(list[float], engine.refill(state, caps, now))
+            caps = cast(list[float], rules.caps_of(lim, state))
+            levels = cast(list[float], rules.refill(state, caps, now))
             count, earliest = self.in_flight(bucket_id) if lim.max_in_flight else (0, None)
-            code, until = engine.assess(
+            code, until = rules.assess(
                 levels, caps, plan.need, now, state.cooldown_until, count, lim.max_in_flight, earliest
             )
-            score = engine.headroom_after(levels, caps, plan.need) if code == 0 else 0.0
+            score = rules.headroom_after(levels, caps, plan.need) if code == 0 else 0.0
             assessed.append((caps, levels, code, until, score))
         return assessed
 
@@ -240,7 +240,7 @@ class SqliteCore:
                 return  # settled or reclaimed already
             bucket_id, r, i, o, expires_at = row
             self.db.execute("DELETE FROM leases WHERE reservation_id = ?", (rid,))
-            delta = engine.settle_refund((r, i, o), used, sent=sent, expired=now >= expires_at)
+            delta = rules.settle_refund((r, i, o), used, sent=sent, expired=now >= expires_at)
             self.apply_refund(bucket_id, delta, now)
 
     def renew(self, rid: str, lease_ttl: float) -> float | None:
@@ -255,8 +255,8 @@ class SqliteCore:
     def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
         with self.transaction() as now:
             state = self.load([bucket_id])[bucket_id]
-            caps = engine.caps_of(None, state)
-            levels = engine.refill(state, caps, now)
+            caps = rules.caps_of(None, state)
+            levels = rules.refill(state, caps, now)
             upstream = list(state.upstream or [None, None, None])
             for m, metric in enumerate((snapshot.requests, snapshot.input_tokens, snapshot.output_tokens)):
                 if metric.limit is not None and metric.limit > 0:
