@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.plugins.simulators", "tests.plugins.runtimes"]
+pytest_plugins = ["tests.plugins.simulators", "tests.plugins.runtimes", "tests.plugins.stores"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -16,14 +15,6 @@ from claude_pool.storage import AccountStatus, ClaudeAccount, Database
 
 CANARY = "sk-ant-api03-CANARYzzQ9" + "k" * 60 + "W7x3"
 OTHER = "sk-ant-api03-OTHERkeyP5" + "m" * 60 + "Z9y8"
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

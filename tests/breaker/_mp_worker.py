@@ -5,16 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from claude_pool.breaker import (
-    BreakerListener,
-    BreakerStore,
-    CircuitBreaker,
-    EmbeddedBreakerStore,
-    Permit,
-    RedisBreakerStore,
-    Transition,
-)
+from claude_pool.breaker import BreakerListener, CircuitBreaker, Permit, Transition, open_breaker_store
 from claude_pool.core.config import BreakerConfig
+from claude_pool.core.settings import Settings
 from claude_pool.pool.classify import BreakerEffect
 
 ACCOUNT = "acct-mp"
@@ -29,14 +22,13 @@ class _Heard(BreakerListener):
         self.moves.append((transition.from_state.value, transition.to_state.value))
 
 
-def run(backend: str, where: str, prefix: str, rounds: int, barrier: Any, results: Any) -> None:
-    results.put(asyncio.run(_run(backend, where, prefix, rounds, barrier)))
+def run(settings: Settings, rounds: int, barrier: Any, results: Any) -> None:
+    results.put(asyncio.run(_run(settings, rounds, barrier)))
 
 
-async def _run(backend: str, where: str, prefix: str, rounds: int, barrier: Any) -> dict[str, Any]:
-    store: BreakerStore = (
-        RedisBreakerStore.from_url(where, prefix=prefix) if backend == "redis" else EmbeddedBreakerStore(where)
-    )
+async def _run(settings: Settings, rounds: int, barrier: Any) -> dict[str, Any]:
+    """The breaker store ``settings`` call for: Redis, or the embedded file under their home."""
+    store = open_breaker_store(settings)
     heard = _Heard()
     # A long timeout: no probe may be let through while the test runs.
     cb = CircuitBreaker(store, BreakerConfig(failure_threshold=THRESHOLD, timeout_seconds=300), listeners=[heard])

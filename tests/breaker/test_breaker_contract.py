@@ -19,7 +19,7 @@ from claude_pool.breaker import (
     Transition,
 )
 from claude_pool.core.config import BreakerConfig
-from claude_pool.pool.classify import SUCCESS, BreakerEffect
+from claude_pool.pool.classify import SUCCESS, BreakerEffect, Outcome
 from tests.capacity.conftest import FakeClock
 
 from .conftest import StoreFactory
@@ -101,15 +101,29 @@ async def test_opens_after_threshold_consecutive_failures(make_store: StoreFacto
     assert rec.denied == [denied]
 
 
-async def test_a_success_resets_the_count(make_store: StoreFactory) -> None:
+@pytest.mark.parametrize(
+    ("effect", "failures_after", "then_failing", "state_after"),
+    [
+        # a success resets the count (an Outcome is accepted as well as a BreakerEffect)
+        pytest.param(SUCCESS, 0, 4, State.CLOSED, id="a-success-resets-the-count"),
+        pytest.param(BreakerEffect.NOT_COUNTED, 4, 1, State.OPEN, id="not-counted-changes-nothing"),
+    ],
+)
+async def test_what_a_call_of_a_closed_circuit_records(
+    make_store: StoreFactory,
+    effect: BreakerEffect | Outcome,
+    failures_after: int,
+    then_failing: int,
+    state_after: State,
+) -> None:
     cb = breaker(make_store)
     await fail(cb, 4)
     permit = await cb.allow(ACCOUNT)
     assert isinstance(permit, Permit)
-    await cb.record(ACCOUNT, SUCCESS, permit=permit)  # an Outcome is accepted too
-    assert (await cb.state(ACCOUNT)).consecutive_failures == 0
-    await fail(cb, 4)
-    assert (await cb.state(ACCOUNT)).state is State.CLOSED
+    assert await cb.record(ACCOUNT, effect, permit=permit) is None
+    assert (await cb.state(ACCOUNT)).consecutive_failures == failures_after
+    await fail(cb, then_failing)
+    assert (await cb.state(ACCOUNT)).state is state_after
 
 
 async def test_open_denies_until_the_timeout_then_lets_one_probe(
@@ -200,18 +214,6 @@ async def test_probe_failure_reopens_with_backed_off_capped_timeout(
     [again] = (await fail(cb, 5))[-1:]
     assert again is not None and again.trips == 1
     assert again.open_until is not None and again.open_until - again.at == pytest.approx(TIMEOUT)
-
-
-async def test_not_counted_changes_nothing(make_store: StoreFactory) -> None:
-    rec = Recorder()
-    cb = breaker(make_store, listener=rec)
-    await fail(cb, 4)
-    permit = await cb.allow(ACCOUNT)
-    assert isinstance(permit, Permit)
-    assert await cb.record(ACCOUNT, BreakerEffect.NOT_COUNTED, permit=permit) is None
-    assert (await cb.state(ACCOUNT)).consecutive_failures == 4
-    await fail(cb, 1)
-    assert (await cb.state(ACCOUNT)).state is State.OPEN
 
 
 async def test_not_counted_probe_gives_its_slot_back_without_a_verdict(

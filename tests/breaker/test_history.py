@@ -7,7 +7,7 @@ back from a migrated SQLite database."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,16 +54,8 @@ class HistoryWorld:
 
 
 @pytest.fixture
-def db(sqlite_url: str) -> Iterator[Database]:
-    database = Database(sqlite_url)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-async def world(db: Database, tmp_path: Path) -> AsyncIterator[HistoryWorld]:
-    accounts = AccountService(db, KeyRing(os.urandom(32)), load_config(None, env={}))
+async def world(sqlite_db: Database, tmp_path: Path) -> AsyncIterator[HistoryWorld]:
+    accounts = AccountService(sqlite_db, KeyRing(os.urandom(32)), load_config(None, env={}))
     account = accounts.register(
         {"organization_id": "org-a", "name": "history", "tier": "pro", "api_key": "sk-ant-api03-" + "h" * 80}
     )
@@ -71,9 +63,9 @@ async def world(db: Database, tmp_path: Path) -> AsyncIterator[HistoryWorld]:
     breaker = CircuitBreaker(
         EmbeddedBreakerStore(tmp_path / "breakers.db", clock=clock),
         BreakerConfig(failure_threshold=3, timeout_seconds=OPEN_SECONDS),
-        listeners=[BreakerHistoryListener(db)],
+        listeners=[BreakerHistoryListener(sqlite_db)],
     )
-    yield HistoryWorld(db, account.id, clock, breaker)
+    yield HistoryWorld(sqlite_db, account.id, clock, breaker)
     await breaker.aclose()
 
 

@@ -5,36 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from claude_pool.capacity import (
-    BucketLimits,
-    Candidate,
-    CapacityStore,
-    Demand,
-    EmbeddedCapacityStore,
-    RedisCapacityStore,
-    Usage,
-)
+from claude_pool.capacity import BucketLimits, Candidate, Demand, Usage, open_capacity_store
+from claude_pool.core.settings import Settings
 
 LIMITS = BucketLimits(rpm=600, itpm=1_000_000, otpm=1_000_000)  # requests bind: 600 + 10 per second
 CANDIDATES = [Candidate(f"acct-{n}", f"acct-{n}", LIMITS) for n in range(3)]
 DEMAND = Demand(100, 50)
 
 
-def hammer(backend: str, target: str, prefix: str, ready: Any, duration: float, results: Any) -> None:
-    """Run in its own process: wait at the ``ready`` barrier (so slow start-ups on a loaded machine
-    do not shorten anyone's window), hammer for ``duration``, put the counts on ``results``."""
-    results.put(asyncio.run(_hammer(backend, target, prefix, ready, duration)))
+def hammer(settings: Settings, duration: float, ready: Any, results: Any) -> None:
+    """Run in its own process, on the capacity store ``settings`` call for: wait at the ``ready``
+    barrier, hammer for ``duration``, put the counts on ``results``."""
+    results.put(asyncio.run(_hammer(settings, ready, duration)))
 
 
-async def _hammer(backend: str, target: str, prefix: str, ready: Any, duration: float) -> tuple:
-    store: CapacityStore
-    if backend == "redis":
-        store = RedisCapacityStore.from_url(target, prefix=prefix)
-    else:
-        store = EmbeddedCapacityStore(Path(target))
+async def _hammer(settings: Settings, ready: Any, duration: float) -> tuple:
+    store = open_capacity_store(settings)
     granted: Counter[str] = Counter()
     attempts = 0
     try:

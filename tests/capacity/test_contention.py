@@ -2,40 +2,28 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from claude_pool.core.settings import Settings
 from tests.capacity._hammer import CANDIDATES, LIMITS, hammer
+from tests.plugins.processes import run_spawned
+from tests.plugins.stores import StoreBackend
 
 DURATION = 5.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backend", "processes"), [("embedded", 4), ("redis", 8)])
+@pytest.mark.parametrize(
+    ("store_backend", "processes"), [("embedded", 4), ("redis", 8)], indirect=["store_backend"]
+)
 def test_many_processes_never_exceed_capacity(
-    backend: str, processes: int, request: pytest.FixtureRequest, tmp_path: Path
+    store_backend: StoreBackend, processes: int, tmp_path: Path
 ) -> None:
-    if backend == "redis":
-        target, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-    else:
-        target, prefix = str(tmp_path / "capacity.db"), ""
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds threads and loops
-    ready = ctx.Barrier(processes)
-    queue = ctx.Queue()
-    workers = [ctx.Process(target=hammer, args=(backend, target, prefix, ready, DURATION, queue))
-               for _ in range(processes)]
-    for w in workers:
-        w.start()
-    try:
-        results = [queue.get(timeout=120) for _ in workers]
-    finally:
-        for w in workers:
-            w.join(timeout=10)
-            if w.is_alive():
-                w.terminate()
+    settings = Settings(home=tmp_path, log_file=None, **store_backend.settings)
+    results = run_spawned(hammer, [(settings, DURATION)] * processes, timeout=120)
     granted: Counter[str] = Counter()
     for counts, _first, _last, _attempts in results:
         granted.update(counts)

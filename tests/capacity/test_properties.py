@@ -7,6 +7,7 @@ import asyncio
 import random
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +111,23 @@ async def _apply(
             await s.calibrate(op[1], snap)
 
 
-def _stores(redis_url: str, tmp: str, clock: FakeClock, seed: int) -> tuple[list[CapacityStore], str]:
+def _on_both_stores(
+    redis_url: str, clock: FakeClock, seed: int, run: Callable[[list[CapacityStore]], Awaitable[None]]
+) -> None:
+    """``run`` on a Redis store and an embedded one that share the clock and draw the same random
+    numbers, fresh for this example (a key prefix and a directory of its own: hypothesis runs many
+    examples in one test); the stores are closed and the keys deleted afterwards."""
     prefix = f"claude-pool-test-{uuid.uuid4().hex[:12]}"
     rnd_a, rnd_b = random.Random(seed), random.Random(seed)
-    return [
-        RedisCapacityStore.from_url(redis_url, prefix=prefix, clock=clock, random=rnd_a.random),
-        EmbeddedCapacityStore(Path(tmp) / "capacity.db", clock=clock, random=rnd_b.random),
-    ], prefix
+    with tempfile.TemporaryDirectory() as tmp:
+        stores: list[CapacityStore] = [
+            RedisCapacityStore.from_url(redis_url, prefix=prefix, clock=clock, random=rnd_a.random),
+            EmbeddedCapacityStore(Path(tmp) / "capacity.db", clock=clock, random=rnd_b.random),
+        ]
+        try:
+            asyncio.run(_run_and_close(run, stores))
+        finally:
+            _cleanup(redis_url, prefix)
 
 
 def _cleanup(redis_url: str, prefix: str) -> None:
@@ -146,15 +157,12 @@ def test_interleavings_stay_in_bounds_agree_and_return_to_full(redis_url: str, o
         for s in stores:
             assert await _views(s) == [(c.limits.rpm, c.limits.itpm, c.limits.otpm, 0) for c in CANDS]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        stores, prefix = _stores(redis_url, tmp, clock, seed)
-        try:
-            asyncio.run(_run_and_close(run, stores))
-        finally:
-            _cleanup(redis_url, prefix)
+    _on_both_stores(redis_url, clock, seed, run)
 
 
-async def _run_and_close(run: Any, stores: list[CapacityStore]) -> None:
+async def _run_and_close(
+    run: Callable[[list[CapacityStore]], Awaitable[None]], stores: list[CapacityStore]
+) -> None:
     try:
         await run(stores)
     finally:
@@ -195,9 +203,4 @@ def test_frozen_time_conserves_capacity_exactly(redis_url: str, demands: list, s
                 120 - used[2],
             )
 
-    with tempfile.TemporaryDirectory() as tmp:
-        stores, prefix = _stores(redis_url, tmp, clock, seed)
-        try:
-            asyncio.run(_run_and_close(run, stores))
-        finally:
-            _cleanup(redis_url, prefix)
+    _on_both_stores(redis_url, clock, seed, run)

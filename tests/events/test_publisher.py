@@ -156,16 +156,24 @@ async def test_a_delegation_that_fails_for_good_is_a_failure_for_its_organizatio
     published.assert_no_key_in(seen_admin)
 
 
-async def test_a_breaker_transition_goes_to_the_organization_of_its_account(
-    make_pool: Callable[..., tuple[Pool, Published]],
-) -> None:
-    pool, published = make_pool()
+async def _open_tenant_b_circuit(
+    make_pool: Callable[..., tuple[Pool, Published]], *, directory: bool = True
+) -> Published:
+    """acct-3 (tenant-b's only account) answers 500 until its circuit opens; what was published."""
+    pool, published = make_pool(directory=directory)
     published.world.sim.set_faults([FaultRule(kind="error", status=500, targets=("acct-3",))])
     async with pool:
         for _ in range(THRESHOLD):
             with pytest.raises(ClaudePoolError):
                 await pool.delegate(DelegationRequest(organization_id=B, message="hello"))
     await published.close()
+    return published
+
+
+async def test_a_breaker_transition_goes_to_the_organization_of_its_account(
+    make_pool: Callable[..., tuple[Pool, Published]],
+) -> None:
+    published = await _open_tenant_b_circuit(make_pool)
     seen_a, seen_b, seen_admin = [await published.seen_by(o) for o in ([A], [B], None)]
 
     (transition,) = _of(seen_b, "breaker.transition")
@@ -181,13 +189,7 @@ async def test_a_breaker_transition_goes_to_the_organization_of_its_account(
 async def test_without_a_directory_a_breaker_transition_is_shown_to_admins_only(
     make_pool: Callable[..., tuple[Pool, Published]],
 ) -> None:
-    pool, published = make_pool(directory=False)
-    published.world.sim.set_faults([FaultRule(kind="error", status=500, targets=("acct-3",))])
-    async with pool:
-        for _ in range(THRESHOLD):
-            with pytest.raises(ClaudePoolError):
-                await pool.delegate(DelegationRequest(organization_id=B, message="hello"))
-    await published.close()
+    published = await _open_tenant_b_circuit(make_pool, directory=False)
     seen_b, seen_admin = [await published.seen_by(o) for o in ([B], None)]
 
     assert _of(seen_b, "breaker.transition") == []

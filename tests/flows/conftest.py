@@ -15,7 +15,7 @@ import pytest
 from claude_pool.runtime import Runtime
 from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scenario
 from claude_pool_tasks.context import runtime
-from tests.pool.conftest import register_simulated_keys
+from tests.plugins.runtimes import register_simulated_keys
 
 DEFAULT = Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000)
 

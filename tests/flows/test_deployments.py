@@ -21,7 +21,7 @@ from claude_pool.core.settings import Settings
 from claude_pool.runtime import Runtime
 from claude_pool.simulator import RunningSimulator
 from tests.flows.conftest import DEFAULT
-from tests.pool.conftest import register_simulated_keys
+from tests.plugins.runtimes import register_simulated_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")

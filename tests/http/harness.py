@@ -21,11 +21,12 @@ from fastapi import FastAPI
 
 from claude_pool.core.config import load_config
 from claude_pool.core.logs import configure_logging
-from claude_pool.core.settings import Secret, Settings
+from claude_pool.core.settings import Secret
 from claude_pool.events.bus import Event
 from claude_pool.http import ApiTokens, create_app
 from claude_pool.runtime import Runtime
 from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scenario, SlackConfig
+from tests.plugins.runtimes import simulated_settings
 
 __all__ = ["ApiServer", "SseReader", "UvicornThread", "iter_routes", "serve_api"]
 
@@ -137,13 +138,13 @@ def serve_api(
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(RunningSimulator(scenario))
         slack = stack.enter_context(RunningSlackSimulator(SlackConfig(rate_per_channel=1000, burst=1000)))
-        settings = Settings(
-            home=home,
-            database_url=database_url or f"sqlite:///{home / 'claude-pool.db'}",
+        settings = simulated_settings(
+            home,
+            sim.base_url,
+            encryption_key,
+            database_url=database_url,
             redis_url=redis_url,
             redis_prefix=redis_prefix,
-            encryption_key=Secret(encryption_key),
-            anthropic_base_url=sim.base_url,
             slack_bot_token=Secret(slack.token),
             slack_base_url=slack.base_url,
             log_file=home / "app.log",

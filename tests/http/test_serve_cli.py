@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 
 import claude_pool.http
 from tests.http.harness import _free_port
+from tests.plugins.processes import python_module, wait_while_running
 
 HTTP_MODULES = ["app", "auth", "admin", "context", "errors", "events_sse", "execute", "health", "schemas"]
 
@@ -46,23 +46,25 @@ def test_serve_command(tmp_path: Path) -> None:
         capture_output=True,
         timeout=60,
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "claude_pool", "serve", "--port", str(port), "--no-access-log"],
+    process = python_module(
+        "claude_pool",
+        "serve",
+        "--port",
+        str(port),
+        "--no-access-log",
         env=env,
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+    def health_answer() -> httpx.Response | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+        except httpx.TransportError:
+            return None
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-                assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.1)  # a bounded poll: the child process has no other way to say it listens
+        health = wait_while_running(process, health_answer, what="the server came up", timeout=30)
         assert health.status_code == 200 and health.json()["database"]["status"] == "up"
         assert health.json()["pool"]["total"] == 0
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
@@ -76,12 +78,18 @@ def test_serve_command(tmp_path: Path) -> None:
     assert token not in output
 
 
-def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "CLAUDE_POOL_HOME": str(tmp_path),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}",
-    }
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        pytest.param(
+            ("DATABASE_URL", "sqlite:///{home}/new.db"), "claude-pool db upgrade", id="unmigrated-database"
+        ),
+        pytest.param(("CLAUDE_POOL_API_TOKENS", "{{oops"), "CLAUDE_POOL_API_TOKENS", id="malformed-tokens"),
+    ],
+)
+def test_serve_refuses_to_start_and_says_why(tmp_path: Path, setting: tuple[str, str], said: str) -> None:
+    name, value = setting
+    env = {**os.environ, "CLAUDE_POOL_HOME": str(tmp_path), name: value.format(home=tmp_path)}
     done = subprocess.run(
         [sys.executable, "-m", "claude_pool", "serve", "--port", "0"],
         env=env,
@@ -91,18 +99,4 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 1 and "claude-pool db upgrade" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_serve_refuses_malformed_tokens(tmp_path: Path) -> None:
-    env = {**os.environ, "CLAUDE_POOL_HOME": str(tmp_path), "CLAUDE_POOL_API_TOKENS": "{oops"}
-    done = subprocess.run(
-        [sys.executable, "-m", "claude_pool", "serve", "--port", "0"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1 and "CLAUDE_POOL_API_TOKENS" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scenario, SlackConfig
+from tests.plugins.closing import closed_after
 
 __all__ = [
     "DEFAULT_TEST_SCENARIO",
@@ -32,16 +33,10 @@ DEFAULT_TEST_SCENARIO = Scenario.uniform(accounts=3, rpm=10_000, itpm=10_000_000
 
 @pytest.fixture
 def anthropic_sim_factory() -> Iterator[Callable[..., RunningSimulator]]:
-    started: list[RunningSimulator] = []
-
     def start(scenario: Scenario | None = None, **kwargs: Any) -> RunningSimulator:
-        sim = RunningSimulator(scenario or DEFAULT_TEST_SCENARIO, **kwargs).start()
-        started.append(sim)
-        return sim
+        return RunningSimulator(scenario or DEFAULT_TEST_SCENARIO, **kwargs).start()
 
-    yield start
-    for sim in started:
-        sim.close()
+    yield from closed_after(start)
 
 
 @pytest.fixture
@@ -51,18 +46,12 @@ def anthropic_sim(anthropic_sim_factory: Callable[..., RunningSimulator]) -> Run
 
 @pytest.fixture
 def slack_sim_factory() -> Iterator[Callable[..., RunningSlackSimulator]]:
-    started: list[RunningSlackSimulator] = []
-
     def start(config: SlackConfig | None = None, **options: Any) -> RunningSlackSimulator:
         if options:
             config = SlackConfig(**{**(config or SlackConfig()).__dict__, **options})
-        sim = RunningSlackSimulator(config).start()
-        started.append(sim)
-        return sim
+        return RunningSlackSimulator(config).start()
 
-    yield start
-    for sim in started:
-        sim.close()
+    yield from closed_after(start)
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import multiprocessing
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -27,11 +25,14 @@ from typing import Any
 from claude_pool.breaker import BreakerView, RedisBreakerStore
 from claude_pool.core.config import PoolConfig
 from claude_pool.core.errors import DeadlineExceeded, NoAccountAvailable
-from claude_pool.core.settings import Secret, Settings
+from claude_pool.core.settings import Settings
 from claude_pool.pool import Pool
 from claude_pool.pool.listeners import PoolListener, Selected
 from claude_pool.pool.models import AttemptRecord, DelegationRequest
 from claude_pool.runtime import Runtime
+from claude_pool.simulator import KeySpec, Limits, OrgSpec
+from tests.plugins.processes import python_module, run_spawned
+from tests.plugins.runtimes import register_simulated_keys
 
 __all__ = [
     "TENANT",
@@ -44,7 +45,6 @@ __all__ = [
     "register_accounts",
     "run_in_background",
     "run_processes",
-    "settings_for",
     "summarize_load",
 ]
 
@@ -69,21 +69,8 @@ class SimProcess:
         path = where / "scenario.json"
         path.write_text(json.dumps(scenario), encoding="utf-8")
         log = (where / "simulator.log").open("w", encoding="utf-8")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "claude_pool",
-                "simulate",
-                "--scenario",
-                str(path),
-                "--port",
-                "0",
-                "--json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
+        proc = python_module(
+            "claude_pool", "simulate", "--scenario", str(path), "--port", "0", "--json", stderr=log, text=True
         )
         log.close()  # the child holds its own descriptor
         assert proc.stdout is not None
@@ -93,6 +80,15 @@ class SimProcess:
             raise RuntimeError(f"the simulator did not start: {(where / 'simulator.log').read_text()}")
         info = json.loads(line)
         return cls(proc, info["base_url"], info)
+
+    @property
+    def keys(self) -> list[KeySpec]:
+        return [KeySpec(k["key"], k["org"], k["name"]) for k in self.described["keys"]]
+
+    @property
+    def orgs(self) -> list[OrgSpec]:
+        organizations = self.described["organizations"]
+        return [OrgSpec(o["id"], Limits(**o["limits"]), o["admin_key"]) for o in organizations]
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.base_url + "/_sim/stats", timeout=10) as reply:  # noqa: S310
@@ -113,40 +109,12 @@ class SimProcess:
             self.proc.stdout.close()
 
 
-def settings_for(home: Path, base_url: str, key: str, redis: tuple[str, str] | None) -> Settings:
-    return Settings(
-        home=home,
-        database_url=f"sqlite:///{home / 'claude-pool.db'}",
-        redis_url=redis[0] if redis else None,
-        redis_prefix=redis[1] if redis else "claude-pool",
-        encryption_key=Secret(key),
-        anthropic_base_url=base_url,
-        log_file=None,
-    )
-
-
 def register_accounts(settings: Settings, config: PoolConfig, sim: SimProcess) -> dict[str, str]:
-    """Every simulated key as an account with its organization's limits; name -> account id."""
+    """Every simulated key as an account of ``TENANT`` with its organization's limits (no capacity
+    groups); name -> account id."""
     runtime = Runtime(settings=settings, config=config)
     try:
-        runtime.db.upgrade()
-        limits = {o["id"]: o["limits"] for o in sim.described["organizations"]}
-        ids = {}
-        for key in sim.described["keys"]:
-            lim = limits[key["org"]]
-            account = runtime.accounts.register(
-                {
-                    "organization_id": TENANT,
-                    "name": key["name"],
-                    "tier": "pro",
-                    "api_key": key["key"],
-                    "requests_per_minute": lim["rpm"],
-                    "input_tokens_per_minute": lim["itpm"],
-                    "output_tokens_per_minute": lim["otpm"],
-                }
-            )
-            ids[key["name"]] = account.id
-        return ids
+        return register_simulated_keys(runtime, sim, organization_id=TENANT, shared_orgs=False)
     finally:
         runtime.close()
 
@@ -277,7 +245,7 @@ async def _offer_load(plan: WorkerPlan, barrier: Any) -> dict[str, Any]:
     }
 
 
-def breaker_worker(plan: WorkerPlan, barrier: Any, stop: Any, results: Any) -> None:
+def breaker_worker(plan: WorkerPlan, stop: Any, barrier: Any, results: Any) -> None:
     results.put(asyncio.run(_hammer(plan, barrier, stop)))
 
 
@@ -317,31 +285,12 @@ def run_processes(
     on_started: Callable[[], None] | None = None,
     timeout: float = 120.0,
 ) -> list[dict[str, Any]]:
-    """Start one 'spawn' process per plan, release them together, gather what each reports."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(len(plans) + 1)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(plan, barrier, *extra, results)) for plan in plans]
-    for p in procs:
-        p.start()
-    try:
-        barrier.wait(timeout=120)  # every worker has its pool open and connected
-        if on_started is not None:
-            on_started()
-        out = [results.get(timeout=timeout) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=15)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        results.close()
-        results.join_thread()
-    assert [p.exitcode for p in procs] == [0] * len(procs)
-    return out
+    """Start one 'spawn' process per plan, each called as ``target(plan, *extra, barrier, results)``,
+    release them together once every worker has its pool open and connected (the parent waits at
+    that start line too, so ``timeout`` counts from there), gather what each reports."""
+    return run_spawned(
+        target, [(plan, *extra) for plan in plans], timeout=timeout, on_started=on_started or (lambda: None)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -86,15 +86,24 @@ def test_success() -> None:
     assert SUCCESS.cooldown_until is None and SUCCESS.status_until is None and SUCCESS.backoff_seconds is None
 
 
-@pytest.mark.parametrize(
-    ("cls", "status", "error_type"),
-    [
-        (anthropic.BadRequestError, 400, "invalid_request_error"),
-        (anthropic.NotFoundError, 404, "not_found_error"),
-        (anthropic.ContentTooLargeError, 413, "request_too_large"),
-        (anthropic.UnprocessableEntityError, 422, "invalid_request_error"),
-    ],
-)
+# (exception class, status, error type) of the table's rows, by what they mean for the account
+STATUS_ROW = ("cls", "status", "error_type")
+CALLER_ERRORS = [
+    (anthropic.BadRequestError, 400, "invalid_request_error"),
+    (anthropic.NotFoundError, 404, "not_found_error"),
+    (anthropic.ContentTooLargeError, 413, "request_too_large"),
+    (anthropic.UnprocessableEntityError, 422, "invalid_request_error"),
+]
+SERVER_FAILURES = [
+    (anthropic.InternalServerError, 500, "api_error"),
+    (anthropic.InternalServerError, 502, "api_error"),
+    (anthropic.ServiceUnavailableError, 503, "api_error"),
+    (anthropic.GatewayTimeoutError, 504, "timeout_error"),
+    (anthropic.RequestTimeoutError, 408, "timeout_error"),
+]
+
+
+@pytest.mark.parametrize(STATUS_ROW, CALLER_ERRORS)
 def test_caller_errors_are_not_counted_and_not_retried(
     policy: ErrorPolicy, cls: type[anthropic.APIStatusError], status: int, error_type: str
 ) -> None:
@@ -255,16 +264,7 @@ def test_api_error_event_after_a_200_is_a_failure(policy: ErrorPolicy) -> None:
     assert policy.classify(exc, account_id=ACCOUNT).kind is OutcomeKind.FAILURE
 
 
-@pytest.mark.parametrize(
-    ("cls", "status", "error_type"),
-    [
-        (anthropic.InternalServerError, 500, "api_error"),
-        (anthropic.InternalServerError, 502, "api_error"),
-        (anthropic.ServiceUnavailableError, 503, "api_error"),
-        (anthropic.GatewayTimeoutError, 504, "timeout_error"),
-        (anthropic.RequestTimeoutError, 408, "timeout_error"),
-    ],
-)
+@pytest.mark.parametrize(STATUS_ROW, SERVER_FAILURES)
 def test_server_failures_count_against_the_account(
     policy: ErrorPolicy, cls: type[anthropic.APIStatusError], status: int, error_type: str
 ) -> None:

@@ -27,6 +27,8 @@ from claude_pool.core.config import PoolConfig
 from claude_pool.core.errors import DeadlineExceeded
 from claude_pool.pool.models import DelegationRequest
 from claude_pool.simulator import Latency, Scenario
+from tests.plugins.runtimes import simulated_settings
+from tests.plugins.stores import StoreBackend
 
 from ._load_harness import (
     TENANT,
@@ -38,7 +40,6 @@ from ._load_harness import (
     register_accounts,
     run_in_background,
     run_processes,
-    settings_for,
     summarize_load,
 )
 from .conftest import PoolWorld
@@ -53,9 +54,11 @@ WAIT_SECONDS = 2.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backend", "workers"), [("redis", 8), ("embedded", 4)])
+@pytest.mark.parametrize(
+    ("store_backend", "workers"), [("redis", 8), ("embedded", 4)], indirect=["store_backend"]
+)
 def test_twice_the_capacity_from_many_processes_is_served_without_one_429(
-    backend: str, workers: int, request: pytest.FixtureRequest, tmp_path: Path, encryption_key: str
+    store_backend: StoreBackend, workers: int, tmp_path: Path, encryption_key: str
 ) -> None:
     """Offered twice what the accounts allow, the pool serves all they allow and not one request more.
 
@@ -93,12 +96,8 @@ def test_twice_the_capacity_from_many_processes_is_served_without_one_429(
         tmp_path,
     )
     try:
-        redis = (
-            (request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
-            if backend == "redis"
-            else None
-        )
-        settings = settings_for(tmp_path / "home", sim.base_url, encryption_key, redis)
+        home = tmp_path / "home"
+        settings = simulated_settings(home, sim.base_url, encryption_key, **store_backend.settings)
         config = PoolConfig()
         register_accounts(settings, config, sim)
         mean_output = (MAX_TOKENS + 1) / 2
@@ -126,7 +125,7 @@ def test_twice_the_capacity_from_many_processes_is_served_without_one_429(
     capacity = ACCOUNTS * (OTPM + OTPM / 60 * load.elapsed)
     served_share = total["output_tokens"] / capacity
     print(
-        f"\n[{backend}, {workers} processes] offered {load.offered} requests "
+        f"\n[{store_backend.name}, {workers} processes] offered {load.offered} requests "
         f"({offered_rate:.0f}/s) over {load.elapsed:.1f} s; outcomes {dict(outcomes)}; "
         f"failed attempts {dict(load.failed_attempts)}; "
         f"simulator: served {total['served']}, output tokens {total['output_tokens']} of capacity "
@@ -181,7 +180,9 @@ async def test_an_open_circuit_keeps_every_process_away_until_its_one_probe(
     store = RedisBreakerStore.from_url(redis_url, prefix=redis_prefix)
     stop = multiprocessing.get_context("spawn").Event()
     try:
-        settings = settings_for(tmp_path / "home", sim.base_url, encryption_key, (redis_url, redis_prefix))
+        settings = simulated_settings(
+            tmp_path / "home", sim.base_url, encryption_key, redis_url=redis_url, redis_prefix=redis_prefix
+        )
         config = PoolConfig.model_validate(
             {
                 "selection": {"strategy": "round_robin"},

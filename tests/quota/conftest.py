@@ -4,7 +4,7 @@ look like canaries, and a notifier pointed at the Slack simulator."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -25,6 +25,26 @@ CANARY_NAME = "leaky sk-ant-api03-CANARYinName12345 <!channel> & co"
 WINDOW = "2026-11-26T09:41"
 
 
+def observation_of(
+    account: ClaudeAccount,
+    fraction: float,
+    *,
+    metric: str = "requests_per_minute",
+    window: str = WINDOW,
+    limit: float = 1000.0,
+) -> QuotaObservation:
+    """``account`` has used ``fraction`` of its ``limit`` of ``metric`` in ``window``."""
+    return QuotaObservation(
+        account_id=account.id,
+        organization_id=account.organization_id,
+        account_name=account.name,
+        metric=metric,
+        observed=fraction * limit,
+        limit=limit,
+        window=window,
+    )
+
+
 @dataclass
 class QuotaWorld:
     db: Database
@@ -42,24 +62,7 @@ class QuotaWorld:
         account: ClaudeAccount | None = None,
         limit: float = 1000.0,
     ) -> QuotaObservation:
-        account = account or self.primary
-        return QuotaObservation(
-            account_id=account.id,
-            organization_id=account.organization_id,
-            account_name=account.name,
-            metric=metric,
-            observed=fraction * limit,
-            limit=limit,
-            window=window,
-        )
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
+        return observation_of(account or self.primary, fraction, metric=metric, window=window, limit=limit)
 
 
 @pytest.fixture

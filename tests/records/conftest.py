@@ -3,6 +3,7 @@ Slack simulator behind its notifier: what a recorded delegation writes to and ta
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from claude_pool.core.config import load_config
-from claude_pool.core.settings import Secret, Settings
+from claude_pool.core.settings import Secret
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
 from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scenario
-from tests.pool.conftest import register_simulated_keys
+from tests.plugins.closing import closed_after
+from tests.plugins.runtimes import register_simulated_keys, simulated_settings
 
 
 @dataclass
@@ -28,6 +30,9 @@ class RecordsWorld:
     @property
     def executions(self) -> ExecutionStore:
         return ExecutionStore(self.runtime.db)
+
+    def close(self) -> None:
+        self.runtime.close()
 
     def rows(self) -> list[tuple[str, str, str | None]]:
         """(id, status, error_type) of every execution, oldest first."""
@@ -43,28 +48,21 @@ def records_world(
     slack_sim_factory: Callable[..., RunningSlackSimulator],
     encryption_key: str,
 ) -> Iterator[Callable[..., RecordsWorld]]:
-    built: list[RecordsWorld] = []
+    homes = itertools.count()
 
     def build(scenario: Scenario | None = None) -> RecordsWorld:
         sim = anthropic_sim_factory(
             scenario or Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000)
         )
         slack = slack_sim_factory(rate_per_channel=100, burst=100)
-        home = tmp_path / f"world{len(built)}"
-        settings = Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'claude-pool.db'}",
-            encryption_key=Secret(encryption_key),
-            anthropic_base_url=sim.base_url,
+        settings = simulated_settings(
+            tmp_path / f"world{next(homes)}",
+            sim.base_url,
+            encryption_key,
             slack_bot_token=Secret(slack.token),
             slack_base_url=slack.base_url,
-            log_file=None,
         )
         runtime = Runtime(settings=settings, config=load_config(None, env={}))
-        world = RecordsWorld(runtime, sim, slack, register_simulated_keys(runtime, sim))
-        built.append(world)
-        return world
+        return RecordsWorld(runtime, sim, slack, register_simulated_keys(runtime, sim))
 
-    yield build
-    for world in built:
-        world.runtime.close()
+    yield from closed_after(build)

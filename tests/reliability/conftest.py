@@ -13,12 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 from claude_pool.core.config import PoolConfig, load_config
-from claude_pool.core.settings import Secret, Settings
 from claude_pool.runtime import Runtime
-from claude_pool.simulator import RunningSimulator, Scenario, register_simulated_accounts
+from claude_pool.simulator import RunningSimulator, Scenario
+from tests.plugins.closing import closed_after
+from tests.plugins.runtimes import TENANT, register_simulated_keys, simulated_settings
 from tests.reliability.netfaults import TcpProxy
-
-TENANT = "tenant-a"
 
 
 def make_runtime(
@@ -26,20 +25,12 @@ def make_runtime(
     sim: RunningSimulator,
     encryption_key: str,
     *,
-    database_url: str | None = None,
-    redis_url: str | None = None,
-    redis_prefix: str = "claude-pool",
     config: dict[str, Any] | None = None,
+    **options: Any,
 ) -> Runtime:
-    settings = Settings(
-        home=home,
-        database_url=database_url or f"sqlite:///{home / 'claude-pool.db'}",
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        encryption_key=Secret(encryption_key),
-        anthropic_base_url=sim.base_url,
-        log_file=home / "app.log",
-    )
+    """A runtime at ``home`` over ``sim``, logging to ``home/app.log``; ``options`` are settings
+    (``database_url``, ``redis_url``, ``redis_prefix``), ``config`` the operator's JSON config."""
+    settings = simulated_settings(home, sim.base_url, encryption_key, log_file=home / "app.log", **options)
     pool_config = PoolConfig.model_validate(config) if config else load_config(None, env={})
     return Runtime(settings=settings, config=pool_config)
 
@@ -47,10 +38,7 @@ def make_runtime(
 def register_keys(runtime: Runtime, sim: RunningSimulator, **extra: Any) -> dict[str, str]:
     """Every simulated key as an account of ``TENANT`` with its organization's limits (and
     ``extra`` fields such as ``max_in_flight``); name -> account id."""
-    runtime.db.upgrade()
-    return register_simulated_accounts(
-        runtime.accounts, sim.keys, sim.orgs, organization_id=TENANT, shared_orgs=False, **extra
-    )
+    return register_simulated_keys(runtime, sim, organization_id=TENANT, shared_orgs=False, **extra)
 
 
 async def wait_until(condition: Callable[[], bool], *, what: str, timeout: float = 30.0) -> None:
@@ -74,16 +62,7 @@ def execution_rows(runtime: Runtime) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def proxy_factory() -> Iterator[Callable[[str, int], TcpProxy]]:
-    proxies: list[TcpProxy] = []
-
-    def make(host: str, port: int) -> TcpProxy:
-        proxy = TcpProxy(host, port).start()
-        proxies.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in proxies:
-        proxy.close()
+    yield from closed_after(lambda host, port: TcpProxy(host, port).start())
 
 
 @pytest.fixture

@@ -7,26 +7,18 @@ import asyncio
 import os
 import time
 
-import pytest
-
 from claude_pool.accounts.registry import AccountService
 from claude_pool.core.config import load_config
 from claude_pool.core.crypto import KeyRing
 from claude_pool.core.settings import Secret, Settings
-from claude_pool.quota import AlertOutbox, QuotaEvaluator, QuotaObservation, list_alerts
+from claude_pool.quota import AlertOutbox, QuotaEvaluator, list_alerts
 from claude_pool.quota.slack import SlackNotifier
 from claude_pool.simulator import RunningSlackSimulator
 from claude_pool.storage import Database
+from tests.quota.conftest import observation_of
 
 ACCOUNTS = 8  # x 3 thresholds (80/95/100 %) = 24 alerts in one burst
 SWEEPERS = 3
-
-
-@pytest.fixture
-def db(database_url: str) -> Database:
-    database = Database(database_url)
-    database.upgrade()
-    return database
 
 
 def _burst(db: Database) -> int:
@@ -38,17 +30,7 @@ def _burst(db: Database) -> int:
         account = accounts.register(
             {"organization_id": "org-a", "name": f"team-{n}", "tier": "pro", "api_key": key}
         )
-        observations.append(
-            QuotaObservation(
-                account_id=account.id,
-                organization_id=account.organization_id,
-                account_name=account.name,
-                metric="requests_per_minute",
-                observed=1000.0,
-                limit=1000.0,
-                window="2026-11-26T09:41",
-            )
-        )
+        observations.append(observation_of(account, 1.0))
     return len(QuotaEvaluator(db, config).evaluate(observations))
 
 

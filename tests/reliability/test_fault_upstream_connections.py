@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from claude_pool.breaker import State
@@ -16,24 +15,15 @@ from claude_pool.pool.models import DelegationRequest
 from claude_pool.records.batch import run_batch
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import FaultRule, Scenario
+from tests.plugins.stores import StoreBackend
 from tests.reliability.conftest import TENANT
 
 THRESHOLD = 3
 CALL_TIMEOUT = 0.5  # the pool's client time-out; the simulator hangs far longer
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def store(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "embedded":
-        return {}
-    return {
-        "redis_url": request.getfixturevalue("redis_url"),
-        "redis_prefix": request.getfixturevalue("redis_prefix"),
-    }
-
-
 async def test_resets_and_timeouts_on_one_key_fail_over_open_its_breaker_and_send_it_nothing_while_open(
-    store: dict[str, Any], sim_world: Callable[..., Any]
+    store_backend: StoreBackend, sim_world: Callable[..., Any]
 ) -> None:
     scenario = Scenario.uniform(accounts=3, rpm=100_000, itpm=100_000_000, otpm=10_000_000)
     runtime, sim, ids = sim_world(
@@ -42,7 +32,7 @@ async def test_resets_and_timeouts_on_one_key_fail_over_open_its_breaker_and_sen
             "selection": {"strategy": "round_robin", "maxAttempts": 3},
             "circuitBreaker": {"failureThreshold": THRESHOLD, "timeoutSeconds": 300},
         },
-        **store,
+        **store_backend.settings,
     )
     # half the calls to acct-1 have their connection reset, the others hang until the client gives up
     sim.set_faults(
@@ -60,7 +50,7 @@ async def test_resets_and_timeouts_on_one_key_fail_over_open_its_breaker_and_sen
 
     bad = sim.stats().key("acct-1")
     print(
-        f"\n[{'redis' if store else 'embedded'}] acct-1 received {bad['received']}, resets {bad['fault_reset']}, hangs {bad['fault_timeout']}"
+        f"\n[{store_backend.name}] acct-1 received {bad['received']}, resets {bad['fault_reset']}, hangs {bad['fault_timeout']}"
     )
     assert [o.status for o in outcomes] == ["succeeded"] * 30
     assert {o.account_id for o in outcomes} == {ids["acct-2"], ids["acct-3"]}

@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +16,8 @@ import pytest
 from claude_pool.pool import Pool
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import Latency, Scenario
+from tests.plugins.processes import python_module, wait_while_running
+from tests.plugins.stores import StoreBackend
 from tests.reliability.conftest import execution_rows
 
 pytestmark = pytest.mark.slow
@@ -28,31 +27,21 @@ CALLS = 4
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    if request.param == "embedded":
-        return {}
-    return {
-        "REDIS_URL": request.getfixturevalue("redis_url"),
-        "CLAUDE_POOL_REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
-    }
-
-
 async def test_a_worker_killed_mid_call_has_its_leases_reclaimed_and_its_executions_end_as_crashed(
-    store_env: dict[str, str], sim_world: Callable[..., Any], encryption_key: str, tmp_path: Path
+    store_backend: StoreBackend, sim_world: Callable[..., Any], encryption_key: str, tmp_path: Path
 ) -> None:
     # calls that take a minute: the worker is surely killed while they are in flight
     scenario = Scenario.uniform(
         accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000, latency=Latency(ttft_ms=60_000)
     )
-    options: dict[str, Any] = {"config": {"capacity": {"leaseTimeoutSeconds": LEASE_SECONDS}}}
-    if store_env:
-        options.update(redis_url=store_env["REDIS_URL"], redis_prefix=store_env["CLAUDE_POOL_REDIS_PREFIX"])
-    runtime, sim, _ = sim_world(scenario, extra={"max_in_flight": CALLS}, **options)
+    config = {"capacity": {"leaseTimeoutSeconds": LEASE_SECONDS}}
+    runtime, sim, _ = sim_world(
+        scenario, extra={"max_in_flight": CALLS}, config=config, **store_backend.settings
+    )
     settings = runtime.settings
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE_POOL", "REDIS", "DATABASE"))},
-        **store_env,
+        **store_backend.env,
         "CLAUDE_POOL_HOME": str(settings.home),
         "DATABASE_URL": settings.database_url,
         "ENCRYPTION_KEY": encryption_key,
@@ -61,19 +50,16 @@ async def test_a_worker_killed_mid_call_has_its_leases_reclaimed_and_its_executi
         "CLAUDE_POOL__capacity__leaseTimeoutSeconds": str(LEASE_SECONDS),
         "LOG_FILE": str(tmp_path / "worker.log"),
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability._slow_worker", str(CALLS)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    worker = python_module("tests.reliability._slow_worker", str(CALLS), env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 60
-        while sim.stats().total["received"] < CALLS:  # every call is in flight upstream
-            assert worker.poll() is None, worker.communicate()
-            assert time.monotonic() < deadline, "the worker never sent its calls"
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(
+            wait_while_running,
+            worker,
+            lambda: sim.stats().total["received"] >= CALLS or None,
+            what="every call is in flight upstream",
+            timeout=60,
+            every=0.05,
+        )
         running = [r for r in execution_rows(runtime) if r[1] == "running"]
         assert len(running) == CALLS
         worker.send_signal(signal.SIGKILL)
@@ -99,7 +85,7 @@ async def test_a_worker_killed_mid_call_has_its_leases_reclaimed_and_its_executi
         after = await pool.capacity.view([a.candidate for a in accounts])
     rows = execution_rows(runtime)
     print(
-        f"\n[{'redis' if store_env else 'embedded'}] reclaimed {reclaimed} leases, {crashed} executions crashed"
+        f"\n[{store_backend.name}] reclaimed {reclaimed} leases, {crashed} executions crashed"
     )
     assert reclaimed == CALLS and crashed == CALLS
     assert sum(v.in_flight for v in after) == 0
