@@ -20,6 +20,7 @@ from claude_pool.core.config import Limits, PoolConfig
 from claude_pool.core.crypto import KeyRing, fingerprint_api_key, key_hint
 from claude_pool.core.errors import AccountNotFound, DuplicateAccount, InvalidInput, StorageError
 from claude_pool.storage import AccountStatus, ClaudeAccount, Database, utcnow
+from claude_pool.storage.queries import where_given
 
 __all__ = [
     "API_KEY_PATTERN",
@@ -235,11 +236,11 @@ class AccountService:
                 "status", f"unknown status {status!r}", f"one of {', '.join(AccountStatus.ALL)}"
             )
         with self.db.session() as session:
-            query = select(ClaudeAccount)
-            if organization_id is not None:
-                query = query.where(ClaudeAccount.organization_id == organization_id)
-            if status is not None:
-                query = query.where(ClaudeAccount.status == status)
+            query = where_given(
+                select(ClaudeAccount),
+                (ClaudeAccount.organization_id, organization_id),
+                (ClaudeAccount.status, status),
+            )
             return list(session.exec(query.order_by(ClaudeAccount.organization_id, ClaudeAccount.name)))
 
     def get(self, reference: str, *, organization_id: str | None = None) -> ClaudeAccount:

@@ -29,6 +29,7 @@ from claude_pool.core.redaction import redact
 from claude_pool.core.repeating import repeating
 from claude_pool.pool.models import AttemptRecord, DelegationRequest, DelegationResult
 from claude_pool.storage import Database, ExecutionStatus, OrchestratorExecution, new_id, utcnow
+from claude_pool.storage.queries import where_given
 
 __all__ = [
     "ExecutionFailure",
@@ -181,11 +182,11 @@ class ExecutionStore:
         self, *, organization_id: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[OrchestratorExecution]:
         with self.db.session() as session:
-            query = select(OrchestratorExecution)
-            if organization_id is not None:
-                query = query.where(OrchestratorExecution.organization_id == organization_id)
-            if status is not None:
-                query = query.where(OrchestratorExecution.status == status)
+            query = where_given(
+                select(OrchestratorExecution),
+                (OrchestratorExecution.organization_id, organization_id),
+                (OrchestratorExecution.status, status),
+            )
             query = query.order_by(col(OrchestratorExecution.created_at).desc()).limit(limit)
             return list(session.exec(query))
 
