@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from claude_pool.maintenance.capacity_sync import read_usage_report, snapshot_pool, store_snapshot
+from claude_pool.maintenance.capacity_sync import (
+    capacity_table,
+    read_usage_report,
+    snapshot_pool,
+    store_snapshot,
+)
 from claude_pool.records.executions import ExecutionStore
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
 
@@ -32,33 +37,10 @@ async def snapshot_capacity() -> list[dict[str, Any]]:
     return [r.as_dict() for r in rows]
 
 
-def _fmt_until(epoch: float | None) -> str:
-    if not epoch or epoch <= datetime.now(UTC).timestamp():
-        return "-"
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
-
-
 @task(cache_policy=NO_CACHE)
 async def publish_capacity_table(rows: list[dict[str, Any]], usage: dict[str, Any] | None) -> None:
     """The Prefect UI's view of the pool: one row per account."""
-    table = [
-        {
-            "account": r["account_name"],
-            "organization": r["organization_id"],
-            "status": r["status"],
-            "breaker": r["breaker_state"],
-            "headroom": f"{r['headroom']:.0%}",
-            "requests left": f"{r['requests_remaining']:.0f}/{r['requests_limit']}",
-            "input tokens left": f"{r['input_tokens_remaining']:.0f}/{r['input_tokens_limit']}",
-            "output tokens left": f"{r['output_tokens_remaining']:.0f}/{r['output_tokens_limit']}",
-            "in flight": r["in_flight"],
-            "cooling down until": _fmt_until(r["cooldown_until"]),
-        }
-        for r in rows
-    ]
-    description = f"{len(rows)} accounts at {datetime.now(UTC).isoformat(timespec='seconds')}"
-    if usage is not None:
-        description += f"; Admin API usage report covers {len(usage)} keys"
+    table, description = capacity_table(rows, usage)
     await acreate_table_artifact(table, key="pool-capacity", description=description)
 
 

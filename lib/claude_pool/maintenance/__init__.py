@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from claude_pool.maintenance.capacity_sync import (
     CapacityRow,
+    capacity_table,
     read_usage_report,
     snapshot_pool,
     store_snapshot,
 )
 from claude_pool.maintenance.probe import ProbeResult, probe_account
 
-__all__ = ["CapacityRow", "ProbeResult", "probe_account", "read_usage_report", "snapshot_pool", "store_snapshot"]
+__all__ = ["CapacityRow", "ProbeResult", "capacity_table", "probe_account", "read_usage_report", "snapshot_pool", "store_snapshot"]

@@ -7,6 +7,7 @@ own account of what each key spent, which includes clients outside this pool.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from claude_pool.core.settings import Settings
 from claude_pool.pool import Pool
 from claude_pool.storage import CapacitySnapshot, Database
 
-__all__ = ["CapacityRow", "read_usage_report", "snapshot_pool", "store_snapshot"]
+__all__ = ["CapacityRow", "capacity_table", "read_usage_report", "snapshot_pool", "store_snapshot"]
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,36 @@ async def read_usage_report(settings: Settings, *, minutes: int = 60) -> dict[st
             if not page:
                 return totals
             await asyncio.sleep(0)
+
+
+def _until(epoch: float | None, now: datetime) -> str:
+    if not epoch or epoch <= now.timestamp():
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def capacity_table(
+    rows: Sequence[Mapping[str, Any]], usage: Mapping[str, Any] | None, *, now: datetime | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """The live view as a person reads it (one row per account, ``CapacityRow.as_dict()`` in) and
+    a line describing it: what the capacity-sync flow publishes as a table."""
+    now = now or datetime.now(UTC)
+    table = [
+        {
+            "account": r["account_name"],
+            "organization": r["organization_id"],
+            "status": r["status"],
+            "breaker": r["breaker_state"],
+            "headroom": f"{r['headroom']:.0%}",
+            "requests left": f"{r['requests_remaining']:.0f}/{r['requests_limit']}",
+            "input tokens left": f"{r['input_tokens_remaining']:.0f}/{r['input_tokens_limit']}",
+            "output tokens left": f"{r['output_tokens_remaining']:.0f}/{r['output_tokens_limit']}",
+            "in flight": r["in_flight"],
+            "cooling down until": _until(r["cooldown_until"], now),
+        }
+        for r in rows
+    ]
+    description = f"{len(rows)} accounts at {now.isoformat(timespec='seconds')}"
+    if usage is not None:
+        description += f"; Admin API usage report covers {len(usage)} keys"
+    return table, description
