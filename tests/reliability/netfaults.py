@@ -75,6 +75,11 @@ class TcpProxy:
                 # SO_LINGER 0: close with a RST, as a crashed server or a dropped link looks
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             with contextlib.suppress(OSError):
+                # close() alone does not wake a pump blocked in recv() on this socket, and the
+                # kernel keeps the connection open until that recv returns: the client would
+                # wait forever for an answer instead of seeing its connection dropped.
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 sock.close()
 
     def close(self) -> None:
