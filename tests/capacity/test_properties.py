@@ -1,5 +1,6 @@
-"""Property tests: any interleaving keeps every level within [0, capacity], never leaks capacity, and
-the Redis scripts and the Python engine agree step for step (same clock, same random numbers)."""
+"""Property tests: any interleaving (reservations made at once or ahead) keeps every level within
+[0, capacity] as the views show it, never leaks capacity, and the Redis scripts and the Python engine
+agree step for step (same clock, same random numbers)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +45,7 @@ acquire_op = st.tuples(
     st.sampled_from(list(Strategy)),
     st.sampled_from([1.0, 5.0, 30.0]),
     st.lists(st.sampled_from("abc"), max_size=1),
+    st.sampled_from([0.0, 0.0, 2.0, 30.0]),  # max_wait: at once, or reserved ahead
 )
 settle_op = st.tuples(
     st.just("settle"), st.integers(0, 50), st.sampled_from(["usage", "none", "unsent"]), st.floats(0, 1)
@@ -54,7 +57,7 @@ ops_strategy = st.lists(
         st.tuples(st.just("advance"), st.sampled_from([0.5, 1.0, 3.0, 10.0])),
         st.tuples(st.just("reclaim")),
         st.tuples(st.just("cool"), st.sampled_from(["org", "c"]), st.sampled_from([1.0, 20.0])),
-        st.tuples(st.just("calibrate"), st.sampled_from(["org", "c"]), st.integers(0, 600)),
+        st.tuples(st.just("calibrate"), st.sampled_from(["org", "c"]), st.integers(0, 600), st.booleans()),
     ),
     max_size=30,
 )
@@ -74,7 +77,7 @@ async def _apply(
 ) -> None:
     kind = op[0]
     if kind == "acquire":
-        _, names, inp, out, strategy, lease_ttl, exclude = op
+        _, names, inp, out, strategy, lease_ttl, exclude, max_wait = op
         cands = [c for c in CANDS if c.account_id in names]
         sels = [
             await s.acquire(
@@ -84,11 +87,14 @@ async def _apply(
                 sticky_key="k",
                 lease_ttl=lease_ttl,
                 exclude=exclude,
+                max_wait=max_wait,
             )
             for s in stores
         ]
         picked = [sel.reservation.account_id if sel.reservation else None for sel in sels]
         assert len(set(picked)) == 1, picked  # both backends chose the same account
+        waits = {round(sel.reservation.wait_seconds, 6) for sel in sels if sel.reservation}
+        assert len(waits) <= 1, waits  # and placed it at the same point of its queue
         assert len({tuple((r.account_id, r.reason) for r in sel.refusals) for sel in sels}) == 1
         if sels[0].reservation:
             held.append([sel.reservation for sel in sels if sel.reservation])
@@ -106,13 +112,19 @@ async def _apply(
         for s in stores:
             await s.cool_down(op[1], clock.now + op[2])
     elif kind == "calibrate":
-        snap = RateLimitSnapshot(input_tokens=MetricSnapshot(remaining=op[2]))
+        limit = {"org": 600, "c": 300}[op[1]] if op[3] else None  # a limit: a cold store's first calibration
+        snap = RateLimitSnapshot(input_tokens=MetricSnapshot(limit=limit, remaining=op[2]))
         for s in stores:
             await s.calibrate(op[1], snap)
 
 
 def _on_both_stores(
-    redis_url: str, clock: FakeClock, seed: int, run: Callable[[list[CapacityStore]], Awaitable[None]]
+    redis_url: str,
+    clock: FakeClock,
+    seed: int,
+    run: Callable[[list[CapacityStore]], Awaitable[None]],
+    *,
+    cold_start: Any = "full",
 ) -> None:
     """``run`` on a Redis store and an embedded one that share the clock and draw the same random
     numbers, fresh for this example (a key prefix and a directory of its own: hypothesis runs many
@@ -121,8 +133,12 @@ def _on_both_stores(
     rnd_a, rnd_b = random.Random(seed), random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
         stores: list[CapacityStore] = [
-            RedisCapacityStore.from_url(redis_url, prefix=prefix, clock=clock, random=rnd_a.random),
-            EmbeddedCapacityStore(Path(tmp) / "capacity.db", clock=clock, random=rnd_b.random),
+            RedisCapacityStore.from_url(
+                redis_url, prefix=prefix, clock=clock, random=rnd_a.random, cold_start=cold_start
+            ),
+            EmbeddedCapacityStore(
+                Path(tmp) / "capacity.db", clock=clock, random=rnd_b.random, cold_start=cold_start
+            ),
         ]
         try:
             asyncio.run(_run_and_close(run, stores))
@@ -138,9 +154,12 @@ def _cleanup(redis_url: str, prefix: str) -> None:
     client.close()
 
 
+@pytest.mark.parametrize("cold_start", ["full", "empty"])
 @PROPS
 @given(ops=ops_strategy, seed=st.integers(0, 2**32))
-def test_interleavings_stay_in_bounds_agree_and_return_to_full(redis_url: str, ops: list, seed: int) -> None:
+def test_interleavings_stay_in_bounds_agree_and_return_to_full(
+    redis_url: str, cold_start: str, ops: list, seed: int
+) -> None:
     clock = FakeClock()
 
     async def run(stores: list[CapacityStore]) -> None:
@@ -153,11 +172,13 @@ def test_interleavings_stay_in_bounds_agree_and_return_to_full(redis_url: str, o
         # dead workers: their leases expire; enough refill later every bucket is full again
         clock.advance(31)
         assert len({await s.reclaim_expired() for s in stores}) == 1
+        for s in stores:  # a cold bucket never used refills from its first sight
+            await s.acquire(CANDS, Demand(0, 0, requests=0))
         clock.advance(600)
         for s in stores:
             assert await _views(s) == [(c.limits.rpm, c.limits.itpm, c.limits.otpm, 0) for c in CANDS]
 
-    _on_both_stores(redis_url, clock, seed, run)
+    _on_both_stores(redis_url, clock, seed, run, cold_start=cold_start)
 
 
 async def _run_and_close(

@@ -31,7 +31,7 @@ from claude_pool.capacity.model import (
 )
 from claude_pool.capacity.ratelimit import MetricSnapshot, RateLimitSnapshot
 from claude_pool.capacity.redis_store import RedisCapacityStore
-from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
+from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore, ColdStart
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
@@ -47,6 +47,7 @@ __all__ = [
     "BucketView",
     "Candidate",
     "CapacityStore",
+    "ColdStart",
     "Demand",
     "EmbeddedCapacityStore",
     "MetricSnapshot",

@@ -62,6 +62,7 @@ class AcquirePlan:
     excluded: tuple[bool, ...]
     strategy: Strategy
     need: tuple[int, int, int]
+    max_wait: float = 0.0  # the longest a request may be queued for (see _rules.admission)
 
     @classmethod
     def build(
@@ -71,6 +72,7 @@ class AcquirePlan:
         strategy: Strategy | str,
         sticky_key: str | None,
         exclude: Collection[str],
+        max_wait: float = 0.0,
     ) -> AcquirePlan:
         unique: dict[str, Candidate] = {}
         for cand in candidates:
@@ -96,6 +98,7 @@ class AcquirePlan:
             excluded=tuple(c.account_id in excluded for c in ordered),
             strategy=resolved,
             need=(demand.requests, demand.input_tokens, demand.output_tokens),
+            max_wait=max(0.0, float(max_wait)),
         )
 
     def selection(
@@ -104,6 +107,7 @@ class AcquirePlan:
         reservation_id: str,
         demand: Demand,
         lease_expires_at: float,
+        wait: float,
         refusals: Sequence[tuple[int, int, float | None]],
     ) -> Selection:
         """Build the result from 0-based candidate numbers and reason codes."""
@@ -111,7 +115,7 @@ class AcquirePlan:
         if chosen is not None:
             cand = self.candidates[chosen]
             reservation = Reservation(
-                reservation_id, cand.account_id, cand.bucket_id, demand, lease_expires_at
+                reservation_id, cand.account_id, cand.bucket_id, demand, lease_expires_at, wait
             )
         return Selection(
             reservation,
@@ -123,9 +127,9 @@ class AcquirePlan:
 
 
 # A backend's atomic step of acquire: (plan, reservation id, lease ttl, (sticky key, its ttl) or None)
-# -> the chosen candidate (0-based, None: none can serve), its lease's expiry, and the refusals as
-# (candidate number, reason code, until).
-Reserved = tuple[int | None, float, list[tuple[int, int, float | None]]]
+# -> the chosen candidate (0-based, None: none can serve), its lease's expiry, its wait before sending,
+# and the refusals as (candidate number, reason code, until).
+Reserved = tuple[int | None, float, float, list[tuple[int, int, float | None]]]
 Reserve = Callable[[AcquirePlan, str, float, tuple[str, float] | None], Awaitable[Reserved]]
 
 
@@ -138,13 +142,14 @@ async def acquire_with(
     sticky_ttl: float,
     lease_ttl: float,
     exclude: Collection[str],
+    max_wait: float = 0.0,
 ) -> Selection:
     """``CapacityStore.acquire`` around a backend's ``reserve``: the canonical plan (no candidate
     left: an empty selection, no backend call), a new reservation id, the selection answered."""
-    plan = AcquirePlan.build(candidates, demand, strategy, sticky_key, exclude)
+    plan = AcquirePlan.build(candidates, demand, strategy, sticky_key, exclude, max_wait)
     if not plan.candidates:
         return Selection(None, [])
     reservation_id = new_reservation_id()
     sticky = (sticky_key, float(sticky_ttl)) if sticky_key else None
-    chosen, expiry, refusals = await reserve(plan, reservation_id, float(lease_ttl), sticky)
-    return plan.selection(chosen, reservation_id, demand, expiry, refusals)
+    chosen, expiry, wait, refusals = await reserve(plan, reservation_id, float(lease_ttl), sticky)
+    return plan.selection(chosen, reservation_id, demand, expiry, wait, refusals)

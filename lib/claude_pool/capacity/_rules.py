@@ -15,17 +15,26 @@ from claude_pool.capacity.model import BucketLimits
 from claude_pool.core.config import Strategy
 
 __all__ = [
+    "QUEUEABLE",
+    "REMAINING_ROUNDING",
     "TIE_EPSILON",
     "BucketState",
     "Entry",
+    "admission",
     "assess",
     "caps_of",
     "choose",
     "clamp_add",
+    "first_calibration",
     "headroom_after",
     "refill",
     "settle_refund",
 ]
+
+# Upstream rounds the token counts of its remaining headers to the thousand (UPSTREAM.md): a
+# first calibration, which may raise a level, takes that much off so that rounding up cannot
+# overrun; later ones only lower levels and need no margin.
+REMAINING_ROUNDING = (0.0, 1000.0, 1000.0)
 
 # Two headroom scores closer than this are a tie, broken at random so that no account starves.
 TIE_EPSILON = 1e-9
@@ -54,19 +63,30 @@ def caps_of(limits: BucketLimits | None, state: BucketState) -> list[float | Non
     return [upstream[m] or configured[m] or stored[m] for m in range(3)]
 
 
-def refill(state: BucketState, caps: Sequence[float | None], now: float) -> list[float | None]:
+def refill(
+    state: BucketState, caps: Sequence[float | None], now: float, *, cold_empty: bool = False
+) -> list[float | None]:
     """Levels at ``now``: each grows by cap/60 per second since ``updated_at``, never past its cap.
-    A bucket never seen is full."""
+    A bucket never seen is full, or empty with ``cold_empty`` (see ``first_calibration``)."""
     out: list[float | None] = []
     elapsed = max(0.0, now - state.updated_at)
+    unseen = 0.0 if cold_empty else 1.0
     for m in range(3):
         cap = caps[m]
         if cap is None:
             out.append(None)
             continue
         level = state.levels[m] if state.levels is not None else None
-        out.append(cap if level is None else min(cap, level + elapsed * cap / SECONDS_PER_MINUTE))
+        out.append(cap * unseen if level is None else min(cap, level + elapsed * cap / SECONDS_PER_MINUTE))
     return out
+
+
+def first_calibration(remaining: float, outstanding: float, cap: float) -> float:
+    """The level of a cold bucket (started empty, see ``refill``) once upstream has told its
+    remaining for the first time: what upstream says is left, less everything this store still
+    holds reserved on it (calls in flight or queued: those upstream has counted already are taken
+    twice, which errs on the safe side), never above the cap. Below zero, it is the queue's debt."""
+    return min(cap, remaining - outstanding)
 
 
 def assess(
@@ -99,6 +119,42 @@ def assess(
     return (code, until) if code else (0, None)
 
 
+# Conditions whose end is known in advance, so that a request can be given its place behind them:
+# a cooldown's end and the refill of each level. An in-flight cap clears when some call ends,
+# which nobody can predict, so a request is never queued behind it.
+QUEUEABLE = frozenset({1, 2, 3, 4})
+
+
+def admission(
+    levels: Sequence[float],
+    caps: Sequence[float],
+    need: Triple,
+    now: float,
+    cooldown_until: float,
+    in_flight: int,
+    max_in_flight: int | None,
+    earliest_lease_expiry: float | None,
+    max_wait: float,
+) -> tuple[int, float | None, float]:
+    """Whether the demand is admitted, and when it may be sent.
+
+    ``(0, None, wait)``: admitted, to be sent ``wait`` seconds from ``now`` (0: at once). Reserving
+    ahead lets the levels go below zero: the debt is the queue, and each later request's wait is
+    computed behind it, so the queue is ordered and shared by every worker of the store without
+    anyone polling. ``(code, until, 0.0)``: refused, ``until`` being the earliest time at which the
+    same request (with the same ``max_wait``) would be admitted, or None when waiting cannot help.
+    """
+    code, until = assess(levels, caps, need, now, cooldown_until, in_flight, max_in_flight, earliest_lease_expiry)
+    if code == 0:
+        return 0, None, 0.0
+    if until is None or code not in QUEUEABLE or (max_in_flight and in_flight >= max_in_flight):
+        return code, until, 0.0
+    wait = until - now
+    if wait <= max_wait:
+        return 0, None, wait
+    return code, until - max_wait, 0.0
+
+
 def headroom_after(levels: Sequence[float], caps: Sequence[float], need: Triple) -> float:
     return min((levels[m] - need[m]) / caps[m] for m in range(3))
 
@@ -111,6 +167,7 @@ class Entry:
     score: float
     priority: int
     weight: int
+    wait: float = 0.0  # seconds until it may send (see ``admission``); 0: at once
 
 
 def _pick(tied: list[int], r: float) -> int:
@@ -156,7 +213,28 @@ def choose(
     last_round_robin: str | None = None,
     sticky_account: str | None = None,
 ) -> int:
-    """Index of the chosen entry (``entries`` non-empty); ``r`` is uniform in [0, 1)."""
+    """Index of the chosen entry (``entries`` non-empty); ``r`` is uniform in [0, 1).
+
+    Entries that can send at once are chosen among by the strategy; only when none can is a
+    request queued, on the entry where its wait is shortest (whatever the strategy: a strategy
+    ranks accounts that can serve, and none can yet)."""
+    ready = [k for k, e in enumerate(entries) if e.wait <= 0]
+    if not ready:
+        shortest = min(e.wait for e in entries)
+        return _pick([k for k, e in enumerate(entries) if e.wait <= shortest + TIE_EPSILON], r)
+    if len(ready) < len(entries):
+        among = [entries[k] for k in ready]
+        return ready[_by_strategy(strategy, among, r, last_round_robin, sticky_account)]
+    return _by_strategy(strategy, entries, r, last_round_robin, sticky_account)
+
+
+def _by_strategy(
+    strategy: Strategy,
+    entries: Sequence[Entry],
+    r: float,
+    last_round_robin: str | None,
+    sticky_account: str | None,
+) -> int:
     if strategy is Strategy.ROUND_ROBIN:
         return _round_robin(entries, last_round_robin)
     if strategy is Strategy.WEIGHTED:
@@ -182,4 +260,6 @@ def settle_refund(reserved: Triple, used: tuple[float, float] | None, *, sent: b
 
 
 def clamp_add(level: float, delta: float, cap: float) -> float:
-    return min(cap, max(0.0, level + delta))
+    """A refund raises the level up to the cap; a charge lowers it down to 0 at most, or not at
+    all when the level is already below 0 (queued reservations: a debt is never forgiven)."""
+    return min(cap, max(min(level, 0.0), level + delta))

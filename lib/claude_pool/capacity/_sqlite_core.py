@@ -41,8 +41,8 @@ _Opt = float | None
 _BucketRow = tuple[str, _Opt, _Opt, _Opt, float, _Opt, _Opt, _Opt, _Opt, _Opt, _Opt, float]
 
 
-# One bucket as acquire assesses it: caps, levels, refusal code (0: can serve), until, score.
-_Assessed = tuple[list[float], list[float], int, float | None, float]
+# One bucket as acquire assesses it: caps, levels, refusal code (0: admitted), until, score, wait.
+_Assessed = tuple[list[float], list[float], int, float | None, float, float]
 
 
 def _sort_out(
@@ -54,13 +54,13 @@ def _sort_out(
     numbers: list[int] = []
     refusals: list[tuple[int, int, float | None]] = []
     for c, cand in enumerate(plan.candidates):
-        _caps, _levels, code, until, score = assessed[plan.bucket_of[c]]
+        _caps, _levels, code, until, score, wait = assessed[plan.bucket_of[c]]
         if plan.excluded[c]:
             refusals.append((c, 7, None))
         elif code:
             refusals.append((c, code, until))
         else:
-            entries.append(Entry(cand.account_id, score, cand.priority, cand.weight))
+            entries.append(Entry(cand.account_id, score, cand.priority, cand.weight, wait))
             numbers.append(c)
     return entries, numbers, refusals
 
@@ -78,9 +78,12 @@ def _state(row: _BucketRow | None) -> BucketState:
 
 
 class SqliteCore:
-    def __init__(self, path: Path, *, clock: Callable[[], float], busy_timeout: float) -> None:
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float], busy_timeout: float, cold_empty: bool = False
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
+        self.cold_empty = cold_empty
         self.db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
@@ -174,12 +177,12 @@ class SqliteCore:
     # --- operations ----------------------------------------------------------------------------
     def acquire(
         self, plan: AcquirePlan, rid: str, r: float, lease_ttl: float, sticky: tuple[str, float] | None
-    ) -> tuple[int | None, float, list[tuple[int, int, float | None]]]:
+    ) -> tuple[int | None, float, float, list[tuple[int, int, float | None]]]:
         with self.transaction() as now:
             assessed = self._assess(plan, now)
             entries, numbers, refusals = _sort_out(plan, assessed)
             if not entries:
-                return None, 0.0, refusals
+                return None, 0.0, 0.0, refusals
             rr = self.cursor("rr", now) if plan.strategy is Strategy.ROUND_ROBIN else None
             mapped = (
                 self.cursor("sticky:" + sticky[0], now)
@@ -189,13 +192,14 @@ class SqliteCore:
             chosen = numbers[
                 rules.choose(plan.strategy, entries, r, last_round_robin=rr, sticky_account=mapped)
             ]
-            expiry = self._reserve(plan, chosen, assessed[plan.bucket_of[chosen]], rid, lease_ttl, now)
+            bucket = assessed[plan.bucket_of[chosen]]
+            expiry = self._reserve(plan, chosen, bucket, rid, lease_ttl, now)
             cand = plan.candidates[chosen]
             if plan.strategy is Strategy.ROUND_ROBIN:
                 self.set_cursor("rr", cand.account_id, now + BUCKET_TTL_SECONDS)
             elif plan.strategy is Strategy.STICKY and sticky:
                 self.set_cursor("sticky:" + sticky[0], cand.account_id, now + sticky[1])
-            return chosen, expiry, refusals
+            return chosen, expiry, bucket[5], refusals
 
     def _assess(self, plan: AcquirePlan, now: float) -> list[_Assessed]:
         """Each bucket of the plan, in order: its caps and levels now, and whether it can serve."""
@@ -208,13 +212,17 @@ class SqliteCore:
             state = states[bucket_id]
             # A plan's limits are all configured (positive), so no cap and no level is unknown.
             caps = cast(list[float], rules.caps_of(lim, state))
-            levels = cast(list[float], rules.refill(state, caps, now))
+            levels = cast(list[float], rules.refill(state, caps, now, cold_empty=self.cold_empty))
+            if self.cold_empty and any(lv is None for lv in state.levels or (None,)):
+                # first sight of a cold bucket: its refill starts now, admitted or not
+                self.save(bucket_id, levels, caps, now)
             count, earliest = self.in_flight(bucket_id) if lim.max_in_flight else (0, None)
-            code, until = rules.assess(
-                levels, caps, plan.need, now, state.cooldown_until, count, lim.max_in_flight, earliest
-            )
+            code, until, wait = rules.admission(
+                levels, caps, plan.need, now, state.cooldown_until, count, lim.max_in_flight, earliest,
+                plan.max_wait,
+            )  # fmt: skip
             score = rules.headroom_after(levels, caps, plan.need) if code == 0 else 0.0
-            assessed.append((caps, levels, code, until, score))
+            assessed.append((caps, levels, code, until, score, wait))
         return assessed
 
     def _reserve(
@@ -224,7 +232,7 @@ class SqliteCore:
         cand = plan.candidates[chosen]
         caps, levels = bucket[0], bucket[1]
         self.save(cand.bucket_id, [lv - plan.need[m] for m, lv in enumerate(levels)], caps, now)
-        expiry = now + lease_ttl
+        expiry = now + bucket[5] + lease_ttl  # a queued call's lease starts when it may send
         self.db.execute(
             "INSERT INTO leases VALUES (?,?,?,?,?,?,?)",
             (rid, cand.bucket_id, cand.account_id, *plan.need, expiry),
@@ -256,20 +264,34 @@ class SqliteCore:
         with self.transaction() as now:
             state = self.load([bucket_id])[bucket_id]
             caps = rules.caps_of(None, state)
-            levels = rules.refill(state, caps, now)
+            levels = rules.refill(state, caps, now, cold_empty=self.cold_empty)
             upstream = list(state.upstream or [None, None, None])
+            outstanding = self.outstanding(bucket_id, now)
             for m, metric in enumerate((snapshot.requests, snapshot.input_tokens, snapshot.output_tokens)):
+                first = self.cold_empty and upstream[m] is None
                 if metric.limit is not None and metric.limit > 0:
                     caps[m] = upstream[m] = float(metric.limit)
                     level = levels[m]
                     levels[m] = caps[m] if level is None else min(level, metric.limit)
-                lv = levels[m]
-                if metric.remaining is not None and lv is not None and metric.remaining < lv:
+                lv, cap = levels[m], caps[m]
+                if first and metric.limit and metric.remaining is not None and cap is not None:
+                    remaining = metric.remaining - rules.REMAINING_ROUNDING[m]
+                    levels[m] = rules.first_calibration(remaining, outstanding[m], cap)
+                elif metric.remaining is not None and lv is not None and metric.remaining < lv:
                     levels[m] = max(0.0, float(metric.remaining))
             self.save(bucket_id, levels, caps, now)
             self.db.execute(
                 "UPDATE buckets SET ur = ?, ui = ?, uo = ? WHERE bucket_id = ?", (*upstream, bucket_id)
             )
+
+    def outstanding(self, bucket_id: str, now: float) -> tuple[float, float, float]:
+        """What the live leases of a bucket hold reserved, per metric."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(r), 0), COALESCE(SUM(i), 0), COALESCE(SUM(o), 0) FROM leases "
+            "WHERE bucket_id = ? AND expires_at > ?",
+            (bucket_id, now),
+        ).fetchone()
+        return float(row[0]), float(row[1]), float(row[2])
 
     def cool_down(self, bucket_id: str, until: float) -> None:
         with self.transaction():

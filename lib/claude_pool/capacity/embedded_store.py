@@ -25,7 +25,7 @@ from claude_pool.capacity.model import (
     Usage,
 )
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
-from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
+from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore, ColdStart
 from claude_pool.core.config import Strategy
 from claude_pool.core.sqlite_thread import SqliteThread
 
@@ -42,8 +42,10 @@ class EmbeddedCapacityStore(CapacityStore):
         clock: Callable[[], float] = time.time,
         random: Callable[[], float] = random_unit,
         busy_timeout_seconds: float = 30.0,
+        cold_start: ColdStart = "full",
     ) -> None:
         self.path = Path(path)
+        self.cold_start = cold_start
         self._clock = clock
         self._random = random
         self._busy_timeout = busy_timeout_seconds
@@ -53,7 +55,9 @@ class EmbeddedCapacityStore(CapacityStore):
         self._run = self._thread.run
 
     def _open(self) -> SqliteCore:
-        return SqliteCore(self.path, clock=self._clock, busy_timeout=self._busy_timeout)
+        return SqliteCore(
+            self.path, clock=self._clock, busy_timeout=self._busy_timeout, cold_empty=self.cold_start == "empty"
+        )
 
     async def acquire(
         self,
@@ -65,8 +69,9 @@ class EmbeddedCapacityStore(CapacityStore):
         sticky_ttl: float = DEFAULT_STICKY_TTL,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         exclude: Collection[str] = (),
+        max_wait: float = 0.0,
     ) -> Selection:
-        args = (candidates, demand, strategy, sticky_key, sticky_ttl, lease_ttl, exclude)
+        args = (candidates, demand, strategy, sticky_key, sticky_ttl, lease_ttl, exclude, max_wait)
         return await acquire_with(self._reserve, *args)
 
     async def _reserve(
@@ -96,7 +101,8 @@ class EmbeddedCapacityStore(CapacityStore):
     async def view(self, candidates: Sequence[Candidate]) -> list[BucketView]:
         bucket_ids = list(dict.fromkeys(c.bucket_id for c in candidates))
         now, states = await self._run("view", lambda core: core.view(bucket_ids))
-        return [_view(c, now, *states[c.bucket_id]) for c in candidates]
+        cold = self.cold_start == "empty"
+        return [_view(c, now, *states[c.bucket_id], cold_empty=cold) for c in candidates]
 
     async def reclaim_expired(self) -> int:
         return await self._run("reclaim_expired", lambda core: core.reclaim_expired())
@@ -105,17 +111,21 @@ class EmbeddedCapacityStore(CapacityStore):
         await self._thread.aclose()
 
 
-def _view(cand: Candidate, now: float, state: rules.BucketState, in_flight: int) -> BucketView:
+def _view(
+    cand: Candidate, now: float, state: rules.BucketState, in_flight: int, *, cold_empty: bool
+) -> BucketView:
     caps: list[Any] = rules.caps_of(cand.limits, state)
-    levels: list[Any] = rules.refill(state, caps, now)
+    levels: list[Any] = rules.refill(state, caps, now, cold_empty=cold_empty)
     return BucketView(
         account_id=cand.account_id,
         bucket_id=cand.bucket_id,
         limits=BucketLimits(round(caps[0]), round(caps[1]), round(caps[2]), cand.limits.max_in_flight),
-        requests=levels[0],
-        input_tokens=levels[1],
-        output_tokens=levels[2],
+        # what is left to spend now: a level below zero is the queue of reservations made ahead
+        requests=max(0.0, levels[0]),
+        input_tokens=max(0.0, levels[1]),
+        output_tokens=max(0.0, levels[2]),
         cooldown_until=state.cooldown_until if state.cooldown_until > now else None,
         in_flight=in_flight,
         observed_at=now,
+        levels_known=not cold_empty or any(u is not None for u in state.upstream or ()),
     )

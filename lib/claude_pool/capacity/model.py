@@ -99,16 +99,21 @@ class Usage:
 
 @dataclass(frozen=True)
 class Reservation:
+    """Capacity held for one call. ``wait_seconds`` > 0: the call was given its place in the
+    bucket's queue and must not be sent before that many seconds after ``acquire`` answered."""
+
     reservation_id: str
     account_id: str
     bucket_id: str
     demand: Demand
     lease_expires_at: float
+    wait_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a candidate could not serve and when it could (``until`` None: not by waiting)."""
+    """Why a candidate could not serve and when a request like this one could be admitted (``until``
+    None: not by waiting)."""
 
     account_id: str
     reason: str
@@ -139,6 +144,9 @@ class BucketView:
     cooldown_until: float | None
     in_flight: int
     observed_at: float
+    # False while a store that starts cold buckets empty has not heard upstream's headers for this
+    # one yet: its levels are a safe assumption, not a measure of use (quota alerts skip them).
+    levels_known: bool = True
 
     @property
     def headroom(self) -> float:

@@ -23,7 +23,7 @@ from claude_pool.capacity.model import (
     Usage,
 )
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
-from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore
+from claude_pool.capacity.store import DEFAULT_LEASE_TTL, DEFAULT_STICKY_TTL, CapacityStore, ColdStart
 from claude_pool.core.backend_errors import redis_errors
 from claude_pool.core.config import Strategy
 from claude_pool.core.errors import InvalidInput
@@ -58,7 +58,10 @@ class RedisCapacityStore(CapacityStore):
         clock: Callable[[], float] | None = None,
         random: Callable[[], float] = random_unit,
         owns_client: bool = False,
+        cold_start: ColdStart = "full",
     ) -> None:
+        self.cold_start = cold_start
+        self._cold = "1" if cold_start == "empty" else "0"
         self._keys = RedisKeys(prefix)
         self._random = random
         self._fixed_keys = [self._keys.reservations(), self._keys.lease_index(), self._keys.round_robin()]
@@ -74,8 +77,11 @@ class RedisCapacityStore(CapacityStore):
         prefix: str = "claude-pool",
         clock: Callable[[], float] | None = None,
         random: Callable[[], float] = random_unit,
+        cold_start: ColdStart = "full",
     ) -> RedisCapacityStore:
-        return cls(connect(url), prefix=prefix, clock=clock, random=random, owns_client=True)
+        return cls(
+            connect(url), prefix=prefix, clock=clock, random=random, owns_client=True, cold_start=cold_start
+        )
 
     async def acquire(
         self,
@@ -87,8 +93,9 @@ class RedisCapacityStore(CapacityStore):
         sticky_ttl: float = DEFAULT_STICKY_TTL,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         exclude: Collection[str] = (),
+        max_wait: float = 0.0,
     ) -> Selection:
-        args = (candidates, demand, strategy, sticky_key, sticky_ttl, lease_ttl, exclude)
+        args = (candidates, demand, strategy, sticky_key, sticky_ttl, lease_ttl, exclude, max_wait)
         return await acquire_with(self._reserve, *args)
 
     async def _reserve(
@@ -101,15 +108,17 @@ class RedisCapacityStore(CapacityStore):
         excluded = _US.join(str(c + 1) for c, ex in enumerate(plan.excluded) if ex)
         args: list[Any] = [
             BUCKET_TTL_SECONDS, plan.strategy.value, repr(self._random()), reservation_id,
-            _num(lease_ttl), _num(sticky_ttl), *plan.need, buckets, cands, excluded,
+            _num(lease_ttl), _num(sticky_ttl), *plan.need, buckets, cands, excluded, _num(plan.max_wait), self._cold,
         ]  # fmt: skip
         out = await self._call("acquire", keys, args)
         chosen = int(out[0])
         refusals = [
             (int(out[j]) - 1, int(out[j + 1]), _f(out[j + 2]) if out[j + 2] not in (b"", "") else None)
-            for j in range(3, len(out), 3)
+            for j in range(4, len(out), 3)
         ]
-        return (chosen - 1 if chosen else None), (_f(out[1]) if chosen else 0.0), refusals
+        if not chosen:
+            return None, 0.0, 0.0, refusals
+        return chosen - 1, _f(out[1]), _f(out[3]), refusals
 
     def _static(self, ordered: tuple[Candidate, ...]) -> tuple[list[str], str, str]:
         """The keys and packed data of a candidate list, cached: callers send the same list again and
@@ -160,10 +169,12 @@ class RedisCapacityStore(CapacityStore):
         return None if out in (0, b"0", "0") else _f(out)
 
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
-        args: list[Any] = [BUCKET_TTL_SECONDS]
+        args: list[Any] = [BUCKET_TTL_SECONDS, self._cold]
         for metric in (snapshot.requests, snapshot.input_tokens, snapshot.output_tokens):
             args += [_num(metric.limit), _num(metric.remaining)]
-        await self._call("calibrate", [self._keys.bucket(bucket_id)], args)
+        k = self._keys
+        keys = [k.bucket(bucket_id), k.leases(bucket_id), k.reservations()]
+        await self._call("calibrate", keys, args)
 
     async def cool_down(self, bucket_id: str, until: float) -> None:
         await self._call(
@@ -175,7 +186,7 @@ class RedisCapacityStore(CapacityStore):
         for cand in candidates:
             bucket_ids.setdefault(cand.bucket_id, cand.limits)
         keys: list[str] = []
-        args: list[Any] = [len(bucket_ids)]
+        args: list[Any] = [len(bucket_ids), self._cold]
         for bucket_id, lim in bucket_ids.items():
             keys += [self._keys.bucket(bucket_id), self._keys.leases(bucket_id)]
             args += [lim.rpm, lim.itpm, lim.otpm]
@@ -183,7 +194,7 @@ class RedisCapacityStore(CapacityStore):
         now = _f(out[0])
         per_bucket: dict[str, BucketView] = {}
         for n, (bucket_id, lim) in enumerate(bucket_ids.items()):
-            row = out[1 + 8 * n : 9 + 8 * n]
+            row = out[1 + 9 * n : 10 + 9 * n]
             cooldown = _f(row[6])
             per_bucket[bucket_id] = BucketView(
                 account_id="",
@@ -191,12 +202,14 @@ class RedisCapacityStore(CapacityStore):
                 limits=BucketLimits(
                     round(_f(row[3])), round(_f(row[4])), round(_f(row[5])), lim.max_in_flight
                 ),
-                requests=_f(row[0]),
-                input_tokens=_f(row[1]),
-                output_tokens=_f(row[2]),
+                # what is left to spend now: a level below zero is the queue of reservations made ahead
+                requests=max(0.0, _f(row[0])),
+                input_tokens=max(0.0, _f(row[1])),
+                output_tokens=max(0.0, _f(row[2])),
                 cooldown_until=cooldown if cooldown > now else None,
                 in_flight=int(row[7]),
                 observed_at=now,
+                levels_known=self.cold_start == "full" or int(row[8]) == 1,
             )
         return [_for_account(per_bucket[c.bucket_id], c.account_id) for c in candidates]
 

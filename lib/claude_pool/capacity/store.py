@@ -9,6 +9,14 @@ Semantics shared by all backends:
   max_in_flight, room for the whole demand in all three buckets) and reserves on the chosen bucket,
   atomically with the choice. It also reclaims the expired leases of the candidates' buckets, so a
   dead worker never holds an in-flight slot past its lease.
+- **Reserving ahead** (``max_wait`` > 0): when no candidate can serve now but one's levels (or its
+  cooldown) will allow the demand within ``max_wait`` seconds, the demand is reserved on it now and
+  the reservation says how long to wait before sending (``Reservation.wait_seconds``): the levels go
+  below zero, and that debt is the queue. Every later request is placed behind it, in the order the
+  store answered, whichever worker or machine asked, and nobody polls. The candidate with the
+  shortest wait is chosen; the strategy ranks only candidates that can send at once. A refusal's
+  ``until`` is when the same request would be admitted. A queued reservation's lease runs from its
+  send time; given back unsent (``settle(request_sent=False)``), its capacity returns at once.
 - A lease that expires is reclaimed as if its request went out and produced no output: the request
   and the input tokens stay charged (upstream counted them when the request arrived), the reserved
   output tokens are refunded (upstream charges output as it is generated and a dead worker's
@@ -18,22 +26,32 @@ Semantics shared by all backends:
   of the period while a call is in flight); only a lease nobody renews is a dead worker's.
 - ``settle`` is idempotent; a settle arriving after its lease expired is treated exactly as the
   reclaim would (its usage is ignored), so the result does not depend on who got there first.
-- Levels never leave [0, capacity]: refunds are clamped at the capacity; usage above the
-  reservation is charged down to 0 at most (calibration from the headers brings in the rest).
+- **Cold start**: a store opened with ``cold_start="empty"`` takes a bucket it has never seen as
+  drained (another client may have spent it), so it admits only what refill brings from then on,
+  until upstream's headers calibrate it: the first ``calibrate`` with a limit sets each level to
+  upstream's remaining less what the store still holds reserved on the bucket (it may raise the
+  level; every later one only lowers it). ``"full"`` (the default) trusts the configured limits.
+  A view of a cold, uncalibrated bucket says ``levels_known=False``.
+- Levels never exceed the capacity, and only reservations made ahead take them below 0: refunds
+  are clamped at the capacity; usage above the reservation is charged down to 0 at most
+  (calibration from the headers brings in the rest), never deeper into a queue's debt.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Collection, Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from claude_pool.capacity.model import BucketView, Candidate, Demand, Reservation, Selection, Usage
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
 from claude_pool.core.closing import AsyncClosing
 from claude_pool.core.config import Strategy
 
-__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STICKY_TTL", "CapacityStore"]
+__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STICKY_TTL", "CapacityStore", "ColdStart"]
+
+#: What a store assumes of a bucket it has never seen (see the module docstring).
+ColdStart = Literal["full", "empty"]
 
 DEFAULT_LEASE_TTL = 600.0
 DEFAULT_STICKY_TTL = 3600.0
@@ -55,10 +73,11 @@ class CapacityStore(AsyncClosing):
         sticky_ttl: float = DEFAULT_STICKY_TTL,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         exclude: Collection[str] = (),
+        max_wait: float = 0.0,
     ) -> Selection:
-        """Choose an account and reserve ``demand`` on its bucket, in one atomic step. When no
-        candidate can serve, ``Selection.reservation`` is None and ``refusals`` says why, per
-        account, and until when."""
+        """Choose an account and reserve ``demand`` on its bucket, in one atomic step, at once or
+        (within ``max_wait`` seconds) ahead. When no candidate can serve, ``Selection.reservation``
+        is None and ``refusals`` says why, per account, and from when it could."""
 
     @abstractmethod
     async def settle(

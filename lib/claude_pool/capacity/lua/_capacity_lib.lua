@@ -31,8 +31,9 @@ local function caps_of(s, cfg)
   return c
 end
 
--- Continuous refill: cap/60 per second since the last write, never past the cap; unseen = full.
-local function refill(s, caps, now)
+-- Continuous refill: cap/60 per second since the last write, never past the cap; unseen = full, or
+-- empty when cold is true (rules.refill).
+local function refill(s, caps, now, cold)
   local out = {}
   local elapsed = now - s.t
   if elapsed < 0 then
@@ -43,7 +44,7 @@ local function refill(s, caps, now)
     if cap ~= nil then
       local lv = s.lv[m]
       if lv == nil then
-        out[m] = cap
+        out[m] = cold and 0 or cap
       else
         out[m] = math.min(cap, lv + elapsed * cap / 60)
       end
@@ -69,14 +70,15 @@ local function save_bucket(key, s, levels, caps, now, ttl)
   redis.call('EXPIRE', key, math.max(ttl, math.ceil(s.cd - now) + 60))
 end
 
--- Add delta per metric, clamped to [0, cap]; used by settle and by every reclaim.
+-- Add delta per metric (rules.clamp_add: up to the cap; a charge stops at 0, or at the level when it
+-- is already below 0, a queue's debt); used by settle and by every reclaim.
 local function apply_refund(key, delta, now, ttl)
   local s = load_bucket(key)
   local caps = caps_of(s, nil)
   local lv = refill(s, caps, now)
   for m = 1, 3 do
     if lv[m] ~= nil then
-      lv[m] = math.min(caps[m], math.max(0, lv[m] + delta[m]))
+      lv[m] = math.min(caps[m], math.max(math.min(lv[m], 0), lv[m] + delta[m]))
     end
   end
   save_bucket(key, s, lv, caps, now, ttl)

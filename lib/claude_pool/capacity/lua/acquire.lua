@@ -7,7 +7,8 @@
 -- id, lease ttl, sticky ttl, demand (requests, input, output), then three packed lists (records
 -- split by \30, fields by \31; one string each instead of thousands of arguments, which is what
 -- made 1,000 candidates slow): buckets (bucket id, rpm, itpm, otpm, max in flight or 0), candidates
--- (account id, bucket number, priority, weight), excluded candidate numbers.
+-- (account id, bucket number, priority, weight), excluded candidate numbers; then max wait (seconds a
+-- request may be queued for: see _rules.admission), cold start ('1': an unseen bucket is empty).
 local now = clock(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local strategy = ARGV[3]
@@ -20,7 +21,10 @@ local excluded = {}
 for c in string.gmatch(ARGV[13], '[^\31]+') do
   excluded[tonumber(c)] = true
 end
+local max_wait = tonumber(ARGV[14]) or 0
+local cold = ARGV[15] == '1'
 local TIE_EPSILON = 1e-9
+local QUEUEABLE = {[1] = true, [2] = true, [3] = true, [4] = true}
 
 -- Same order of checks as engine.assess: the code returned is the condition that clears last.
 local function assess(lv, caps, s, inflight, mif, earliest)
@@ -53,6 +57,22 @@ local function assess(lv, caps, s, inflight, mif, earliest)
   return code, till
 end
 
+-- rules.admission: admitted now (0, nil, 0), ahead (0, nil, wait), or refused (code, until, 0)
+local function admission(lv, caps, s, inflight, mif, earliest)
+  local code, till = assess(lv, caps, s, inflight, mif, earliest)
+  if code == 0 then
+    return 0, nil, 0
+  end
+  if till == nil or not QUEUEABLE[code] or (mif > 0 and inflight >= mif) then
+    return code, till, 0
+  end
+  local wait = till - now
+  if wait <= max_wait then
+    return 0, nil, wait
+  end
+  return code, till - max_wait, 0
+end
+
 local buckets = {}
 local b = 0
 for rec in string.gmatch(ARGV[11], '[^\30]+') do
@@ -66,7 +86,11 @@ for rec in string.gmatch(ARGV[11], '[^\30]+') do
   end
   local s = load_bucket(key)
   local caps = caps_of(s, {tonumber(rpm), tonumber(itpm), tonumber(otpm)})
-  local lv = refill(s, caps, now)
+  local lv = refill(s, caps, now, cold)
+  if cold and (s.lv[1] == nil or s.lv[2] == nil or s.lv[3] == nil) then
+    -- first sight of a cold bucket: its refill starts now, whether or not this request is admitted
+    save_bucket(key, s, lv, caps, now, ttl)
+  end
   local inflight, earliest = 0, nil
   if mif > 0 then
     inflight = redis.call('ZCARD', lease_key)
@@ -74,13 +98,13 @@ for rec in string.gmatch(ARGV[11], '[^\30]+') do
       earliest = tonumber(redis.call('ZRANGE', lease_key, 0, 0, 'WITHSCORES')[2])
     end
   end
-  local code, till = assess(lv, caps, s, inflight, mif, earliest)
+  local code, till, wait = admission(lv, caps, s, inflight, mif, earliest)
   local score = nil
   if code == 0 then
     score = math.min((lv[1] - need[1]) / caps[1], (lv[2] - need[2]) / caps[2], (lv[3] - need[3]) / caps[3])
   end
   buckets[b] = {id = id, key = key, lease_key = lease_key, s = s, caps = caps, lv = lv,
-                code = code, till = till, score = score}
+                code = code, till = till, score = score, wait = wait}
 end
 
 local eligible, refused = {}, {}
@@ -95,9 +119,19 @@ for rec in string.gmatch(ARGV[12], '[^\30]+') do
     refused[#refused + 1] = {c, bucket.code, bucket.till}
   else
     eligible[#eligible + 1] = {c = c, id = id, b = tonumber(bn), priority = tonumber(priority),
-                               weight = tonumber(weight), score = bucket.score}
+                               weight = tonumber(weight), score = bucket.score, wait = bucket.wait}
   end
 end
+
+-- rules.choose: the strategy ranks those that can send at once; the shortest wait otherwise
+local queued = eligible
+local ready = {}
+for _, e in ipairs(eligible) do
+  if e.wait <= 0 then
+    ready[#ready + 1] = e
+  end
+end
+eligible = ready
 
 local function pick(tied)
   return tied[math.min(#tied, math.floor(r * #tied) + 1)]
@@ -169,20 +203,39 @@ local function choose()
   return least_loaded()
 end
 
-local out = {0, '', fmt(now)}
-if #eligible > 0 then
-  local chosen = choose()
+local function shortest_wait()
+  local best = math.huge
+  for _, e in ipairs(queued) do
+    best = math.min(best, e.wait)
+  end
+  local tied = {}
+  for _, e in ipairs(queued) do
+    if e.wait <= best + TIE_EPSILON then
+      tied[#tied + 1] = e
+    end
+  end
+  return pick(tied)
+end
+
+local out = {0, '', fmt(now), '0'}
+if #queued > 0 then
+  local chosen
+  if #eligible > 0 then
+    chosen = choose()
+  else
+    chosen = shortest_wait()
+  end
   local bucket = buckets[chosen.b]
   for m = 1, 3 do
     bucket.lv[m] = bucket.lv[m] - need[m]
   end
   save_bucket(bucket.key, bucket.s, bucket.lv, bucket.caps, now, ttl)
-  local expiry = now + lease_ttl
+  local expiry = now + bucket.wait + lease_ttl -- a queued call's lease starts when it may send
   redis.call('HSET', KEYS[1], rid, cjson.encode({a = chosen.id, b = bucket.id, r = need[1], i = need[2],
                                                   o = need[3], e = fmt(expiry)}))
   redis.call('ZADD', KEYS[2], fmt(expiry), rid)
   redis.call('ZADD', bucket.lease_key, fmt(expiry), rid)
-  redis.call('EXPIRE', bucket.lease_key, math.max(ttl, math.ceil(lease_ttl) + 60))
+  redis.call('EXPIRE', bucket.lease_key, math.max(ttl, math.ceil(bucket.wait + lease_ttl) + 60))
   if strategy == 'round_robin' then
     redis.call('SET', KEYS[3], chosen.id, 'EX', ttl)
   elseif strategy == 'sticky' then
@@ -190,6 +243,7 @@ if #eligible > 0 then
   end
   out[1] = chosen.c
   out[2] = fmt(expiry)
+  out[4] = fmt(bucket.wait)
 end
 for _, f in ipairs(refused) do
   out[#out + 1] = f[1]

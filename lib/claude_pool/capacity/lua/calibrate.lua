@@ -1,18 +1,40 @@
 -- calibrate(bucket_id, snapshot): upstream's headers are the truth. A limit is adopted (it wins over
 -- the configured one); a level is lowered to upstream's remaining, never raised (token counts come
--- rounded to the thousand, and our own reservations in flight are not in upstream's count yet).
--- KEYS[1] bucket hash. ARGV: now, idle ttl, then per metric (requests, input, output): limit,
--- remaining ('' when the header was missing).
+-- rounded to the thousand, and our own reservations in flight are not in upstream's count yet);
+-- except the first time a cold store hears of a metric (rules.first_calibration): then the level is
+-- set to the remaining, less the rounding margin and what the bucket's live leases hold.
+-- KEYS: bucket hash, bucket's leases, reservations hash. ARGV: now, idle ttl, cold start ('1'),
+-- then per metric (requests, input, output): limit, remaining ('' when the header was missing).
 local now = clock(ARGV[1])
 local ttl = tonumber(ARGV[2])
+local cold = ARGV[3] == '1'
+local ROUNDING = {0, 1000, 1000}
+
+-- What the live leases of the bucket hold reserved, per metric.
+local function outstanding()
+  local held = {0, 0, 0}
+  local rids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(now), '+inf')
+  if #rids == 0 then
+    return held
+  end
+  for _, raw in ipairs(redis.call('HMGET', KEYS[3], unpack(rids))) do
+    if raw then
+      local rec = cjson.decode(raw)
+      held[1], held[2], held[3] = held[1] + rec.r, held[2] + rec.i, held[3] + rec.o
+    end
+  end
+  return held
+end
 
 local s = load_bucket(KEYS[1])
 local caps = caps_of(s, nil)
-local lv = refill(s, caps, now)
+local lv = refill(s, caps, now, cold)
+local held = nil
 local adopted = {}
 for m = 1, 3 do
-  local limit = tonumber(ARGV[1 + 2 * m])
-  local remaining = tonumber(ARGV[2 + 2 * m])
+  local limit = tonumber(ARGV[2 + 2 * m])
+  local remaining = tonumber(ARGV[3 + 2 * m])
+  local first = cold and s.up[m] == nil
   if limit ~= nil and limit > 0 then
     caps[m] = limit
     adopted[#adopted + 1] = UPSTREAM_FIELDS[m]
@@ -23,7 +45,10 @@ for m = 1, 3 do
       lv[m] = math.min(lv[m], limit)
     end
   end
-  if remaining ~= nil and lv[m] ~= nil and remaining < lv[m] then
+  if first and limit ~= nil and limit > 0 and remaining ~= nil then
+    held = held or outstanding()
+    lv[m] = math.min(caps[m], remaining - ROUNDING[m] - held[m])
+  elseif remaining ~= nil and lv[m] ~= nil and remaining < lv[m] then
     lv[m] = math.max(0, remaining)
   end
 end

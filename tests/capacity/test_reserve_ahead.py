@@ -1,0 +1,197 @@
+"""Reserving ahead (``acquire(max_wait=...)``), on every backend: a request that cannot be served now
+is given its place in the bucket's queue and told when to send, or refused at once with the time it
+could be admitted."""
+
+from __future__ import annotations
+
+import pytest
+
+from claude_pool.capacity import (
+    REASON_IN_FLIGHT,
+    REASON_REQUESTS_EXHAUSTED,
+    CapacityStore,
+    Demand,
+    MetricSnapshot,
+    RateLimitSnapshot,
+    Reservation,
+)
+from tests.capacity.conftest import FakeClock, OpenStore, cand
+
+# 60 requests a minute: one request comes back every second; tokens never bind here.
+A = cand("a", rpm=60, itpm=600_000, otpm=600_000)
+ONE = Demand(10, 10)
+
+
+async def _drain(store: CapacityStore, candidate=A, count: int = 60) -> None:
+    for _ in range(count):
+        assert (await store.acquire([candidate], ONE)).reservation is not None
+    assert (await store.acquire([candidate], ONE)).reservation is None
+
+
+async def _queued(store: CapacityStore, max_wait: float, candidates=(A,)) -> Reservation:
+    selection = await store.acquire(list(candidates), ONE, max_wait=max_wait)
+    assert selection.reservation is not None, selection.refusals
+    return selection.reservation
+
+
+async def test_a_drained_bucket_queues_requests_one_refill_apart(store: CapacityStore) -> None:
+    await _drain(store)
+    waits = [(await _queued(store, max_wait=30)).wait_seconds for _ in range(5)]
+    assert waits == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+async def test_what_fits_now_is_not_queued(store: CapacityStore) -> None:
+    reservation = await _queued(store, max_wait=30)
+    assert reservation.wait_seconds == 0
+
+
+async def test_past_the_bound_a_request_is_refused_at_once_with_when_it_would_be_admitted(
+    store: CapacityStore, clock: FakeClock
+) -> None:
+    await _drain(store)
+    for _ in range(3):
+        await _queued(store, max_wait=3.5)  # sends at +1, +2, +3 s
+    selection = await store.acquire([A], ONE, max_wait=3.5)
+    assert selection.reservation is None
+    (refusal,) = selection.refusals
+    assert refusal.reason == REASON_REQUESTS_EXHAUSTED
+    # Its place would be at +4 s; with 3.5 s of patience it is admitted from +0.5 s on.
+    assert refusal.until == pytest.approx(clock.now + 0.5)
+    clock.advance(0.5)
+    assert (await _queued(store, max_wait=3.5)).wait_seconds == pytest.approx(3.5)
+
+
+async def test_sends_never_exceed_what_the_bucket_allows(store: CapacityStore, clock: FakeClock) -> None:
+    """The token bucket's guarantee, checked on the send times: from a full bucket of 60 at t0,
+    by any time t at most 60 + (t - t0) requests have been sent."""
+    t0 = clock.now
+    sends: list[float] = []
+    for step in range(200):
+        selection = await store.acquire([A], ONE, max_wait=5)
+        if selection.reservation is not None:
+            sends.append(clock.now + selection.reservation.wait_seconds)
+        clock.advance(0.25 if step % 3 else 0.0)
+    sends.sort()
+    for n, sent_at in enumerate(sends, start=1):
+        assert n <= 60 + (sent_at - t0) + 1e-6, (n, sent_at - t0)
+    assert len(sends) > 60  # the queue was used, not only the bucket's first minute
+
+
+async def test_a_queued_request_given_back_unsent_returns_its_place(store: CapacityStore) -> None:
+    await _drain(store)
+    first = await _queued(store, max_wait=30)
+    await _queued(store, max_wait=30)
+    await store.settle(first, None, request_sent=False)
+    # The next one takes the place given back: +2 s (behind the second), not +3 s.
+    assert (await _queued(store, max_wait=30)).wait_seconds == pytest.approx(2.0)
+
+
+async def test_a_queued_reservation_holds_its_lease_from_its_send_time(
+    store: CapacityStore, clock: FakeClock
+) -> None:
+    """A worker that dies while queued: its lease expires ``lease_ttl`` after its send time, and
+    is reclaimed as any lost call (request and input kept, output given back)."""
+    await _drain(store)
+    selection = await store.acquire([A], ONE, max_wait=30, lease_ttl=5)
+    assert selection.reservation is not None and selection.reservation.wait_seconds == pytest.approx(1.0)
+    assert selection.reservation.lease_expires_at == pytest.approx(clock.now + 6.0)
+    clock.advance(5.5)
+    assert await store.reclaim_expired() == 0
+    clock.advance(1.0)
+    assert await store.reclaim_expired() == 1
+
+
+async def test_the_shortest_wait_wins_whatever_the_strategy(store: CapacityStore) -> None:
+    slow = cand("slow", rpm=6, itpm=600_000, otpm=600_000)  # one request every 10 s
+    await _drain(store, slow, count=6)
+    await _drain(store)
+    for strategy in ("priority", "round_robin", "weighted", "least_loaded"):
+        selection = await store.acquire([A, slow], ONE, strategy=strategy, max_wait=30)
+        assert selection.reservation is not None and selection.reservation.account_id == "a", strategy
+
+
+async def test_an_account_that_can_serve_now_is_preferred_to_a_queue(store: CapacityStore) -> None:
+    other = cand("b", rpm=60, itpm=600_000, otpm=600_000)
+    await _drain(store)
+    reservation = await _queued(store, max_wait=30, candidates=(A, other))
+    assert reservation.account_id == "b" and reservation.wait_seconds == 0
+
+
+async def test_nobody_is_queued_behind_an_in_flight_cap(store: CapacityStore) -> None:
+    capped = cand("c", rpm=60, itpm=600_000, otpm=600_000, max_in_flight=1)
+    await _queued(store, max_wait=30, candidates=(capped,))
+    selection = await store.acquire([capped], ONE, max_wait=30)
+    assert selection.reservation is None
+    assert selection.refusals[0].reason == REASON_IN_FLIGHT
+
+
+async def test_workers_on_one_store_share_one_ordered_queue(
+    open_store: OpenStore, clock: FakeClock
+) -> None:
+    """Two workers (two store clients on one backend): each request is placed behind every one
+    placed before it, whichever worker asked."""
+    first, second = open_store(clock=clock), open_store(clock=clock)
+    await _drain(first)
+    waits = []
+    for n in range(6):
+        waits.append((await _queued(first if n % 2 else second, max_wait=30)).wait_seconds)
+    assert waits == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+
+
+async def test_views_show_nothing_left_while_a_queue_stands(store: CapacityStore) -> None:
+    await _drain(store)
+    await _queued(store, max_wait=30)
+    (view,) = await store.view([A])
+    assert view.requests == 0 and view.headroom == 0
+
+
+# --- cold start: a bucket never seen may have been drained by another client -------------------
+
+
+@pytest.fixture
+def cold(open_store: OpenStore, clock: FakeClock) -> CapacityStore:
+    return open_store(clock=clock, cold_start="empty")
+
+
+async def test_a_cold_bucket_admits_only_what_refill_brings(cold: CapacityStore, clock: FakeClock) -> None:
+    assert (await cold.acquire([A], ONE)).reservation is None  # nothing at once: it may be drained
+    waits = [(await _queued(cold, max_wait=30)).wait_seconds for _ in range(3)]
+    assert waits == pytest.approx([1.0, 2.0, 3.0])
+    (view,) = await cold.view([A])
+    assert not view.levels_known
+
+
+async def test_a_cold_bucket_refills_from_first_sight_even_while_it_refuses(
+    cold: CapacityStore, clock: FakeClock
+) -> None:
+    assert (await cold.acquire([A], ONE)).reservation is None
+    clock.advance(1.0)
+    assert (await cold.acquire([A], ONE)).reservation is not None
+
+
+async def test_the_first_calibration_sets_the_level_from_upstream_less_what_is_held(
+    cold: CapacityStore, clock: FakeClock
+) -> None:
+    held = await _queued(cold, max_wait=30)  # sends in 1 s, still held
+    snapshot = RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=40))
+    await cold.calibrate(A.bucket_id, snapshot)
+    (view,) = await cold.view([A])
+    assert view.levels_known and view.requests == pytest.approx(39)  # 40 left upstream, 1 held here
+    await cold.settle(held, None, request_sent=False)
+    # Later calibrations only lower: a remaining above the level changes nothing.
+    await cold.calibrate(A.bucket_id, RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=60)))
+    (view,) = await cold.view([A])
+    assert view.requests == pytest.approx(40)
+
+
+async def test_a_cold_calibration_keeps_a_margin_for_rounded_token_counts(cold: CapacityStore) -> None:
+    snapshot = RateLimitSnapshot(input_tokens=MetricSnapshot(limit=600_000, remaining=50_000))
+    await cold.calibrate(A.bucket_id, snapshot)
+    (view,) = await cold.view([A])
+    assert view.input_tokens == pytest.approx(49_000)
+
+
+async def test_a_store_that_trusts_the_limits_starts_full(store: CapacityStore) -> None:
+    assert (await store.acquire([A], ONE)).reservation is not None
+    (view,) = await store.view([A])
+    assert view.levels_known and view.requests == pytest.approx(59)
