@@ -183,7 +183,7 @@ async def test_a_529_backs_off_and_retries(make_world: Callable[..., PoolWorld])
     assert result.attempts[-1].outcome == "success"
 
 
-async def test_every_account_cooling_down_explains_per_account_and_a_deadline_waits(
+async def test_every_account_cooling_down_explains_per_account_and_a_request_is_queued_behind_it(
     make_world: Callable[..., PoolWorld],
 ) -> None:
     world = make_world(Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
@@ -191,13 +191,30 @@ async def test_every_account_cooling_down_explains_per_account_and_a_deadline_wa
         accounts = await pool.directory.all()
         for acc in accounts:
             await pool.capacity.cool_down(acc.candidate.bucket_id, time.time() + 1.5)
+        started = time.monotonic()
         with pytest.raises(NoAccountAvailable) as info:
-            await pool.delegate(REQ)
+            await pool.delegate(REQ.model_copy(update={"max_queue_seconds": 0}))
+        assert time.monotonic() - started < 1.0  # refused at once, not after waiting
         text = str(info.value)
         assert "acct-1" in text and "acct-2" in text and "cooling down" in text and "until" in text
-        started = time.monotonic()
+        assert info.value.retry_after is not None and 0 < info.value.retry_after <= 1.5
         result = await pool.delegate(REQ.model_copy(update={"deadline": time.time() + 10}))
         assert result.text and time.monotonic() - started >= 1.0
+
+
+async def test_a_request_that_cannot_be_served_before_its_deadline_is_refused_at_once(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world(Scenario.uniform(accounts=1, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    async with world.open_pool() as pool:
+        (acc,) = await pool.directory.all()
+        await pool.capacity.cool_down(acc.candidate.bucket_id, time.time() + 30)
+        started = time.monotonic()
+        with pytest.raises(NoAccountAvailable, match="before the deadline") as info:
+            await pool.delegate(REQ.model_copy(update={"deadline": time.time() + 5}))
+        assert time.monotonic() - started < 1.0
+        assert info.value.retry_after is not None and info.value.retry_after > 5
+    assert world.sim.stats().total["received"] == 0
 
 
 async def test_a_stream_broken_after_it_started_is_a_failure_never_a_success(

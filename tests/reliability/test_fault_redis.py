@@ -1,6 +1,7 @@
-"""Redis lost in the middle of a batch, then back: requests fail clearly (``BackendUnavailable``)
-while it is away, each is recorded once and ends, no capacity stays taken after the leases are
-reclaimed, and the same pool serves again without a restart.
+"""Redis lost in the middle of a batch, then back: requests with a deadline wait for it instead of
+failing (those that cannot wait fail clearly with ``BackendUnavailable``), each is recorded once and
+ends, no capacity stays taken after the leases are reclaimed, and the same pool serves again
+without a restart.
 
 Two kinds of loss: the network cut (a proxy resets every connection; Redis keeps its data) and a
 restart (a throwaway ``redis-server`` killed with SIGKILL and started again on its port, empty)."""
@@ -8,6 +9,8 @@ restart (a throwaway ``redis-server`` killed with SIGKILL and started again on i
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -144,6 +147,7 @@ async def test_redis_lost_mid_batch_fails_clearly_records_each_request_once_leak
     assert len(rows) == REQUESTS + 24 == len({r[0] for r in rows})  # one row per request
     assert set(statuses) <= {"succeeded", "failed"}  # every one ended
     assert failed_types <= {"BackendUnavailable"}  # and the failures say what failed
+    assert statuses.count("failed") == 0  # every request had 30 s to live: each waited for Redis
     assert any(o.status == "succeeded" for o in first)
     # nothing was sent twice: a success is one call served upstream (a call served while Redis was
     # away may end as failed, since its settlement could not be written)
@@ -191,3 +195,58 @@ async def test_an_answer_already_paid_for_is_kept_when_redis_drops_during_the_ca
         assert result.text and sim.stats().total["served"] == 1
     finally:
         runtime.close()
+
+
+async def test_a_restart_of_redis_under_load_fails_nothing_and_overruns_nothing(
+    tmp_path: Path, redis_prefix: str, sim_world: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One key of 60 RPM that another client has drained; an open-loop load at half its rate, each
+    request with 20 s to live; Redis killed for 2 s in the middle and started again empty. Requests
+    wait for the store instead of failing, and the rebuilt bucket is taken as drained, not full."""
+    import anthropic
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        runtime, sim, _ids = sim_world(
+            Scenario.uniform(accounts=1, rpm=60, itpm=10_000_000, otpm=1_000_000),
+            redis_url=server.url,
+            redis_prefix=redis_prefix,
+        )
+        (key,) = sim.keys
+        drainer = anthropic.Anthropic(api_key=key.key, base_url=sim.base_url, max_retries=0)
+        for _ in range(70):
+            try:
+                drainer.messages.create(
+                    model="claude-sonnet-5-5", max_tokens=1, messages=[{"role": "user", "content": "x"}]
+                )
+            except anthropic.RateLimitError:
+                break
+        drainer.close()
+        sim.reset(counters=True, buckets=False)
+
+        async def restart() -> None:
+            await asyncio.sleep(5.0)
+            server.stop()
+            await asyncio.sleep(2.0)  # the outage itself: how long Redis stays away is the test
+            server.start()
+
+        async def one(pool: Pool, i: int) -> str:
+            await asyncio.sleep(2.0 * i)  # half the key's rate
+            request = DelegationRequest(
+                organization_id=TENANT, message=f"q{i}", max_tokens=16, deadline=time.time() + 20
+            )
+            return (await pool.delegate(request)).text
+
+        with caplog.at_level(logging.WARNING, logger="claude_pool.pool"):
+            async with Pool.open(runtime) as pool:
+                answers, _ = await asyncio.gather(asyncio.gather(*(one(pool, i) for i in range(7))), restart())
+    finally:
+        server.stop()
+    assert all(answers)  # no request failed
+    total = sim.stats().total
+    assert total["served"] == total["received"] == 7  # none was sent twice
+    assert sim.stats().rate_limited == 0  # no limit overrun, before or after the restart
+    messages = [r.getMessage() for r in caplog.records]
+    # the request due during the outage met it: one warning when it began, one when it ended
+    assert messages.count("store away; requests with a deadline wait for it") == 1
+    assert messages.count("store back") == 1

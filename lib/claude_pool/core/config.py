@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -24,6 +24,7 @@ from claude_pool.core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PRICING",
+    "AdmissionConfig",
     "AlertsConfig",
     "BreakerConfig",
     "CapacityConfig",
@@ -74,6 +75,28 @@ class CapacityConfig(_Model):
     lease_timeout_seconds: float = Field(default=600.0, gt=0)
     default_input_token_estimate: int = Field(default=1000, ge=1)
     calibrate_from_headers: bool = True
+    #: "empty": a bucket the pool has never seen may have been drained by another client, so until
+    #: upstream's headers calibrate it the pool sends only what refill brings (no 429 at start-up,
+    #: at the price of a wait of up to one refill of the request's demand); "full": trust the limits.
+    cold_start: Literal["empty", "full"] = "empty"
+
+
+class AdmissionConfig(_Model):
+    """How long a request may be queued for capacity (see DESIGN 4.2 and the README's "Under
+    overload"): a queue is absorbed up to ``maxQueueSeconds`` (and the request's deadline) while it
+    is young; once it has stood for ``standingAfterSeconds`` it is shed down to
+    ``targetQueueSeconds`` until it empties, so that what is served is served soon and the rest is
+    refused at once, with the time to retry."""
+
+    max_queue_seconds: float = Field(default=30.0, ge=0)
+    target_queue_seconds: float = Field(default=0.1, ge=0)
+    standing_after_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _target_within_max(self) -> AdmissionConfig:
+        if self.target_queue_seconds > self.max_queue_seconds:
+            raise ValueError("targetQueueSeconds must not exceed maxQueueSeconds")
+        return self
 
 
 class BreakerConfig(_Model):
@@ -166,6 +189,7 @@ DEFAULT_TIERS: dict[str, Limits] = {
 class PoolConfig(_Model):
     selection: SelectionConfig = SelectionConfig()
     capacity: CapacityConfig = CapacityConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     circuit_breaker: BreakerConfig = BreakerConfig()
     alerts: AlertsConfig = AlertsConfig()
     tiers: dict[str, Limits] = Field(default_factory=lambda: dict(DEFAULT_TIERS))

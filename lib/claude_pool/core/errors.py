@@ -33,6 +33,7 @@ once, at the boundary, with ``raise ... from exc``. No message ever carries a pl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -169,10 +170,18 @@ class AccountUnavailability:
 
 
 class NoAccountAvailable(ClaudePoolError):
+    """No account could take the request: ``reasons`` per account, ``retry_after`` in seconds."""
+
     def __init__(self, reasons: Sequence[AccountUnavailability], *, message: str | None = None) -> None:
         self.reasons = list(reasons)
         waits = [r.until for r in self.reasons if r.until is not None]
         self.earliest_recovery: datetime | None = min(waits) if waits else None
+        # Seconds until a retry could be admitted (the HTTP API's Retry-After); None: not by waiting.
+        self.retry_after: float | None = (
+            None
+            if self.earliest_recovery is None
+            else max(0.0, self.earliest_recovery.timestamp() - time.time())
+        )
         if message is None:
             if not self.reasons:
                 message = "no account can serve: the pool has no active account"

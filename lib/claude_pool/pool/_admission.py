@@ -1,5 +1,5 @@
-"""Why no account can take a request now, and whether waiting can help: the pure part of the pool's
-admission (``Pool._admit`` reads the stores; nothing here does)."""
+"""Why no account can take a request now, and how long a request may be queued: the pure part of
+the pool's admission (``Pool._admit`` reads the stores; nothing here does)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from claude_pool.capacity import Refusal
+from claude_pool.core.config import AdmissionConfig
 from claude_pool.core.errors import AccountUnavailability, NoAccountAvailable
 from claude_pool.pool.directory import PoolAccount
 
 __all__ = [
     "PROBE_TAKEN",
     "NoAccountNow",
+    "QueueWatch",
+    "StoreOutage",
     "as_datetime",
-    "cannot_wait",
-    "recovery_wait",
     "refusal_reasons",
-    "too_late",
+    "refused",
 ]
 
 PROBE_TAKEN = "half-open: its probe slot is taken by another call"
-
-# Longest single sleep while waiting for capacity: short enough to notice a recovery that the
-# refusals could not predict (a breaker closing, an account enabled elsewhere).
-_MAX_WAIT_STEP = 5.0
-
-# Shortest sleep: a recovery already due (or past) must not turn the wait into a busy loop.
-_MIN_WAIT_STEP = 0.01
 
 
 @dataclass(frozen=True)
@@ -39,6 +33,66 @@ class NoAccountNow:
     # A half-open account's probe slot was taken by another call: the others may serve at once,
     # so the request tries again without waiting.
     retry_at_once: bool = False
+
+
+class QueueWatch:
+    """The queue bound of one organization's accounts, adapted the way CoDel adapts its drops.
+
+    A young queue is a burst: it is absorbed up to ``max_queue_seconds``. A queue that has stood
+    for ``standing_after_seconds`` (no request admitted at once since) is sustained overload, where
+    waiting serves no more requests, only later: it is shed down to ``target_queue_seconds`` until a
+    request finds capacity at once again. Leaving the tight bound, a queue that stands again within
+    the same interval is tight at once (CoDel's memory of a recent dropping state), so that one lucky
+    request does not reopen the queue to its full length.
+
+    Each worker watches on its own, but what it watches is global: the waits come from the shared
+    store's one queue per bucket. Times are ``time.monotonic()`` seconds.
+    """
+
+    def __init__(self, config: AdmissionConfig) -> None:
+        self.config = config
+        self._queued_since: float | None = None
+        self._left_tight_at: float | None = None
+
+    def tight(self, now: float) -> bool:
+        since = self._queued_since
+        return since is not None and now - since >= self.config.standing_after_seconds
+
+    def bound(self, now: float) -> float:
+        config = self.config
+        return config.target_queue_seconds if self.tight(now) else config.max_queue_seconds
+
+    def admitted_at_once(self, now: float) -> None:
+        if self.tight(now):
+            self._left_tight_at = now
+        self._queued_since = None
+
+    def queued(self, now: float) -> None:
+        """A request was queued, or refused because the queue was too long."""
+        if self._queued_since is not None:
+            return
+        interval = self.config.standing_after_seconds
+        left = self._left_tight_at
+        self._queued_since = now - interval if left is not None and now - left < interval else now
+
+
+class StoreOutage:
+    """The pauses of one request that waits for a store to answer again: short at first (a blip
+    is over in milliseconds), doubling up to half a second, and never past the deadline."""
+
+    FIRST_PAUSE = 0.05
+    LONGEST_PAUSE = 0.5
+
+    def __init__(self) -> None:
+        self._pause = self.FIRST_PAUSE
+
+    def next_pause(self, left: float | None) -> float | None:
+        """Seconds to wait before asking again, or None: no deadline, or no time left for it."""
+        if left is None or left <= self._pause:
+            return None
+        pause = self._pause
+        self._pause = min(self._pause * 2, self.LONGEST_PAUSE)
+        return pause
 
 
 def as_datetime(epoch: float | None) -> datetime | None:
@@ -58,38 +112,14 @@ def refusal_reasons(
     return reasons
 
 
-def _earliest_recovery(reasons: Sequence[AccountUnavailability]) -> datetime | None:
-    waits = [r.until for r in reasons if r.until is not None]
-    return min(waits) if waits else None
-
-
-def recovery_wait(
-    reasons: Sequence[AccountUnavailability], *, left: float | None, call_seconds: float, now: float
-) -> float | None:
-    """Seconds to sleep before trying again, or ``None`` when waiting cannot help: the request has
-    no deadline (``left`` is None), no account recovers by waiting, or none recovers early enough
-    for a call of ``call_seconds`` to finish before the deadline."""
-    recovery = _earliest_recovery(reasons)
-    if left is None or recovery is None:
-        return None
-    wait = recovery.timestamp() - now
-    # Capacity that comes back too late for the call to finish would only be spent on a call
-    # timed out at the deadline (and charged upstream all the same).
-    if wait > left - call_seconds:
-        return None
-    return min(max(wait, _MIN_WAIT_STEP), _MAX_WAIT_STEP)
-
-
-def cannot_wait(reasons: Sequence[AccountUnavailability], *, left: float | None) -> NoAccountAvailable:
-    """The error for a request that waiting cannot help (``recovery_wait`` returned ``None``)."""
-    if left is None or _earliest_recovery(reasons) is None:
-        return NoAccountAvailable(reasons)
-    return too_late(reasons, left)
-
-
-def too_late(reasons: Sequence[AccountUnavailability], left: float) -> NoAccountAvailable:
-    return NoAccountAvailable(
-        reasons,
-        message=f"no account can serve before the deadline (in {max(left, 0):.1f}s):\n"
-        + "\n".join(f"  - {r}" for r in reasons),
-    )
+def refused(reasons: Sequence[AccountUnavailability], *, left: float | None) -> NoAccountAvailable:
+    """The error for a request that no account admits; it says when to retry, or that the request
+    cannot be served before its deadline (``left`` seconds away) at all."""
+    error = NoAccountAvailable(reasons)
+    if left is not None and error.retry_after is not None and error.retry_after >= left:
+        return NoAccountAvailable(
+            reasons,
+            message=f"no account can serve before the deadline (in {max(left, 0):.1f}s):\n"
+            + "\n".join(f"  - {r}" for r in reasons),
+        )
+    return error

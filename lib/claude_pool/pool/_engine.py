@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -44,11 +45,11 @@ from claude_pool.core.logs import log_event
 from claude_pool.pool._admission import (
     PROBE_TAKEN,
     NoAccountNow,
+    QueueWatch,
+    StoreOutage,
     as_datetime,
-    cannot_wait,
-    recovery_wait,
     refusal_reasons,
-    too_late,
+    refused,
 )
 from claude_pool.pool._attempt import (
     CUT_BY_DEADLINE,
@@ -97,8 +98,10 @@ class Pool(AsyncClosing):
         self.listeners = list(listeners)
         self.policy = policy or ErrorPolicy()
         self.call_timeout = call_timeout
-        # The waiting turn (see _admit); asyncio's Lock wakes its waiters in order.
-        self._waiting = asyncio.Lock()
+        # The queue bound of each organization's accounts (see QueueWatch).
+        self._queues: dict[str, QueueWatch] = {}
+        # Since when a store (capacity or breaker) has not answered; None while it answers.
+        self._store_away_since: float | None = None
         # A running average of how long an answered call takes: a request does not wait for
         # capacity past the point where the call itself could no longer finish by its deadline.
         self._typical_call_seconds = 0.0
@@ -123,7 +126,7 @@ class Pool(AsyncClosing):
             config=runtime.config,
             accounts=runtime.accounts,
             directory=AccountDirectory(runtime.db, runtime.config),
-            capacity=open_capacity_store(settings),
+            capacity=open_capacity_store(settings, cold_start=runtime.config.capacity.cold_start),
             breaker=breaker,
             upstream=UpstreamClient(base_url=settings.anthropic_base_url),
             listeners=listeners,
@@ -143,6 +146,7 @@ class Pool(AsyncClosing):
         state = RequestState.of(request, self.config.selection.strategy, on_text)
         while len(state.attempts) < self.config.selection.max_attempts:
             async with await self._admit(state) as attempt:
+                await self._wait_for_turn(attempt)
                 end = await self._call(state, attempt)
             state.attempts.append(end.record)
             await self._notify("on_attempt", request, end.record)
@@ -163,37 +167,71 @@ class Pool(AsyncClosing):
 
     # --- admission: an account, its capacity reserved, its breaker's permit -----------------
     async def _admit(self, state: RequestState) -> Attempt:
-        """An account with its capacity reserved and a breaker permit; waits for a recovery when the
-        request has a deadline, else raises :class:`NoAccountAvailable` with the reasons.
-
-        Waiting requests of this process queue for one turn: only the head polls the stores, the
-        others wait behind it in order. Polling each on its own (all wake at the same predicted
-        recovery, one wins) costs a round trip per waiter per admission, which on a loaded worker
-        delayed calls past their deadlines."""
-        turn = False  # whether this request holds the waiting turn of this process
-        try:
-            while True:
+        """An account with its capacity reserved (now, or its place in a queue) and a breaker
+        permit; or :class:`NoAccountAvailable` at once, with the reasons and when to retry. No
+        request polls: a queued one sleeps until its send time (``_wait_for_turn``)."""
+        outage = StoreOutage()
+        while True:
+            try:
                 found = await self._try_admit(state)
-                if isinstance(found, Attempt):
-                    return found
-                if found.retry_at_once:
-                    continue  # a half-open account's probe slot was taken: try the others at once
-                if not turn:
-                    # Raises now if the deadline cannot be met: no point queueing for the turn.
-                    self._wait_or_raise(state.request, found.reasons)
-                    await self._take_turn(state.request, found.reasons)
-                    turn = True
-                    continue  # capacity may have come back while it queued: try again at once
-                await asyncio.sleep(self._wait_or_raise(state.request, found.reasons))
-        finally:
-            if turn:
-                self._waiting.release()
+            except BackendUnavailable as exc:
+                await self._ride_out(state.request, outage, exc)
+                continue
+            self._store_answers()
+            if isinstance(found, Attempt):
+                return found
+            if not found.retry_at_once:
+                raise refused(found.reasons, left=state.request.timeout_left())
+            # a half-open account's probe slot was taken: try the others at once
+
+    async def _ride_out(
+        self, request: DelegationRequest, outage: StoreOutage, exc: BackendUnavailable
+    ) -> None:
+        """A store did not answer: a request with a deadline waits for it (a restart, a failover, a
+        network blip), one without raises at once. One warning per outage, not one per request."""
+        pause = outage.next_pause(request.timeout_left())
+        if pause is None:
+            raise exc
+        if self._store_away_since is None:
+            self._store_away_since = time.monotonic()
+            log_event(
+                logger, logging.WARNING, "store away; requests with a deadline wait for it", error=str(exc)
+            )
+        await asyncio.sleep(pause)
+
+    def _store_answers(self) -> None:
+        if self._store_away_since is not None:
+            away = time.monotonic() - self._store_away_since
+            self._store_away_since = None
+            log_event(logger, logging.WARNING, "store back", away_seconds=round(away, 3))
 
     async def _try_admit(self, state: RequestState) -> Attempt | NoAccountNow:
         by_id, candidates, reasons = await self._candidates(state.request)
         if not candidates:
             return NoAccountNow(reasons)
         return await self._reserve(state, by_id, candidates, reasons)
+
+    def _max_wait(self, request: DelegationRequest) -> float:
+        """How long this request may be queued: its own bound, else the pool's adaptive one; never
+        so long that the call could not finish before the deadline."""
+        left = request.timeout_left()
+        room = math.inf if left is None else left - self._typical_call_seconds
+        bound = request.max_queue_seconds
+        if bound is None:
+            bound = self._watch(request.organization_id).bound(time.monotonic())
+        return max(0.0, min(bound, room))
+
+    def _watch(self, organization_id: str) -> QueueWatch:
+        watch = self._queues.get(organization_id)
+        if watch is None:
+            watch = self._queues[organization_id] = QueueWatch(self.config.admission)
+        return watch
+
+    async def _wait_for_turn(self, attempt: Attempt) -> None:
+        """Sleep until the reservation's send time (the attempt gives it back if we are cancelled)."""
+        wait = attempt.reservation.wait_seconds
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _candidates(
         self, request: DelegationRequest
@@ -243,10 +281,18 @@ class Pool(AsyncClosing):
             sticky_ttl=self.config.selection.sticky_ttl_seconds,
             lease_ttl=self.config.capacity.lease_timeout_seconds,
             exclude=state.tried,
+            max_wait=self._max_wait(state.request),
         )
         reservation = selection.reservation
+        watch = self._watch(state.request.organization_id)
         if reservation is None:
+            if any(r.until is not None for r in selection.refusals):
+                watch.queued(time.monotonic())
             return NoAccountNow([*reasons, *refusal_reasons(selection.refusals, by_id)])
+        if reservation.wait_seconds > 0:
+            watch.queued(time.monotonic())
+        else:
+            watch.admitted_at_once(time.monotonic())
         account = by_id[reservation.account_id]
         permit = await self._permit(account, reservation)
         if not permit:
@@ -270,23 +316,6 @@ class Pool(AsyncClosing):
                     logger, logging.WARNING, "reservation not returned", account_id=account.id, error=str(exc)
                 )
             raise
-
-    def _wait_or_raise(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> float:
-        """Seconds to sleep before trying again; raises :class:`NoAccountAvailable` when the request
-        has no deadline, no account will recover by waiting, or not before the deadline."""
-        left = request.timeout_left()
-        wait = recovery_wait(reasons, left=left, call_seconds=self._typical_call_seconds, now=time.time())
-        if wait is None:
-            raise cannot_wait(reasons, left=left)
-        return wait
-
-    async def _take_turn(self, request: DelegationRequest, reasons: list[AccountUnavailability]) -> None:
-        left = request.timeout_left()
-        try:
-            async with asyncio.timeout(left):
-                await self._waiting.acquire()
-        except TimeoutError:
-            raise too_late(reasons, 0.0) from None
 
     async def _sleep_within_deadline(self, request: DelegationRequest, seconds: float) -> None:
         left = request.timeout_left()

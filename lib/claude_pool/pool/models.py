@@ -38,8 +38,11 @@ class DelegationRequest(BaseModel):
     """One call to Claude through the pool.
 
     ``message`` is a shorthand for ``messages=[{"role": "user", "content": message}]``.
-    ``deadline`` is an absolute time (epoch seconds): with one, a request that finds every account
-    busy waits for the earliest recovery instead of failing at once.
+    ``deadline`` is an absolute time (epoch seconds). A request that finds every account busy is
+    given its place in the queue of an account when it can be served in time (before its deadline,
+    and within the pool's queue bound, see ``AdmissionConfig``), else refused at once with
+    ``NoAccountAvailable.retry_after``. ``max_queue_seconds`` sets this request's own bound
+    instead of the pool's adaptive one (a batch that would rather wait than be refused).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,6 +57,7 @@ class DelegationRequest(BaseModel):
     strategy: Strategy | None = None
     sticky_key: str | None = Field(default=None, max_length=200)
     deadline: float | None = None
+    max_queue_seconds: float | None = Field(default=None, ge=0, le=3600)
     idempotency_key: str | None = Field(default=None, max_length=200)
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0, le=1)

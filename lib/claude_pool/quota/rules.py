@@ -162,12 +162,13 @@ def observations_from_views(
     views: Iterable[BucketView], accounts: Iterable[AccountLike]
 ) -> list[QuotaObservation]:
     """Per-minute usage from the capacity view (pure: no I/O). ``accounts`` are ``PoolAccount`` or
-    ``ClaudeAccount`` rows; views of accounts not among them are ignored."""
+    ``ClaudeAccount`` rows; views of accounts not among them are ignored, and so are views whose
+    levels are an assumption (a cold bucket not calibrated yet), not a measure of use."""
     by_id = {a.id: a for a in accounts}
     observations = []
     for view in views:
         account = by_id.get(view.account_id)
-        if account is None:
+        if account is None or not view.levels_known:
             continue
         window = window_for(RPM, datetime.fromtimestamp(view.observed_at, UTC))
         for metric, level, limit in (

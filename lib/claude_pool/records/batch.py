@@ -34,7 +34,8 @@ async def run_batch(
     """Run ``requests`` with at most ``concurrency`` in flight; their executions in request order.
 
     ``max_wait_seconds`` gives each request without a deadline of its own one that starts when the
-    request does: a batch larger than the pool's minute waits for capacity instead of failing.
+    request does, and as long a place in the queue: a batch larger than the pool's minute waits for
+    capacity instead of failing (concurrency keeps its queue short: at most that many wait).
 
     A request that fails is recorded and reported, never allowed to stop the others. Executions
     are written on worker threads, so a slow database slows recording, not the event loop.
@@ -47,6 +48,10 @@ async def run_batch(
         async with semaphore:
             if max_wait_seconds is not None and request.deadline is None:
                 request = request.model_copy(update={"deadline": time.time() + max_wait_seconds})
+            if max_wait_seconds is not None and request.max_queue_seconds is None:
+                # A batch would rather wait its turn than be refused: the pool's adaptive bound
+                # sheds a standing queue of interactive callers, not the batch's own requests.
+                request = request.model_copy(update={"max_queue_seconds": max_wait_seconds})
             recorded = await record_delegation(pool, executions, request, flow_run_id=flow_run_id)
         if on_done is not None:
             maybe = on_done(recorded.execution)

@@ -1,0 +1,101 @@
+"""Under overload and at a cold start, as a caller sees it: a request is given its place or refused at
+once with when to retry; a pool started on keys another client has drained meets no 429."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import anthropic
+import pytest
+
+from claude_pool.core.config import load_config
+from claude_pool.core.errors import NoAccountAvailable
+from claude_pool.pool.models import DelegationRequest
+from claude_pool.simulator import Scenario
+from tests.pool.conftest import PoolWorld
+
+# One key of 60 requests a minute (one back every second); tokens never bind.
+ONE_KEY = Scenario.uniform(accounts=1, rpm=60, itpm=10_000_000, otpm=1_000_000)
+REQ = DelegationRequest(organization_id="tenant-a", message="hello", max_tokens=16)
+PRODUCT_DEFAULTS = load_config(None, env={})  # cold buckets start empty
+
+
+def _drain_upstream(world: PoolWorld) -> None:
+    """Another client spends the key's whole minute, then the counts are forgotten."""
+    (key,) = world.sim.keys
+    client = anthropic.Anthropic(api_key=key.key, base_url=world.sim.base_url, max_retries=0)
+    try:
+        for _ in range(70):
+            try:
+                client.messages.create(
+                    model="claude-sonnet-5-5", max_tokens=1, messages=[{"role": "user", "content": "x"}]
+                )
+            except anthropic.RateLimitError:
+                break
+    finally:
+        client.close()
+    world.sim.reset(counters=True, buckets=False)
+
+
+async def test_a_pool_started_on_a_drained_key_meets_no_429(make_world: Callable[..., PoolWorld]) -> None:
+    world = make_world(ONE_KEY, config=PRODUCT_DEFAULTS)
+    _drain_upstream(world)
+    async with world.open_pool() as pool:
+        deadline = time.time() + 20
+        results = await asyncio.gather(
+            *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(4))
+        )
+    assert all(r.text for r in results)
+    stats = world.sim.stats()
+    assert stats.rate_limited == 0 and stats.total["served"] == 4
+
+
+async def test_the_same_pool_trusting_its_limits_would_have_met_429s(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """The control of the test above: what the cold start prevents is real."""
+    world = make_world(ONE_KEY)  # the tests' world: buckets start as full as the limits say
+    _drain_upstream(world)
+    async with world.open_pool() as pool:
+        await asyncio.gather(*(pool.delegate(REQ) for _ in range(4)), return_exceptions=True)
+    assert world.sim.stats().rate_limited > 0
+
+
+async def test_beyond_its_deadline_a_request_is_refused_at_once_not_after_waiting(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """Ten requests on a drained minute with 3.5 s to live: those whose place comes in time are
+    served in order, the others are refused with the time to retry; none meets a 429."""
+    world = make_world(ONE_KEY)
+    async with world.open_pool() as pool:
+        for _ in range(60):
+            await pool.delegate(REQ)
+        deadline = time.time() + 3.5
+        outcomes = await asyncio.gather(
+            *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(10)),
+            return_exceptions=True,
+        )
+    served = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, NoAccountAvailable)]
+    assert len(served) + len(refused) == 10
+    assert 1 <= len(served) <= 4  # one request a second comes back, for 3.5 s at most
+    assert all(e.retry_after is not None and e.retry_after > 0 for e in refused)
+    assert world.sim.stats().rate_limited == 0
+
+
+@pytest.mark.parametrize("bound", [0.0, 30.0])
+async def test_a_callers_own_bound_is_kept(make_world: Callable[..., PoolWorld], bound: float) -> None:
+    world = make_world(ONE_KEY)
+    async with world.open_pool() as pool:
+        for _ in range(60):
+            await pool.delegate(REQ)
+        request = REQ.model_copy(update={"max_queue_seconds": bound})
+        if bound == 0:
+            with pytest.raises(NoAccountAvailable) as info:
+                await pool.delegate(request)
+            assert info.value.retry_after == pytest.approx(1.0, abs=0.5)
+        else:
+            assert (await pool.delegate(request)).text
+    assert world.sim.stats().rate_limited == 0
