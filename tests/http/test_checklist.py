@@ -3,6 +3,7 @@ the log file, the note in Slack, the event on the stream and the rows in the thr
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import httpx
@@ -138,6 +139,22 @@ def test_no_account_available_says_why(api: ApiServer) -> None:
     finally:
         for account in accounts:
             admin.post(f"/api/v1/admin/claude-accounts/{account['id']}/enable")
+
+
+def test_a_refusal_for_capacity_is_a_429_with_retry_after(api: ApiServer) -> None:
+    admin = api.client("admin")
+    org = "org-cooling"  # its own organization: the cooldown below must not reach other tests
+    # never called: the account is cooling down for longer than the request accepts to wait
+    account = api.register(admin, org, "sk-ant-api03-" + secrets.token_hex(24), "cooling")
+    pool = api.app.state.ctx.pool
+    api.server.call(pool.capacity.cool_down(f"account:{account['id']}", time.time() + 42))
+    body = {"message": "hi", "organizationId": org, "maxQueueSeconds": 0}
+    response = admin.post("/api/orchestrator/execute", json=body)
+    assert response.status_code == 429, response.text
+    error = response.json()["error"]
+    assert error["type"] == "no_account_available"
+    assert 30 <= int(response.headers["Retry-After"]) <= 42 and error["retryAfterSeconds"] >= 30
+    assert [r["reason"] for r in error["reasons"]] == ["cooling down (429)"]
 
 
 def test_wait_false_and_idempotency(api: ApiServer) -> None:

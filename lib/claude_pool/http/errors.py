@@ -8,6 +8,7 @@ exception is logged and answered as a short, generic 500.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -116,9 +117,20 @@ def library_error_response(exc: ClaudePoolError, *, execution_id: str | None = N
         message = f"{field}: {exc.problem}" + (f" ({exc.fix})" if exc.fix else "")
     if status >= 500 and not isinstance(exc, NoAccountAvailable | UpstreamError):
         logger.warning("request failed: %s", exc)
-    headers = {"Retry-After": "5"} if status == 503 else None
+    retry_after = _retry_after(exc, status)
+    if isinstance(exc, NoAccountAvailable) and exc.retry_after is not None:
+        status = 429  # capacity comes back at a known time: "too many requests now", retry then
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     error = ApiError(status, type_, message, field=field, headers=headers)
-    return error.response(reasons=reasons, executionId=execution_id)
+    return error.response(reasons=reasons, executionId=execution_id, retryAfterSeconds=retry_after)
+
+
+def _retry_after(exc: ClaudePoolError, status: int) -> int | None:
+    """Whole seconds for the Retry-After header: when an account can take the request again, or a
+    short pause for a store that is away; none when waiting cannot help (no account can serve)."""
+    if isinstance(exc, NoAccountAvailable):
+        return None if exc.retry_after is None else max(1, math.ceil(exc.retry_after))
+    return 5 if status == 503 else None
 
 
 def _validation_field(loc: tuple[Any, ...]) -> str:

@@ -33,7 +33,7 @@ from claude_pool.records.view import ExecutionView
 
 __all__ = ["router"]
 
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 403, 404, 413, 422, 502, 503, 504)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)}
 router = APIRouter(prefix="/api/orchestrator", tags=["orchestrator"], responses=_ERRORS)  # type: ignore[arg-type]
 
 Ctx = Annotated[ApiContext, Depends(get_context)]
@@ -52,6 +52,7 @@ def _delegation_request(body: ExecuteBody) -> DelegationRequest:
         model=body.model,
         max_tokens=body.max_tokens,
         timeout_seconds=body.timeout_seconds,
+        max_queue_seconds=body.max_queue_seconds,
     )
 
 

@@ -144,6 +144,14 @@ class ExecuteBody(_Body):
     wait: bool = True
     idempotency_key: PlainText | None = Field(default=None, min_length=1, max_length=200)
     timeout_seconds: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
+    max_queue_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="the longest this request may wait for its place (0: served at once or refused "
+        "with 429 and Retry-After); default: the pool's adaptive bound",
+    )
 
 
 class _Out(BaseModel):
