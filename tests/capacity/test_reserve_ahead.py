@@ -14,6 +14,7 @@ from claude_pool.capacity import (
     MetricSnapshot,
     RateLimitSnapshot,
     Reservation,
+    Usage,
 )
 from tests.capacity.conftest import FakeClock, OpenStore, cand
 
@@ -195,3 +196,30 @@ async def test_a_store_that_trusts_the_limits_starts_full(store: CapacityStore) 
     assert (await store.acquire([A], ONE)).reservation is not None
     (view,) = await store.view([A])
     assert view.levels_known and view.requests == pytest.approx(59)
+
+
+async def test_a_calibration_never_shortens_the_queue(store: CapacityStore) -> None:
+    await _drain(store)
+    for _ in range(3):
+        await _queued(store, max_wait=30)  # send at +1, +2, +3 s: the level is -3
+    # Upstream says 1 is left: it cannot have counted the 3 queued calls, and levels are never raised.
+    await store.calibrate(A.bucket_id, RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=1)))
+    assert (await _queued(store, max_wait=30)).wait_seconds == pytest.approx(4.0)
+
+
+async def test_a_calibration_lowers_a_level_but_keeps_the_queue_s_debt(store: CapacityStore) -> None:
+    """Upstream's remaining does not count calls queued to send later: lowering a level to it must
+    keep their debt, or the queue's capacity would be spent twice."""
+    tokens = cand("t", rpm=6_000, itpm=600_000, otpm=600)  # 10 output tokens a second
+    big = Demand(10, 100)
+    sent = [(await store.acquire([tokens], big)).reservation for _ in range(6)]  # the 600 spent
+    queued = [(await store.acquire([tokens], big, max_wait=60)).reservation for _ in range(2)]
+    assert [q.wait_seconds for q in queued if q] == pytest.approx([10.0, 20.0])
+    for reservation in sent:  # they used no output at all: the level is 400 past the queue
+        assert reservation is not None
+        await store.settle(reservation, Usage(10, 0))
+    # another client spent the key: 100 left upstream, which must still carry the 200 queued here
+    snapshot = RateLimitSnapshot(output_tokens=MetricSnapshot(limit=600, remaining=100))
+    await store.calibrate(tokens.bucket_id, snapshot)
+    selection = await store.acquire([tokens], big, max_wait=60)
+    assert selection.reservation is not None and selection.reservation.wait_seconds == pytest.approx(20.0)

@@ -26,6 +26,7 @@ __all__ = [
     "choose",
     "clamp_add",
     "first_calibration",
+    "lowered",
     "headroom_after",
     "refill",
     "settle_refund",
@@ -79,6 +80,14 @@ def refill(
         level = state.levels[m] if state.levels is not None else None
         out.append(cap * unseen if level is None else min(cap, level + elapsed * cap / SECONDS_PER_MINUTE))
     return out
+
+
+def lowered(level: float, remaining: float, unsent: float) -> float:
+    """A level corrected by upstream's ``remaining``: never raised (token counts come rounded, and
+    calls in flight may not be in upstream's count yet), lowered to what upstream has left less the
+    reservations queued to send later, which upstream cannot have counted: forgetting them would
+    let the queue's debt be spent twice."""
+    return min(level, max(0.0, remaining) - unsent)
 
 
 def first_calibration(remaining: float, outstanding: float, cap: float) -> float:

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS buckets (
     lr REAL, li REAL, lo REAL, ur REAL, ui REAL, uo REAL, cd REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS leases (
     reservation_id TEXT PRIMARY KEY, bucket_id TEXT NOT NULL, account_id TEXT NOT NULL,
-    r REAL NOT NULL, i REAL NOT NULL, o REAL NOT NULL, expires_at REAL NOT NULL);
+    r REAL NOT NULL, i REAL NOT NULL, o REAL NOT NULL, expires_at REAL NOT NULL,
+    sends_at REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS leases_by_bucket ON leases (bucket_id, expires_at);
 CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires_at);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL);
@@ -91,6 +92,9 @@ class SqliteCore:
             # not executescript(): it would COMMIT first and run outside the lock
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(statement)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(leases)")}
+            if "sends_at" not in columns:  # a store file written before reservations could be queued
+                self.db.execute("ALTER TABLE leases ADD COLUMN sends_at REAL NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -234,8 +238,9 @@ class SqliteCore:
         self.save(cand.bucket_id, [lv - plan.need[m] for m, lv in enumerate(levels)], caps, now)
         expiry = now + bucket[5] + lease_ttl  # a queued call's lease starts when it may send
         self.db.execute(
-            "INSERT INTO leases VALUES (?,?,?,?,?,?,?)",
-            (rid, cand.bucket_id, cand.account_id, *plan.need, expiry),
+            "INSERT INTO leases (reservation_id, bucket_id, account_id, r, i, o, expires_at, sends_at) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (rid, cand.bucket_id, cand.account_id, *plan.need, expiry, now + bucket[5]),
         )
         return expiry
 
@@ -267,6 +272,7 @@ class SqliteCore:
             levels = rules.refill(state, caps, now, cold_empty=self.cold_empty)
             upstream = list(state.upstream or [None, None, None])
             outstanding = self.outstanding(bucket_id, now)
+            unsent = self.outstanding(bucket_id, now, unsent_only=True)
             for m, metric in enumerate((snapshot.requests, snapshot.input_tokens, snapshot.output_tokens)):
                 first = self.cold_empty and upstream[m] is None
                 if metric.limit is not None and metric.limit > 0:
@@ -277,19 +283,20 @@ class SqliteCore:
                 if first and metric.limit and metric.remaining is not None and cap is not None:
                     remaining = metric.remaining - rules.REMAINING_ROUNDING[m]
                     levels[m] = rules.first_calibration(remaining, outstanding[m], cap)
-                elif metric.remaining is not None and lv is not None and metric.remaining < lv:
-                    levels[m] = max(0.0, float(metric.remaining))
+                elif metric.remaining is not None and lv is not None:
+                    levels[m] = rules.lowered(lv, float(metric.remaining), unsent[m])
             self.save(bucket_id, levels, caps, now)
             self.db.execute(
                 "UPDATE buckets SET ur = ?, ui = ?, uo = ? WHERE bucket_id = ?", (*upstream, bucket_id)
             )
 
-    def outstanding(self, bucket_id: str, now: float) -> tuple[float, float, float]:
-        """What the live leases of a bucket hold reserved, per metric."""
+    def outstanding(self, bucket_id: str, now: float, *, unsent_only: bool = False) -> tuple[float, float, float]:
+        """What the live leases of a bucket hold reserved, per metric; ``unsent_only``: only those
+        queued to send later (upstream cannot have counted them yet)."""
         row = self.db.execute(
             "SELECT COALESCE(SUM(r), 0), COALESCE(SUM(i), 0), COALESCE(SUM(o), 0) FROM leases "
-            "WHERE bucket_id = ? AND expires_at > ?",
-            (bucket_id, now),
+            "WHERE bucket_id = ? AND expires_at > ? AND sends_at > ?",
+            (bucket_id, now, now if unsent_only else float("-inf")),
         ).fetchone()
         return float(row[0]), float(row[1]), float(row[2])
 

@@ -232,7 +232,7 @@ if #queued > 0 then
   save_bucket(bucket.key, bucket.s, bucket.lv, bucket.caps, now, ttl)
   local expiry = now + bucket.wait + lease_ttl -- a queued call's lease starts when it may send
   redis.call('HSET', KEYS[1], rid, cjson.encode({a = chosen.id, b = bucket.id, r = need[1], i = need[2],
-                                                  o = need[3], e = fmt(expiry)}))
+                                                  o = need[3], e = fmt(expiry), s = fmt(now + bucket.wait)}))
   redis.call('ZADD', KEYS[2], fmt(expiry), rid)
   redis.call('ZADD', bucket.lease_key, fmt(expiry), rid)
   redis.call('EXPIRE', bucket.lease_key, math.max(ttl, math.ceil(bucket.wait + lease_ttl) + 60))

@@ -1,6 +1,7 @@
 -- calibrate(bucket_id, snapshot): upstream's headers are the truth. A limit is adopted (it wins over
--- the configured one); a level is lowered to upstream's remaining, never raised (token counts come
--- rounded to the thousand, and our own reservations in flight are not in upstream's count yet);
+-- the configured one); a level is lowered to upstream's remaining less what is queued to send later,
+-- never raised (token counts come rounded to the thousand, and our own reservations in flight are
+-- not in upstream's count yet);
 -- except the first time a cold store hears of a metric (rules.first_calibration): then the level is
 -- set to the remaining, less the rounding margin and what the bucket's live leases hold.
 -- KEYS: bucket hash, bucket's leases, reservations hash. ARGV: now, idle ttl, cold start ('1'),
@@ -10,8 +11,9 @@ local ttl = tonumber(ARGV[2])
 local cold = ARGV[3] == '1'
 local ROUNDING = {0, 1000, 1000}
 
--- What the live leases of the bucket hold reserved, per metric.
-local function outstanding()
+-- What the live leases of the bucket hold reserved, per metric; unsent_only: only those queued to
+-- send later (records written before queueing existed have no s: sent).
+local function outstanding(unsent_only)
   local held = {0, 0, 0}
   local rids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(now), '+inf')
   if #rids == 0 then
@@ -20,7 +22,9 @@ local function outstanding()
   for _, raw in ipairs(redis.call('HMGET', KEYS[3], unpack(rids))) do
     if raw then
       local rec = cjson.decode(raw)
-      held[1], held[2], held[3] = held[1] + rec.r, held[2] + rec.i, held[3] + rec.o
+      if not unsent_only or (tonumber(rec.s) or 0) > now then
+        held[1], held[2], held[3] = held[1] + rec.r, held[2] + rec.i, held[3] + rec.o
+      end
     end
   end
   return held
@@ -29,7 +33,7 @@ end
 local s = load_bucket(KEYS[1])
 local caps = caps_of(s, nil)
 local lv = refill(s, caps, now, cold)
-local held = nil
+local held, unsent = nil, nil
 local adopted = {}
 for m = 1, 3 do
   local limit = tonumber(ARGV[2 + 2 * m])
@@ -46,10 +50,12 @@ for m = 1, 3 do
     end
   end
   if first and limit ~= nil and limit > 0 and remaining ~= nil then
-    held = held or outstanding()
+    held = held or outstanding(false)
     lv[m] = math.min(caps[m], remaining - ROUNDING[m] - held[m])
-  elseif remaining ~= nil and lv[m] ~= nil and remaining < lv[m] then
-    lv[m] = math.max(0, remaining)
+  elseif remaining ~= nil and lv[m] ~= nil then
+    -- rules.lowered: less what is queued to send later (upstream cannot have counted it)
+    unsent = unsent or outstanding(true)
+    lv[m] = math.min(lv[m], math.max(0, remaining) - unsent[m])
   end
 end
 if #adopted > 0 then
