@@ -105,8 +105,8 @@ class SimulatedRuntime:
         self.runtime.close()
 
 
-# Tests of everything but the cold start begin on buckets as full as their limits say; the product's
-# default (cold buckets start empty) has its own tests (tests/pool/test_overload.py).
+# Tests of everything but the cold start begin on buckets as full as their limits say, whatever the
+# product's default; cold buckets that start empty have their own tests (tests/pool/test_overload.py).
 TRUSTING_LIMITS = load_config(None, env={}).model_copy(
     update={"capacity": load_config(None, env={}).capacity.model_copy(update={"cold_start": "full"})}
 )

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import anthropic
 import pytest
 
-from claude_pool.core.config import load_config
+from claude_pool.core.config import PoolConfig
 from claude_pool.core.errors import NoAccountAvailable
 from claude_pool.pool.models import DelegationRequest
 from claude_pool.simulator import Scenario
@@ -19,7 +19,7 @@ from tests.pool.conftest import PoolWorld
 # One key of 60 requests a minute (one back every second); tokens never bind.
 ONE_KEY = Scenario.uniform(accounts=1, rpm=60, itpm=10_000_000, otpm=1_000_000)
 REQ = DelegationRequest(organization_id="tenant-a", message="hello", max_tokens=16)
-PRODUCT_DEFAULTS = load_config(None, env={})  # cold buckets start empty
+COLD_EMPTY = PoolConfig.model_validate({"capacity": {"coldStart": "empty"}})
 
 
 def _drain_upstream(world: PoolWorld) -> None:
@@ -40,7 +40,7 @@ def _drain_upstream(world: PoolWorld) -> None:
 
 
 async def test_a_pool_started_on_a_drained_key_meets_no_429(make_world: Callable[..., PoolWorld]) -> None:
-    world = make_world(ONE_KEY, config=PRODUCT_DEFAULTS)
+    world = make_world(ONE_KEY, config=COLD_EMPTY)
     _drain_upstream(world)
     async with world.open_pool() as pool:
         deadline = time.time() + 20

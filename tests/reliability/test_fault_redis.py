@@ -211,6 +211,7 @@ async def test_a_restart_of_redis_under_load_fails_nothing_and_overruns_nothing(
             Scenario.uniform(accounts=1, rpm=60, itpm=10_000_000, otpm=1_000_000),
             redis_url=server.url,
             redis_prefix=redis_prefix,
+            config={"capacity": {"coldStart": "empty"}},  # a bucket rebuilt empty, never as full
         )
         (key,) = sim.keys
         drainer = anthropic.Anthropic(api_key=key.key, base_url=sim.base_url, max_retries=0)

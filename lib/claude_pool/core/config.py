@@ -75,10 +75,11 @@ class CapacityConfig(_Model):
     lease_timeout_seconds: float = Field(default=600.0, gt=0)
     default_input_token_estimate: int = Field(default=1000, ge=1)
     calibrate_from_headers: bool = True
-    #: "empty": a bucket the pool has never seen may have been drained by another client, so until
-    #: upstream's headers calibrate it the pool sends only what refill brings (no 429 at start-up,
-    #: at the price of a wait of up to one refill of the request's demand); "full": trust the limits.
-    cold_start: Literal["empty", "full"] = "empty"
+    #: "full": trust the configured limits for a bucket the pool has never seen. "empty": it may have
+    #: been drained by another client, so until upstream's headers calibrate it the pool sends only
+    #: what refill brings: no 429 at start-up, but requests queued before the first answer keep the
+    #: places they were given then (a batch on a fresh pool starts at the refill rate).
+    cold_start: Literal["empty", "full"] = "full"
 
 
 class AdmissionConfig(_Model):

@@ -49,7 +49,7 @@ class Attempt:
     cancellation, a bug, a failure before the call went out) releases them on its way out.
     """
 
-    __slots__ = ("_breaker", "_capacity", "_open", "account", "permit", "reservation")
+    __slots__ = ("_breaker", "_capacity", "_open", "account", "permit", "reservation", "sending")
 
     def __init__(
         self,
@@ -66,15 +66,18 @@ class Attempt:
         self._capacity = capacity
         self._breaker = breaker
         self._open = True  # neither settled nor released yet
+        # Set just before the call goes out: until then (a queued reservation waiting for its send
+        # time) nothing can have reached upstream, and a release gives everything back.
+        self.sending = False
 
     async def __aenter__(self) -> Attempt:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._open:
-            # Not the account's fault, nothing counted; the request stays charged, as it may have
-            # reached upstream. Shielded: a second cancellation must not leave the slot held.
-            await asyncio.shield(self.release(sent=True))
+            # Not the account's fault, nothing counted; once sending, the request stays charged, as
+            # it may have reached upstream. Shielded: a second cancellation must not leave the slot held.
+            await asyncio.shield(self.release(sent=self.sending))
 
     async def release(self, *, sent: bool) -> None:
         """Give the reservation and the permit back, counting nothing against the account

@@ -146,7 +146,7 @@ class Pool(AsyncClosing):
         state = RequestState.of(request, self.config.selection.strategy, on_text)
         while len(state.attempts) < self.config.selection.max_attempts:
             async with await self._admit(state) as attempt:
-                await self._wait_for_turn(attempt)
+                await self._wait_for_turn(state.request, attempt)
                 end = await self._call(state, attempt)
             state.attempts.append(end.record)
             await self._notify("on_attempt", request, end.record)
@@ -227,11 +227,20 @@ class Pool(AsyncClosing):
             watch = self._queues[organization_id] = QueueWatch(self.config.admission)
         return watch
 
-    async def _wait_for_turn(self, attempt: Attempt) -> None:
-        """Sleep until the reservation's send time (the attempt gives it back if we are cancelled)."""
+    async def _wait_for_turn(self, request: DelegationRequest, attempt: Attempt) -> None:
+        """Sleep until the reservation's send time. A request that wakes too late for its call to
+        finish before its deadline (a slow loop, calls slower than when it was queued) gives its
+        place back unsent rather than spend it on a call cut at the deadline; so does a cancelled one."""
         wait = attempt.reservation.wait_seconds
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if wait <= 0:
+            return
+        await asyncio.sleep(wait)
+        left = request.timeout_left()
+        if left is not None and left <= self._typical_call_seconds:
+            raise DeadlineExceeded(
+                f"the deadline is {max(left, 0):.2f}s away when its place in the queue of "
+                f"{attempt.account.name!r} came, less than a call takes; the place was given back"
+            )
 
     async def _candidates(
         self, request: DelegationRequest
@@ -365,6 +374,7 @@ class Pool(AsyncClosing):
         Only what is not an ``Exception`` (our caller's cancellation) propagates."""
         account = attempt.account
         api_key = self.accounts.keyring.decrypt(account.api_key_encrypted, account_id=account.id)
+        attempt.sending = True
         try:
             async with attempt.lease_kept(self.config.capacity.lease_timeout_seconds):
                 if state.request.stream:
