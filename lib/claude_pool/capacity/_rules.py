@@ -26,8 +26,8 @@ __all__ = [
     "choose",
     "clamp_add",
     "first_calibration",
-    "lowered",
     "headroom_after",
+    "lowered",
     "refill",
     "settle_refund",
 ]
