@@ -2,8 +2,8 @@
 
     .venv-bench/bin/python -m bench.compare [--only steady,revoked] [--parallel 4] [--duration S]
 
-Scenarios run ``--parallel`` at a time; within one, all contenders (and the bare latency floor)
-start their load on the same second, each against its own simulator process.
+Scenarios run ``--parallel`` at a time, the longest started first; within one, all contenders (and
+the bare latency floor) start their load on the same second, each against its own simulator process.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.compare.contenders import BARE, CONTENDERS, ROOT, Contender, litellm_available
+from bench.compare.contenders import BARE, ROOT, Contender, contenders_named, litellm_available
 from bench.compare.figures import Figures, compute
 from bench.compare.processes import warm_up
 from bench.compare.report import write_plot, write_report
@@ -27,8 +27,8 @@ from bench.compare.scenarios import BenchScenario, load_scenarios
 
 def _contenders_for(scenario: BenchScenario, litellm: str | None) -> list[Contender]:
     chosen = []
-    for c in CONTENDERS:
-        if c.client == "flow" and not scenario.flow:
+    for c in contenders_named(scenario.contenders, scenario.path or scenario.name):
+        if c.client == "flow" and not scenario.flow and scenario.contenders is None:
             continue
         chosen.append(c)
     return chosen if litellm else [c for c in chosen if c.client != "litellm"]
@@ -47,11 +47,14 @@ async def run_scenario(scenario: BenchScenario, litellm: str | None, logs: Path)
     bare_p50 = statistics.median(bare_latencies) if bare_latencies else 0.0
     figures = [compute(o, bare_p50) for o in outcomes[1:]]
     figures.append(dataclasses.replace(compute(bare, 0.0), goodput=float("nan"), spread_cv=float("nan")))
-    print(f"[{scenario.name}] done in {time.monotonic() - started:.0f}s (bare p50 {bare_p50 * 1000:.1f} ms)",
+    window = f", figures from {scenario.measure_from_s:.0f} s" if scenario.measure_from_s else ""
+    print(f"[{scenario.name}] done in {time.monotonic() - started:.0f}s (bare p50 {bare_p50 * 1000:.1f} ms{window})",
           flush=True)
     for f in figures:
         state = f.error or (f"goodput {f.goodput:.0%}, failed {f.failed}/{f.offered}, 429s {f.limit_429}, "
-                            f"injected {f.injected}, cpu {f.cpu_ms_per_request:.1f} ms/req")
+                            f"injected {f.injected}, cpu {f.cpu_ms_per_request:.1f} ms/req, "
+                            f"served p50/p99 {f.served_p50_s:.2f}/{f.served_p99_s:.2f} s, "
+                            f"refused p50/p99 {f.refused_p50_ms:.0f}/{f.refused_p99_ms:.0f} ms")
         print(f"    {f.contender:<28} {state}", flush=True)
     return figures
 
@@ -64,7 +67,9 @@ async def main(args: argparse.Namespace) -> int:
         wanted = set(args.only.split(","))
         scenarios = [s for s in scenarios if s.name in wanted]
     if args.duration:
-        scenarios = [dataclasses.replace(s, duration_s=args.duration) for s in scenarios]
+        scenarios = [s.with_duration(args.duration) for s in scenarios]
+    for s in scenarios:  # an unknown contender name fails now, not minutes into the run
+        contenders_named(s.contenders, s.path or s.name)
     litellm = litellm_available()
     if litellm is None:
         print("LiteLLM is not installed in this interpreter: its contenders are reported as not run.",
@@ -78,9 +83,12 @@ async def main(args: argparse.Namespace) -> int:
         async with running:  # a scenario starts as soon as another ends, not group by group
             return await run_scenario(scenario, litellm, logs)
 
+    # The longest first: the slots left free meanwhile run the short ones, and the run ends sooner.
+    # (gather starts its tasks in this order, so they take the semaphore in this order.)
+    launch = sorted(scenarios, key=lambda s: -s.duration_s)
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as logs:
-        done = await asyncio.gather(*(one(s, Path(logs)) for s in scenarios))
-    results = {s.name: figures for s, figures in zip(scenarios, done, strict=True)}
+        done = await asyncio.gather(*(one(s, Path(logs)) for s in launch))
+    results = {s.name: figures for s, figures in zip(launch, done, strict=True)}
     elapsed = time.monotonic() - started
     command = "make bench-compare" if not (args.only or args.duration) else " ".join(
         [".venv-bench/bin/python -m bench.compare", *sys.argv[1:]])

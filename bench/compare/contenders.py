@@ -12,7 +12,9 @@ from typing import Any
 from bench.compare.processes import run_to_end, set_environment, start_child
 from bench.compare.scenarios import BenchScenario
 
-__all__ = ["CONTENDERS", "Contender", "Preparation", "litellm_available", "prepare"]
+__all__ = [
+    "CONTENDERS", "KNOWN", "Contender", "Preparation", "contenders_named", "litellm_available", "prepare",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -42,7 +44,33 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("LiteLLM shuffle", "litellm", strategy="simple-shuffle", note="Router, default simple-shuffle"),
     Contender("naive round-robin", "naive", note="anthropic clients, max_retries=2, one per key"),
 )
+#: Only in scenarios that name them (``contenders:``): the process counts of the overload scenario.
+BY_PROCESS_COUNT: tuple[Contender, ...] = (
+    Contender("claude-pool Redis x1", "pool", min_processes=1, redis=True, note="library in 1 process on Redis"),
+    Contender("claude-pool Redis x4", "pool", min_processes=4, redis=True, note="library in 4 processes on Redis"),
+    Contender("claude-pool Redis x8", "pool", min_processes=8, redis=True, note="library in 8 processes on Redis"),
+    Contender(
+        "LiteLLM usage-v2 Redis x4", "litellm", min_processes=4, redis=True, strategy="usage-based-routing-v2",
+        note="Router, usage-based-routing-v2, 4 processes sharing Redis",
+    ),
+)
+#: Every contender a scenario may name, in the order of the tables.
+KNOWN: tuple[Contender, ...] = (
+    CONTENDERS[0], CONTENDERS[1], *BY_PROCESS_COUNT[:3], CONTENDERS[2], CONTENDERS[3], BY_PROCESS_COUNT[3],
+    *CONTENDERS[4:],
+)
 BARE = Contender("bare client", "bare", note="one key, no limits, no retries: the latency floor")
+
+
+def contenders_named(names: tuple[str, ...] | None, where: object) -> tuple[Contender, ...]:
+    """The contenders a scenario names (in the tables' order), or the default set for None."""
+    if names is None:
+        return CONTENDERS
+    by_name = {c.name: c for c in KNOWN}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"{where}: contenders: unknown {unknown}; known: {list(by_name)}")
+    return tuple(c for c in KNOWN if c.name in names)
 
 
 def litellm_available() -> str | None:

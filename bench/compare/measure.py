@@ -17,9 +17,11 @@ import aiohttp
 
 from bench.compare.processes import Child, receive, redirect_output, set_environment, start_child
 
-__all__ = ["Sample", "SimProcess", "Snapshots", "serve_simulator", "tree_cpu_seconds"]
+__all__ = ["LIMIT_COUNTERS", "Sample", "SimProcess", "Snapshots", "serve_simulator", "tree_cpu_seconds"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
+#: The simulator's counters of refusals by the organizations' limits (429 rate_limit_error).
+LIMIT_COUNTERS = ("rejected_rate_limit_requests", "rejected_rate_limit_input_tokens", "rejected_rate_limit_output_tokens")
 
 
 def serve_simulator(scenario: dict[str, Any], conn: Connection) -> None:
@@ -82,6 +84,8 @@ class Sample:
     t: float  # seconds from the load's start at which it was due (taken a few ms later)
     received: dict[str, int]
     served: dict[str, int]
+    limited: int = 0  # the simulator's rate-limit refusals (429s from the limits) so far, all keys
+    sim_s: float | None = None  # the simulator's own clock when it answered (its elapsed_s)
 
 
 @dataclass
@@ -103,9 +107,11 @@ class Snapshots:
         for t in sorted(self.at):
             await asyncio.sleep(max(self.start + t - time.time(), 0.0))
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                keys = (await self.sim.get(self.session, "/_sim/stats"))["keys"]
+                stats = await self.sim.get(self.session, "/_sim/stats")
+                keys = stats["keys"]
                 self.samples.append(Sample(
-                    t, {k: int(v["received"]) for k, v in keys.items()}, {k: int(v["served"]) for k, v in keys.items()}
+                    t, {k: int(v["received"]) for k, v in keys.items()}, {k: int(v["served"]) for k, v in keys.items()},
+                    sum(int(stats["total"][c]) for c in LIMIT_COUNTERS), float(stats["elapsed_s"]),
                 ))
 
     async def stop(self) -> None:

@@ -18,10 +18,12 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Child", "receive", "redirect_output", "run_to_end", "set_environment", "start_child", "warm_up"]
@@ -146,7 +148,9 @@ class Child:
         return True
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Ask it to exit, then terminate, then kill; always reaped and its pipe closed."""
+        """Ask it to exit, then terminate, then kill; always reaped and its pipe closed. What it
+        started itself (Prefect's ephemeral server) is terminated too, not left orphaned."""
+        below = _descendants(self.pid) if self.process.exitcode is None else []
         self.send("exit")
         if not await self.wait(1.0):
             with contextlib.suppress(ProcessLookupError):
@@ -158,6 +162,28 @@ class Child:
         self.conn.close()
         with contextlib.suppress(ValueError):
             self.process.close()
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(raw[raw.rfind(")") + 2 :].split()[1]), []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        below = children.get(stack.pop(), [])
+        found += below
+        stack += below
+    return found
 
 
 def start_child(target: Callable[..., Any], *args: Any, fresh: bool = False) -> Child:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import os
 import platform
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench.compare.contenders import BARE, CONTENDERS
+from bench.compare.contenders import BARE, KNOWN, contenders_named
 from bench.compare.figures import Figures
 from bench.compare.scenarios import BenchScenario
 
@@ -43,16 +44,64 @@ def _stop(f: Figures) -> str:
     return f"{f.stop_s:.1f} s ({f.broken_calls} calls)"
 
 
+def _pair(low: float, high: float, fmt: str) -> str:
+    return "-" if math.isnan(low) else f"{_num(low, fmt)} / {_num(high, fmt)}"
+
+
+TABLE_HEAD = [
+    "| contender | goodput | failed to caller | 429 (limits) | injected | added ms p50 / p99 | served s p50 / p99 | "
+    "refused ms p50 / p99 | spread | stop | CPU ms/req | procs |",
+    "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+]
+
+
+def _goodput(f: Figures) -> str:
+    return "-" if math.isnan(f.goodput) else f"{f.goodput:.0%} ({f.served}/{f.allowed:.0f})"
+
+
 def _row(f: Figures) -> str:
     if f.error is not None:
-        return f"| {f.contender} | {f.error} |" + " |" * 8
-    goodput = "-" if math.isnan(f.goodput) else f"{f.goodput:.0%} ({f.served}/{f.allowed:.0f})"
+        return f"| {f.contender} | {f.error} |" + " |" * (TABLE_HEAD[1].count("|") - 3)
+    goodput = _goodput(f)
     return (
         f"| {f.contender} | {goodput} | "
         f"{f.failed}/{f.offered}{' (' + f.failures + ')' if f.failures else ''} | {f.limit_429} | {f.injected} | "
-        f"{_num(f.added_p50_ms, ',.0f')} / {_num(f.added_p99_ms, ',.0f')} | {_num(f.spread_cv * 100, '.0f')} % | "
-        f"{_stop(f)} | {_num(f.cpu_ms_per_request, '.2f')} | {f.processes} |"
+        f"{_num(f.added_p50_ms, ',.0f')} / {_num(f.added_p99_ms, ',.0f')} | "
+        f"{_pair(f.served_p50_s, f.served_p99_s, '.3f')} | {_pair(f.refused_p50_ms, f.refused_p99_ms, ',.0f')} | "
+        f"{_num(f.spread_cv * 100, '.0f')} % | {_stop(f)} | {_num(f.cpu_ms_per_request, '.2f')} | {f.processes} |"
     )
+
+
+def _steady_state(s: BenchScenario, figures: list[Figures]) -> list[str]:
+    """A scenario measured from ``measure_from_s``: one column per contender, one row per measure."""
+    runs = [f for f in figures if f.contender != BARE.name]
+    bare = next((f for f in figures if f.contender == BARE.name and f.error is None), None)
+    since = f"{s.measure_from_s:.0f} s"
+
+    def cells(show: Callable[[Figures], object]) -> str:
+        return " | ".join("error" if f.error else str(show(f)) for f in runs)
+
+    def limited(f: Figures) -> str:
+        return f"{f.limit_429}" + (f" ({f.limit_429_since})" if f.limit_429_since is not None else "")
+
+    upstream = f"{bare.served_p50_s * 1000:.0f} ms" if bare is not None else "not measured"
+    return [
+        "",
+        f"Steady state, from {since} of load to its end; upstream latency (the bare client's p50): {upstream}.",
+        "",
+        f"| measured after {since}, {s.budget_s:.0f} s budget | " + " | ".join(f.contender for f in runs) + " |",
+        "|---|" + "---:|" * len(runs),
+        "| processes | " + cells(lambda f: f.processes) + " |",
+        "| served requests, p50 / p99 latency (s) | " + cells(lambda f: _pair(f.served_p50_s, f.served_p99_s, ".3f"))
+        + " |",
+        "| refused requests, p50 / p99 time to the refusal (ms) | "
+        + cells(lambda f: _pair(f.refused_p50_ms, f.refused_p99_ms, ",.0f")) + " |",
+        "| failed to the caller / offered | " + cells(lambda f: f"{f.failed}/{f.offered}") + " |",
+        "| CPU of the callers' processes per offered request (ms) | "
+        + cells(lambda f: _num(f.cpu_ms_per_request, ".2f")) + " |",
+        f"| goodput after {since} | " + cells(_goodput) + " |",
+        f"| limit 429s, whole run (after {since}) | " + cells(limited) + " |",
+    ]
 
 
 def _versions(litellm: str | None) -> str:
@@ -62,27 +111,35 @@ def _versions(litellm: str | None) -> str:
     )
 
 
+def _names(scenarios: list[BenchScenario]) -> list[str]:
+    """Every contender some scenario names, in the tables' order."""
+    named = {c.name for s in scenarios for c in contenders_named(s.contenders, s.name)}
+    return [c.name for c in KNOWN if c.name in named]
+
+
 def _summary(scenarios: list[BenchScenario], results: dict[str, list[Figures]], names: list[str]) -> list[str]:
     lines = ["| scenario | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for s in scenarios:
         by_name = {f.contender: f for f in results.get(s.name, [])}
+        intended = {c.name for c in contenders_named(s.contenders, s.name)}
         cells = []
         for n in names:
             f = by_name.get(n)
             if f is None:
-                cells.append(LITELLM_MISSING if n.startswith("LiteLLM") and not any(
+                cells.append(LITELLM_MISSING if n.startswith("LiteLLM") and n in intended and not any(
                     x.contender.startswith("LiteLLM") for x in results.get(s.name, [])) else "")
             elif f.error:
                 cells.append("error")
             else:
-                cells.append(f"{f.goodput:.0%} / {f.failed} / {f.limit_429}")
+                share = "-" if math.isnan(f.goodput) else f"{f.goodput:.0%}"
+                cells.append(f"{share} / {f.failed} / {f.limit_429}")
         lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
     return lines
 
 
 def write_report(path: Path, scenarios: list[BenchScenario], results: dict[str, list[Figures]], *,
                  litellm: str | None, elapsed_s: float, command: str, parallel: int) -> None:
-    names = [c.name for c in CONTENDERS]
+    names = _names(scenarios)
     lines = [
         "# claude-pool beside LiteLLM Router and naive round-robin",
         "",
@@ -100,7 +157,8 @@ def write_report(path: Path, scenarios: list[BenchScenario], results: dict[str, 
         f"{parallel} scenarios run at a time.",
         "- Every process (simulators, workers) is forked from one server that has imported LiteLLM, the SDKs and",
         "  claude-pool once (Prefect's flow worker excepted: a fresh interpreter, for its own settings); the load",
-        "  of each scenario lasts one minute, so it crosses one minute boundary of LiteLLM's per-minute counters.",
+        "  of most scenarios lasts one minute (overload: three), so it crosses LiteLLM's per-minute counters'",
+        "  minute boundaries.",
         "  `--duration S` runs longer loads (the faults keep their times), where the first minute weighs less.",
         "- The load is open-loop: requests arrive at fixed times (the same for everyone), each with a 20 s budget",
         "  (claude-pool: `deadline=`; LiteLLM: `timeout=`; all: a client-side timeout). The limits are small",
@@ -108,7 +166,8 @@ def write_report(path: Path, scenarios: list[BenchScenario], results: dict[str, 
         "- Just before the load, every organization's request bucket is drained and the counters reset: the load",
         "  meets accounts in steady state (as after a busy minute), not a minute of rested capacity.",
         "- **goodput**: requests the simulator served during the load window ÷ what the limits allow in it",
-        "  (the refill of every organization's request bucket: `rpm * duration / 60`).",
+        "  (the refill of every organization's request bucket: `rpm * seconds / 60`, the seconds between the",
+        "  snapshots of the counts on the simulator's own clock, so a snapshot taken late counts no extra).",
         "- **failed**: requests that failed to the caller (out of those offered), by exception type.",
         "- **429 (limits)**: the simulator's own count of rate-limit refusals; **injected**: the scenario's",
         "  faults that reached the simulator (500s, 401s, 529s).",
@@ -119,14 +178,26 @@ def write_report(path: Path, scenarios: list[BenchScenario], results: dict[str, 
         "  account used in proportion to its limits); the broken account is left out.",
         "- **stop**: from the fault's start to the last call the broken key received (the simulator's own",
         "  last-call time), and how many calls it received from 50 ms before the fault started.",
+        "- **served s p50 / p99**: each served request's latency as its caller saw it, in seconds, absolute",
+        "  (from the worker sending it to its answer: capacity waits and retries included, nothing subtracted).",
+        "- **refused ms p50 / p99**: for each request that failed to the caller, the time from sending it to",
+        "  the failure (a refusal, an error, or the 20 s budget running out), in ms; `-` when none failed.",
         "- **CPU**: user+system CPU of the contender's processes (and their children: Prefect's ephemeral",
         "  server) during the load, per offered request. Redis's own CPU is not counted. It includes each",
         "  client's first-call costs (lazy imports, connections) spread over one minute's requests: a light",
         "  scenario run with `--duration 125` measured 14 to 27 % less per request, for every contender.",
+        "- **measure_from_s** (a scenario's option; the overload scenario: 40 s): its figures leave out the",
+        "  load's first seconds. Failed, latencies and refusals count the requests due at or after it; goodput",
+        "  is what the simulator served from a snapshot taken at that second to the end ÷ what the limits allow",
+        "  in that time (above 100 % when a contender left capacity unused before it: a bucket holds up to a",
+        "  minute's worth); CPU is what the processes used from that second to the end of the run ÷ the requests",
+        "  offered from it. 429s and injected faults stay whole-run counts (the steady-state table also gives",
+        "  the 429s after it). A `--duration` shorter than it drops the window.",
+        "- The longest scenario is started first; a scenario may name its own contenders (`contenders:`).",
         "",
         "## Contenders",
         "",
-        *[f"- **{c.name}**: {c.note}" for c in (*CONTENDERS, BARE)],
+        *[f"- **{c.name}**: {c.note}" for c in (*KNOWN, BARE) if c.name in names or c is BARE],
         "- LiteLLM: `model_list` entries `anthropic/claude-sonnet-5-5` with each key, `api_base` the simulator,",
         "  `rpm` = the organization's RPM, `tpm` = its ITPM + OTPM; `num_retries=3`, `allowed_fails=3`,",
         "  `cooldown_time=30`, `timeout=20`.",
@@ -146,17 +217,15 @@ def write_report(path: Path, scenarios: list[BenchScenario], results: dict[str, 
             "",
             f"`{s.path.relative_to(s.path.parents[2]) if s.path else s.name}`; {s.duration_s:.0f} s of load, "
             f"capacity {s.capacity_rps * 60:.0f} RPM"
-            + (f", {s.workers} worker processes" if s.workers > 1 else "") + ".",
+            + (f", {s.workers} worker processes" if s.workers > 1 else "")
+            + (f"; figures from {s.measure_from_s:.0f} s of load on (`measure_from_s`)" if s.measure_from_s else "")
+            + ".",
         ]
         if s.name in CANNOT:
             lines += ["", CANNOT[s.name]]
-        lines += [
-            "",
-            "| contender | goodput | failed to caller | 429 (limits) | injected | added ms p50 / p99 | spread | "
-            "stop | CPU ms/req | procs |",
-            "|---|---:|---|---:|---:|---:|---:|---|---:|---:|",
-            *[_row(f) for f in results.get(s.name, [])],
-        ]
+        if s.measure_from_s:
+            lines += _steady_state(s, results.get(s.name, []))
+        lines += ["", *TABLE_HEAD, *[_row(f) for f in results.get(s.name, [])]]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -170,29 +239,33 @@ def write_plot(path: Path, scenarios: list[BenchScenario], results: dict[str, li
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [c.name for c in CONTENDERS]
+    names = _names(scenarios)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 8.5), sharex=True)
-    width = 0.8 / len(names)
-    colors = plt.get_cmap("tab10").colors
-    for j, name in enumerate(names):
-        xs, goodput, limited = [], [], []
-        for i, s in enumerate(scenarios):
-            f = next((x for x in results.get(s.name, []) if x.contender == name and x.error is None), None)
-            if f is not None:
-                xs.append(i + (j - (len(names) - 1) / 2) * width)
-                goodput.append(f.goodput * 100)
-                limited.append(f.limit_429)
-        top.bar(xs, goodput, width, label=name, color=colors[j])
-        bottom.bar(xs, limited, width, color=colors[j])
-        for x, v in zip(xs, limited, strict=True):
-            if v == 0:  # a bar of height zero is invisible: say it
-                bottom.text(x, 0.05, "0", ha="center", va="bottom", fontsize=7, color=colors[j])
+    palette = plt.get_cmap("tab10").colors
+    colors = {name: palette[j % len(palette)] for j, name in enumerate(names)}
+    labelled: set[str] = set()
+    for i, s in enumerate(scenarios):
+        # Only the contenders this scenario ran, side by side: no gaps for the others.
+        present = [f for n in names for f in results.get(s.name, []) if f.contender == n and f.error is None]
+        width = 0.8 / max(len(present), 1)
+        for j, f in enumerate(present):
+            x = i + (j - (len(present) - 1) / 2) * width
+            label = f.contender if f.contender not in labelled else None
+            labelled.add(f.contender)
+            top.bar([x], [f.goodput * 100], width, label=label, color=colors[f.contender])
+            bottom.bar([x], [f.limit_429], width, color=colors[f.contender])
+            if f.limit_429 == 0:  # a bar of height zero is invisible: say it
+                bottom.text(x, 0.05, "0", ha="center", va="bottom", fontsize=7, color=colors[f.contender])
     top.set_ylabel("goodput, % of what the limits allow")
     top.set_ylim(0, 109)
     top.axhline(100, color="grey", linewidth=0.8, linestyle="--")
     fig.suptitle("Same scenarios, same run: goodput (higher is better) and upstream 429s (lower is better)")
-    fig.legend(ncol=len(names), fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.955), frameon=False)
+    handles, labels = top.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda k: names.index(labels[k]))
+    rows = -(-len(labels) // 5)
+    fig.legend([handles[k] for k in order], [labels[k] for k in order], ncol=min(len(labels), 5), fontsize=9,
+               loc="upper center", bbox_to_anchor=(0.5, 0.955), frameon=False)
     # symlog: linear below 1, so zero sits on the axis; logarithmic above, for counts in the hundreds.
     bottom.set_yscale("symlog", linthresh=1)
     bottom.set_ylim(0, None)
@@ -200,7 +273,7 @@ def write_plot(path: Path, scenarios: list[BenchScenario], results: dict[str, li
     bottom.set_xticks(range(len(scenarios)), [s.name for s in scenarios], rotation=0)
     for ax in (top, bottom):
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 0.93 - 0.025 * max(rows - 1, 0)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

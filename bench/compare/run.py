@@ -39,6 +39,7 @@ class RunOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
     cpu_s: float = 0.0
+    cpu_window_s: float | None = None  # CPU from the scenario's measure_from_s to the end, when it has one
     processes: int = 0
     offered: int = 0
     key_orgs: dict[str, str] = field(default_factory=dict)
@@ -141,6 +142,11 @@ async def _drain(sim: SimProcess, session: aiohttp.ClientSession) -> None:
     await sim.post(session, "/_sim/reset", {"counters": True, "buckets": False})
 
 
+async def _cpu_at(pids: list[int], when: float) -> float:
+    await asyncio.sleep(max(when - time.time(), 0.0))
+    return tree_cpu_seconds(pids)
+
+
 async def _load(outcome: RunOutcome, scenario: BenchScenario, sim: SimProcess,
                 session: aiohttp.ClientSession, workers: list[Child]) -> None:
     start = math.ceil(time.time()) + 2.0  # the whole scenario starts on the same whole second
@@ -152,6 +158,8 @@ async def _load(outcome: RunOutcome, scenario: BenchScenario, sim: SimProcess,
     if scenario.faults and outcome.contender.client != "bare":
         await sim.post(session, "/_sim/faults", {"faults": scenario.fault_rules(outcome.sim_offset_s)})
     instants = [scenario.duration_s]
+    if scenario.measure_from_s is not None:
+        instants.append(scenario.measure_from_s)
     if scenario.fault_start is not None:
         # Taken just before the fault starts: a snapshot due at the instant would arrive a few ms
         # late and could hide a call the broken key received right after it.
@@ -162,11 +170,19 @@ async def _load(outcome: RunOutcome, scenario: BenchScenario, sim: SimProcess,
     for w in workers:
         w.send("go", start)
     snapshots.run()
+    window_cpu = None
+    if scenario.measure_from_s is not None:
+        window_cpu = asyncio.create_task(_cpu_at(pids, start + scenario.measure_from_s))
     try:
         limit = scenario.duration_s * 3 + scenario.budget_s + 120  # the flow runs a batch past the load
         outcome.results = await asyncio.gather(*(w.expect("result", limit) for w in workers))
     finally:
-        outcome.cpu_s = tree_cpu_seconds(pids) - cpu0
+        cpu_end = tree_cpu_seconds(pids)
+        outcome.cpu_s = cpu_end - cpu0
+        if window_cpu is not None:
+            if window_cpu.done() and not window_cpu.cancelled():
+                outcome.cpu_window_s = cpu_end - window_cpu.result()
+            window_cpu.cancel()
         await snapshots.stop()
     outcome.samples = snapshots.samples
     outcome.stats = await sim.get(session, "/_sim/stats")

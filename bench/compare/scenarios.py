@@ -4,13 +4,17 @@ A file (YAML or JSON) under ``bench/scenarios/`` holds one scenario. ``simulator
 ``claude_pool.simulator.Scenario`` as plain data (without faults); ``faults`` are the same rules
 with times counted from the start of the load, posted to the simulator when the load starts, so a
 contender's set-up time (imports, Prefect's ephemeral server) never shifts them.
+
+Optional: ``contenders`` (names, from ``bench.compare.contenders``; default: the usual set) and
+``measure_from_s`` (the figures count only requests due from then on, and what the simulator
+served from then on: the steady state of a long load, without its first seconds).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,20 @@ class BenchScenario:
     faults: tuple[dict[str, Any], ...] = ()
     broken_key: str | None = None
     flow: bool = False
+    contenders: tuple[str, ...] | None = None  # None: the default set
+    measure_from_s: float | None = None
     path: Path | None = field(default=None, compare=False)
+
+    @property
+    def window_s(self) -> float:
+        """Seconds from the load's start from which the figures count (0: all of it)."""
+        return self.measure_from_s or 0.0
+
+    def with_duration(self, seconds: float) -> BenchScenario:
+        """The same scenario with a shorter or longer load (smoke runs); a measuring window that no
+        longer fits in it is dropped, so the figures still count something."""
+        keep = self.measure_from_s is not None and self.measure_from_s < seconds
+        return replace(self, duration_s=seconds, measure_from_s=self.measure_from_s if keep else None)
 
     @property
     def sim(self) -> Scenario:
@@ -84,6 +101,12 @@ class BenchScenario:
         sim = dict(data["simulator"])
         if sim.get("faults"):
             raise ValueError(f"{path}: put faults at the top level (times from the load's start)")
+        contenders = data.get("contenders")
+        if contenders is not None and (isinstance(contenders, str) or not contenders):
+            raise ValueError(f"{path}: contenders must be a non-empty list of contender names")
+        measure_from = data.get("measure_from_s")
+        if measure_from is not None and not 0 <= float(measure_from) < float(data["duration_s"]):
+            raise ValueError(f"{path}: measure_from_s must be at least 0 and less than duration_s")
         scenario = cls(
             name=str(data["name"]),
             title=str(data.get("title") or data["name"]),
@@ -96,6 +119,8 @@ class BenchScenario:
             faults=tuple(dict(f) for f in data.get("faults") or ()),
             broken_key=data.get("broken_key"),
             flow=bool(data.get("flow", False)),
+            contenders=tuple(str(c) for c in contenders) if contenders is not None else None,
+            measure_from_s=float(measure_from) if measure_from is not None else None,
             path=path,
         )
         scenario.sim  # validates the simulator part now, not in a worker  # noqa: B018

@@ -24,25 +24,28 @@ MAX_IN_FLIGHT = 512
 
 
 async def open_loop(client: Client, cfg: dict[str, Any], start: float) -> dict[str, Any]:
+    """Offers the requests at their due times; returns one record per request, as
+    ``(due offset s, failure name or None, seconds from sending to its end or None)``: the end is the
+    answer or the failure the caller saw; an arrival never sent (overflow) has no duration."""
     budget = float(cfg["budget_s"])
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
+    records: list[tuple[float, str | None, float | None]] = []
     in_flight = 0
 
-    async def one(index: int, due: float) -> None:
+    async def one(index: int, offset: float, due: float) -> None:
         nonlocal in_flight
         in_flight += 1
         sent = time.time()
+        failure: str | None = None
         try:
             async with asyncio.timeout(max(due + budget - sent, 0.01)):
                 await client.call(index, due + budget)
-            latencies.append(time.time() - sent)
         except TimeoutError:
-            errors["budget exceeded"] += 1
+            failure = "budget exceeded"
         except Exception as exc:  # every failure the caller sees is a figure, never a crash
-            errors[type(exc).__name__] += 1
+            failure = type(exc).__name__
         finally:
             in_flight -= 1
+        records.append((offset, failure, time.time() - sent))
 
     tasks = []
     for index, offset in zip(cfg["indices"], cfg["offsets"], strict=True):
@@ -51,11 +54,18 @@ async def open_loop(client: Client, cfg: dict[str, Any], start: float) -> dict[s
         if delay > 0:
             await asyncio.sleep(delay)
         if in_flight >= MAX_IN_FLIGHT:
-            errors["overflow"] += 1
+            records.append((float(offset), "overflow", None))
             continue
-        tasks.append(asyncio.create_task(one(index, due)))
+        tasks.append(asyncio.create_task(one(index, float(offset), due)))
     await asyncio.gather(*tasks)
-    return {"offered": len(cfg["indices"]), "ok": len(latencies), "latencies": latencies, "errors": dict(errors)}
+    errors = Counter(failure for _, failure, _ in records if failure is not None)
+    return {
+        "offered": len(cfg["indices"]),
+        "ok": sum(1 for _, failure, _ in records if failure is None),
+        "latencies": [elapsed for _, failure, elapsed in records if failure is None],
+        "errors": dict(errors),
+        "requests": records,
+    }
 
 
 async def flow_batch(cfg: dict[str, Any]) -> dict[str, Any]:
