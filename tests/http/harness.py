@@ -132,8 +132,10 @@ def serve_api(
     redis_prefix: str = "claude-pool",
     heartbeat: float = 0.2,
     sse_queue_size: int = 1000,
+    **settings: Any,
 ) -> Iterator[ApiServer]:
-    """Simulators, a runtime on a migrated database, and the API serving it."""
+    """Simulators, a runtime on a migrated database, and the API serving it; ``settings`` are
+    other fields of the runtime's ``Settings`` (the Slack commands' secret and mapping...)."""
     scenario = scenario or Scenario.uniform(accounts=4, rpm=10_000, itpm=10_000_000, otpm=2_000_000, seed=0)
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(RunningSimulator(scenario))
@@ -148,6 +150,7 @@ def serve_api(
             slack_bot_token=Secret(slack.token),
             slack_base_url=slack.base_url,
             log_file=home / "app.log",
+            **settings,
         )
         runtime = Runtime(settings=settings, config=load_config(None, env={}))
         stack.callback(runtime.close)

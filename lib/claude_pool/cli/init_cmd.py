@@ -6,7 +6,9 @@ when a required check failed. Running it twice changes nothing.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,17 +139,54 @@ def _check_railway(settings: Settings) -> CheckResult:
     check = _Check("railway", required=False)
     if settings.railway_token is None:
         return check.skipped("RAILWAY_TOKEN not set")
-    if shutil.which("railway") is None:
+    railway = shutil.which("railway")
+    if railway is None:
         return check.warning(
             "RAILWAY_TOKEN is set but the railway CLI is not installed", "npm install -g @railway/cli"
         )
-    return check.ok("railway CLI found")
+    env = {**os.environ, "RAILWAY_TOKEN": settings.railway_token.reveal()}
+    try:
+        done = subprocess.run(
+            [railway, "whoami"], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return check.warning(f"`railway whoami` did not run: {exc}", "check the railway CLI installation")
+    token = settings.railway_token.reveal()
+    said = (_first_line(done.stdout) or _first_line(done.stderr)).replace(token, "***")
+    if done.returncode != 0:
+        return check.warning(
+            f"Railway refused RAILWAY_TOKEN (`railway whoami` exit {done.returncode}: {said or 'no output'})",
+            "create a new token in Railway (project settings -> Tokens) and set RAILWAY_TOKEN to it",
+        )
+    return check.ok(f"RAILWAY_TOKEN accepted: {said or 'railway whoami succeeded'}")
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]
+
+
+def _default_account_tier(rt: Runtime) -> tuple[str, str] | CheckResult:
+    """The tier to register ANTHROPIC_API_KEY under and where it came from, or why it is wrong."""
+    tier = rt.settings.anthropic_api_key_tier
+    if tier is None:
+        return DEFAULT_ACCOUNT_TIER, "the default; set ANTHROPIC_API_KEY_TIER to choose"
+    if tier not in rt.config.tiers:
+        known = ", ".join(sorted(rt.config.tiers))
+        return _Check("default account").failed(
+            f"ANTHROPIC_API_KEY_TIER={tier!r} is not a tier of {rt.settings.config_path}",
+            f"set ANTHROPIC_API_KEY_TIER to one of {known}, or add the tier under 'tiers' in the config",
+        )
+    return tier, "from ANTHROPIC_API_KEY_TIER"
 
 
 def _check_default_account(rt: Runtime) -> CheckResult:
     check = _Check("default account")
     if rt.settings.anthropic_api_key is None:
         return _Check("default account", required=False).skipped("ANTHROPIC_API_KEY not set")
+    chosen = _default_account_tier(rt)
+    if isinstance(chosen, CheckResult):
+        return chosen
+    tier, source = chosen
     key = rt.settings.anthropic_api_key.reveal()
     from sqlmodel import select
 
@@ -156,19 +195,22 @@ def _check_default_account(rt: Runtime) -> CheckResult:
             select(ClaudeAccount).where(ClaudeAccount.api_key_fingerprint == fingerprint_api_key(key))
         ).first()
     if existing is not None:
-        return check.ok(f"ANTHROPIC_API_KEY already registered as account {existing.id}")
+        registered = f"ANTHROPIC_API_KEY already registered as account {existing.id} (tier {existing.tier})"
+        if rt.settings.anthropic_api_key_tier not in (None, existing.tier):
+            return check.warning(
+                f"{registered}, not {tier} as ANTHROPIC_API_KEY_TIER says",
+                f"claude-pool accounts update {existing.id} --tier {tier}",
+            )
+        return check.ok(registered)
     try:
         account = rt.accounts.register(
-            {
-                "organization_id": DEFAULT_ACCOUNT_ORG,
-                "name": DEFAULT_ACCOUNT_NAME,
-                "tier": DEFAULT_ACCOUNT_TIER,
-                "api_key": key,
-            }
+            {"organization_id": DEFAULT_ACCOUNT_ORG, "name": DEFAULT_ACCOUNT_NAME, "tier": tier, "api_key": key}
         )
     except ClaudePoolError as exc:
         return check.failed(str(exc), "check ANTHROPIC_API_KEY")
-    return check.ok(f"registered ANTHROPIC_API_KEY as account {account.id} ({account.api_key_hint})")
+    return check.ok(
+        f"registered ANTHROPIC_API_KEY as account {account.id} ({account.api_key_hint}), tier {tier} ({source})"
+    )
 
 
 def run_checks(settings: Settings) -> list[CheckResult]:
@@ -199,7 +241,7 @@ def run_checks(settings: Settings) -> list[CheckResult]:
 @click.command("init")
 @handle_errors
 def init() -> None:
-    """Check the set-up, migrate the database, register ANTHROPIC_API_KEY; exit 1 if anything required fails."""
+    """Check the set-up, migrate the database, register ANTHROPIC_API_KEY (tier: ANTHROPIC_API_KEY_TIER); exit 1 if anything required fails."""
     settings = Settings.from_env()
     configure_logging(settings, console=False)
     results = run_checks(settings)

@@ -25,17 +25,22 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     "ENCRYPTION_KEY",
     "ENCRYPTION_KEY_PREVIOUS",
     "ANTHROPIC_API_KEY",
+    "ANTHROPIC_API_KEY_TIER",
     "ANTHROPIC_ADMIN_API_KEY",
     "ANTHROPIC_BASE_URL",
     "SLACK_BOT_TOKEN",
     "SLACK_BASE_URL",
     "SLACK_ALERT_CHANNEL",
     "SLACK_ACTIVITY_CHANNEL",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_WORKSPACE_ORGS",
+    "SLACK_ALLOWED_USERS",
     "BASE_URL",
     "LOG_LEVEL",
     "LOG_FILE",
     "CLAUDE_POOL_CONFIG",
     "RAILWAY_TOKEN",
+    "PROMETHEUS_PUSHGATEWAY_URL",
 )
 
 
@@ -84,17 +89,26 @@ class Settings:
     encryption_key: Secret | None = None
     encryption_key_previous: Secret | None = None
     anthropic_api_key: Secret | None = None
+    # The tier ``init`` registers ANTHROPIC_API_KEY under (checked against the config's tiers there).
+    anthropic_api_key_tier: str | None = None
     anthropic_admin_api_key: Secret | None = None
     anthropic_base_url: str | None = None
     slack_bot_token: Secret | None = None
     slack_base_url: str | None = None
     slack_alert_channel: str = "#eng-alerts"
     slack_activity_channel: str = "#it-test"
+    # Slack commands (``/slack/events`` on ``claude-pool serve``): the app's signing secret, which
+    # organization each workspace or channel delegates for, and who may (parsed by the HTTP app).
+    slack_signing_secret: Secret | None = None
+    slack_workspace_orgs: str = ""
+    slack_allowed_users: str = ""
     base_url: str = "http://127.0.0.1:3000"
     log_level: str = "INFO"
     log_file: Path | None = Path("logs/app.log")
     config_path: Path = DEFAULT_CONFIG_PATH
     railway_token: Secret | None = field(default=None)
+    # Flow workers push their pool metrics here after each task run (none when unset).
+    prometheus_pushgateway_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -123,17 +137,22 @@ class Settings:
             encryption_key=_secret(env, "ENCRYPTION_KEY"),
             encryption_key_previous=_secret(env, "ENCRYPTION_KEY_PREVIOUS"),
             anthropic_api_key=_secret(env, "ANTHROPIC_API_KEY"),
+            anthropic_api_key_tier=env.get("ANTHROPIC_API_KEY_TIER", "").strip() or None,
             anthropic_admin_api_key=_secret(env, "ANTHROPIC_ADMIN_API_KEY"),
             anthropic_base_url=env.get("ANTHROPIC_BASE_URL", "").strip() or None,
             slack_bot_token=_secret(env, "SLACK_BOT_TOKEN"),
             slack_base_url=env.get("SLACK_BASE_URL", "").strip() or None,
             slack_alert_channel=env.get("SLACK_ALERT_CHANNEL", "").strip() or "#eng-alerts",
             slack_activity_channel=env.get("SLACK_ACTIVITY_CHANNEL", "").strip() or "#it-test",
+            slack_signing_secret=_secret(env, "SLACK_SIGNING_SECRET"),
+            slack_workspace_orgs=env.get("SLACK_WORKSPACE_ORGS", "").strip(),
+            slack_allowed_users=env.get("SLACK_ALLOWED_USERS", "").strip(),
             base_url=env.get("BASE_URL", "").strip() or "http://127.0.0.1:3000",
             log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
             log_file=Path(log_file_raw) if log_file_raw.strip() else None,
             config_path=Path(env.get("CLAUDE_POOL_CONFIG") or DEFAULT_CONFIG_PATH),
             railway_token=_secret(env, "RAILWAY_TOKEN"),
+            prometheus_pushgateway_url=env.get("PROMETHEUS_PUSHGATEWAY_URL", "").strip() or None,
         )
 
     def __repr__(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from claude_pool.breaker import BreakerListener, Transition
 from claude_pool.events.bus import Event, EventBus
 from claude_pool.pool import Pool
@@ -13,13 +15,22 @@ from claude_pool.runtime import Runtime
 __all__ = ["EventPublisher", "open_publishing_pool"]
 
 
-def open_publishing_pool(runtime: Runtime, bus: EventBus | None) -> Pool:
+def open_publishing_pool(
+    runtime: Runtime,
+    bus: EventBus | None,
+    *,
+    listeners: Sequence[PoolListener] = (),
+    breaker_listeners: Sequence[BreakerListener] = (),
+) -> Pool:
     """A pool whose selections, results, breaker transitions and account changes are published on
-    ``bus`` (a plain pool when there is none). The caller closes the pool, then the bus."""
+    ``bus`` (a plain pool when there is none), told to ``listeners`` and ``breaker_listeners`` as
+    well (account alerts, metrics). The caller closes the pool, then the bus."""
     if bus is None:
-        return Pool.open(runtime)
+        return Pool.open(runtime, listeners=listeners, breaker_listeners=breaker_listeners)
     publisher = EventPublisher(bus)
-    pool = Pool.open(runtime, listeners=[publisher], breaker_listeners=[publisher])
+    pool = Pool.open(
+        runtime, listeners=[publisher, *listeners], breaker_listeners=[publisher, *breaker_listeners]
+    )
     # The publisher names the organization of a breaker transition from the pool's directory.
     publisher.directory = pool.directory
     return pool

@@ -18,10 +18,12 @@ from fastapi.responses import JSONResponse
 
 from claude_pool.events.bus import EventBus, open_event_bus
 from claude_pool.events.publisher import open_publishing_pool
-from claude_pool.http import admin, events_sse, execute, health
+from claude_pool.http import admin, events_sse, execute, health, metrics, slack_app
 from claude_pool.http.auth import ApiTokens, AuthMiddleware, Principal, current_principal
 from claude_pool.http.context import ApiContext
 from claude_pool.http.errors import install_error_handlers
+from claude_pool.http.metrics import PoolMetrics
+from claude_pool.quota.account_listener import AccountAlertListener
 from claude_pool.quota.slack import SlackNotifier
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
@@ -50,8 +52,10 @@ def create_app(
             "no API tokens configured (CLAUDE_POOL_API_TOKENS): every route but /health answers 401"
         )
 
+    pool_metrics = PoolMetrics()  # one registry per app: two apps in a process never share counters
     lifespan = _lifespan(
         runtime,
+        pool_metrics=pool_metrics,
         bus=bus,
         slack=slack,
         heartbeat_seconds=heartbeat_seconds,
@@ -70,8 +74,11 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(AuthMiddleware, tokens=tokens)
-    for module in (admin, execute, events_sse, health):
+    for module in (admin, execute, events_sse, health, metrics, slack_app):
         app.include_router(module.router)
+    app.state.metrics = pool_metrics
+    # Refuses a malformed SLACK_WORKSPACE_ORGS before the server starts.
+    app.state.slack_commands = slack_app.SlackCommands.from_settings(runtime.settings)
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(_caller: Annotated[Principal, Depends(current_principal)]) -> JSONResponse:
@@ -84,6 +91,7 @@ def create_app(
 def _lifespan(
     runtime: Runtime,
     *,
+    pool_metrics: PoolMetrics,
     bus: EventBus | None,
     slack: SlackNotifier | None,
     heartbeat_seconds: float,
@@ -96,7 +104,11 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         event_bus = bus or open_event_bus(runtime.settings)
-        pool = open_publishing_pool(runtime, event_bus)
+        alerts = AccountAlertListener(runtime.db)  # breaker and account trouble, for Slack
+        pool = open_publishing_pool(
+            runtime, event_bus, listeners=[alerts, pool_metrics], breaker_listeners=[alerts, pool_metrics]
+        )
+        pool_metrics.directory = pool.directory
         notifier = slack or SlackNotifier(runtime.settings)
         ctx = ApiContext(
             runtime=runtime,

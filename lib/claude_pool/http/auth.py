@@ -42,7 +42,8 @@ __all__ = [
 
 ENV_VAR = "CLAUDE_POOL_API_TOKENS"
 ALL_ORGANIZATIONS = "*"
-PUBLIC_PATHS = frozenset({"/health"})
+# /slack/events authenticates each request by Slack's signature instead (http/slack_app.py).
+PUBLIC_PATHS = frozenset({"/health", "/slack/events"})
 _MIN_TOKEN_LENGTH = 16
 _TOKEN_SHAPE = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces, as a header carries it
 _ORG_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")

@@ -1,7 +1,10 @@
 """Quota alerts (DESIGN.md 4.5): the rules (``rules``), the outbox that sends them to Slack
-(``outbox``, through ``slack``), and reading the table back (``listing``).
+(``outbox``, through ``slack``), and reading the table back (``listing``). Account alerts (breaker
+opened, credentials rejected, budget exhausted, account disabled, and their recoveries) are stored
+by ``account_alerts`` (fed by the pool and breaker listener in ``account_listener``) and sent by the
+same outbox, worded by ``account_messages``.
 
-May import ``core``, ``storage``, ``accounts``, ``capacity`` and ``events``.
+May import every layer below it (``core`` to ``events``).
 
 A quota sweep is four separate steps, so a Prefect flow can make each a retried task::
 
@@ -14,6 +17,8 @@ A quota sweep is four separate steps, so a Prefect flow can make each a retried 
 
 from __future__ import annotations
 
+from claude_pool.quota.account_alerts import AccountAlerts
+from claude_pool.quota.account_listener import AccountAlertListener
 from claude_pool.quota.listing import AlertRecord, list_alerts
 from claude_pool.quota.outbox import AlertOutbox, SendReport
 from claude_pool.quota.rules import (
@@ -37,6 +42,8 @@ __all__ = [
     "KIND_RECOVERY",
     "KIND_THRESHOLD",
     "PER_MINUTE_METRICS",
+    "AccountAlertListener",
+    "AccountAlerts",
     "AlertOutbox",
     "AlertRecord",
     "QuotaEvaluator",

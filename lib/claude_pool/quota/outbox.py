@@ -1,4 +1,5 @@
-"""The alert outbox: every ``quota_alerts`` row not yet sent goes to Slack, once, and none is lost.
+"""The alert outbox: every ``quota_alerts`` and ``account_alerts`` row not yet sent goes to Slack,
+once, and none is lost (quota alerts first, then account alerts; each table oldest first).
 
 A sweep sends rows with ``sent_at IS NULL``, oldest first. Before sending a row it *claims* it:
 
@@ -25,19 +26,21 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from claude_pool.core.errors import NotificationError
 from claude_pool.core.logs import log_event
 from claude_pool.core.redaction import redact
+from claude_pool.quota.account_messages import account_alert_blocks, account_alert_text
 from claude_pool.quota.slack import SlackNotifier
-from claude_pool.storage import ClaudeAccount, Database, QuotaAlert, utcnow
+from claude_pool.storage import AccountAlert, ClaudeAccount, Database, QuotaAlert, utcnow
 
-__all__ = ["AlertOutbox", "SendReport"]
+__all__ = ["AlertOutbox", "SendReport", "unsent_by_table"]
 
 logger = logging.getLogger("claude_pool.quota")
 
@@ -75,6 +78,51 @@ class SendReport:
     slack_ts: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Feed:
+    """One table the outbox sends from, and how one of its rows is posted."""
+
+    model: type[QuotaAlert] | type[AccountAlert]
+    what: str
+    post: Callable[[SlackNotifier, Any, str | None], Awaitable[str]]
+
+    @property
+    def table(self) -> sa.Table:
+        table: sa.Table = self.model.__table__  # type: ignore[union-attr]
+        return table
+
+
+async def _post_quota_alert(notifier: SlackNotifier, alert: QuotaAlert, name: str | None) -> str:
+    return await notifier.post_alert(alert, account_name=name)
+
+
+async def _post_account_alert(notifier: SlackNotifier, alert: AccountAlert, name: str | None) -> str:
+    return await notifier.post(
+        notifier.alert_channel,
+        account_alert_text(alert, account_name=name),
+        account_alert_blocks(alert, account_name=name),
+    )
+
+
+_FEEDS = (
+    _Feed(QuotaAlert, "quota alert", _post_quota_alert),
+    _Feed(AccountAlert, "account alert", _post_account_alert),
+)
+
+
+def unsent_by_table(db: Database, organization_id: str | None = None) -> dict[str, int]:
+    """Alerts stored and not yet sent, per table (the outbox's depth), of one organization or all."""
+    depth = {}
+    with db.engine.connect() as conn:
+        for feed in _FEEDS:
+            t = feed.table.c
+            query = sa.select(sa.func.count()).where(t.sent_at.is_(None))
+            if organization_id is not None:
+                query = query.where(t.organization_id == organization_id)
+            depth[feed.table.name] = int(conn.execute(query).scalar_one())
+    return depth
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -95,7 +143,6 @@ class AlertOutbox:
         self.lease = timedelta(seconds=lease_seconds)
         self.worker_id = (worker_id or _default_worker_id())[:64]
         self.clock = clock
-        self._table = QuotaAlert.__table__  # type: ignore[attr-defined]
 
     async def send_unsent(self, limit: int = 100) -> SendReport:
         if not self.notifier.enabled:
@@ -104,42 +151,48 @@ class AlertOutbox:
                 log_event(
                     logger,
                     logging.INFO,
-                    "slack not configured: quota alerts stored and logged, not sent",
+                    "slack not configured: alerts stored and logged, not sent",
                     unsent=unsent,
                 )
             return SendReport(pending=unsent, enabled=False)
         report = SendReport()
-        due = await asyncio.to_thread(self._due_ids, limit)
+        for feed in _FEEDS:
+            if not await self._send_feed(feed, limit, report):
+                break  # Slack is unusable now: the other table waits for the next sweep as well
+        return report
+
+    async def _send_feed(self, feed: _Feed, limit: int, report: SendReport) -> bool:
+        """Send ``feed``'s due rows; False when Slack as a whole failed and the sweep should stop."""
+        due = await asyncio.to_thread(self._due_ids, feed, limit)
         for position, alert_id in enumerate(due):
-            claimed = await asyncio.to_thread(self._claim, alert_id)
+            claimed = await asyncio.to_thread(self._claim, feed, alert_id)
             if claimed is None:
                 report.skipped += 1
                 continue
             alert, account_name = claimed
             try:
-                ts = await self.notifier.post_alert(alert, account_name=account_name)
+                ts = await feed.post(self.notifier, alert, account_name)
             except NotificationError as exc:
                 report.failed += 1
                 report.errors.append(exc.error or str(exc))
-                await asyncio.to_thread(self._release_failed, alert_id, exc)
+                await asyncio.to_thread(self._release_failed, feed, alert_id, exc)
                 if (exc.error or "") in _STOP_SWEEP:
-                    report.pending = len(due) - position - 1
-                    break
+                    report.pending += len(due) - position - 1
+                    return False
                 continue
-            await asyncio.to_thread(self._mark_sent, alert_id, ts)
+            await asyncio.to_thread(self._mark_sent, feed, alert_id, ts)
             report.sent += 1
             report.slack_ts.append(ts)
-        return report
+        return True
 
     def count_unsent(self) -> int:
-        t = self._table.c
-        with self.db.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).where(t.sent_at.is_(None))).scalar_one())
+        """Alerts of both tables not sent yet."""
+        return sum(unsent_by_table(self.db).values())
 
     # -- steps (each its own short transaction) ---------------------------------------------------
 
-    def _due_ids(self, limit: int) -> list[int]:
-        t = self._table.c
+    def _due_ids(self, feed: _Feed, limit: int) -> list[int]:
+        t = feed.table.c
         now = self.clock()
         query = (
             sa.select(t.id)
@@ -150,11 +203,12 @@ class AlertOutbox:
         with self.db.session() as session:
             return [int(i) for (i,) in session.execute(query)]
 
-    def _claim(self, alert_id: int) -> tuple[QuotaAlert, str | None] | None:
-        t = self._table.c
+    def _claim(self, feed: _Feed, alert_id: int) -> tuple[Any, str | None] | None:
+        table = feed.table
+        t = table.c
         now = self.clock()
         claim = (
-            sa.update(self._table)
+            sa.update(table)
             .where(
                 t.id == alert_id,
                 t.sent_at.is_(None),
@@ -167,20 +221,21 @@ class AlertOutbox:
                 return None
         accounts = ClaudeAccount.__table__.c  # type: ignore[attr-defined]
         query = (
-            sa.select(self._table, accounts.name)
-            .select_from(self._table.outerjoin(ClaudeAccount.__table__, accounts.id == t.account_id))  # type: ignore[attr-defined]
+            sa.select(table, accounts.name.label("account_name"))
+            .select_from(table.outerjoin(ClaudeAccount.__table__, accounts.id == t.account_id))  # type: ignore[attr-defined]
             .where(t.id == alert_id)
         )
         with self.db.session() as session:
             row = session.execute(query).one()
         values = dict(row._mapping)
-        name = values.pop("name", None)
-        return QuotaAlert(**values), name
+        name = values.pop("account_name", None)
+        return feed.model(**values), name
 
-    def _mark_sent(self, alert_id: int, ts: str) -> None:
-        t = self._table.c
+    def _mark_sent(self, feed: _Feed, alert_id: int, ts: str) -> None:
+        table = feed.table
+        t = table.c
         done = (
-            sa.update(self._table)
+            sa.update(table)
             .where(t.id == alert_id, t.sent_at.is_(None))
             .values(
                 sent_at=self.clock(),
@@ -197,16 +252,17 @@ class AlertOutbox:
         if changed != 1:
             # Only possible when our lease ran out mid-send and another sweep sent it as well.
             log_event(
-                logger, logging.WARNING, "quota alert was already marked sent", alert_id=alert_id, slack_ts=ts
+                logger, logging.WARNING, f"{feed.what} was already marked sent", alert_id=alert_id, slack_ts=ts
             )
         else:
-            log_event(logger, logging.INFO, "quota alert sent to slack", alert_id=alert_id, slack_ts=ts)
+            log_event(logger, logging.INFO, f"{feed.what} sent to slack", alert_id=alert_id, slack_ts=ts)
 
-    def _release_failed(self, alert_id: int, exc: NotificationError) -> None:
-        t = self._table.c
+    def _release_failed(self, feed: _Feed, alert_id: int, exc: NotificationError) -> None:
+        table = feed.table
+        t = table.c
         error = redact(f"{exc.error or 'error'}: {exc}")[:500]
         failed = (
-            sa.update(self._table)
+            sa.update(table)
             .where(t.id == alert_id, t.sent_at.is_(None), t.claimed_by == self.worker_id)
             .values(send_attempts=t.send_attempts + 1, last_error=error, claimed_by=None, claimed_until=None)
         )
@@ -215,7 +271,7 @@ class AlertOutbox:
         log_event(
             logger,
             logging.WARNING,
-            "quota alert not sent; left for a later sweep",
+            f"{feed.what} not sent; left for a later sweep",
             alert_id=alert_id,
             error=exc.error,
             retry_after=exc.retry_after,

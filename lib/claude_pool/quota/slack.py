@@ -269,10 +269,12 @@ class SlackNotifier(AsyncClosing):
         *,
         max_retries: int | None = None,
         max_wait: float | None = None,
+        thread_ts: str | None = None,
     ) -> str:
-        """Post a message and return its ``ts``. A 429 is waited out (``Retry-After`` seconds, each
-        wait at most ``max_wait``, at most ``max_retries`` times); anything else that Slack refuses
-        or a connection failure raises ``NotificationError`` at once."""
+        """Post a message (in the thread of ``thread_ts`` when given) and return its ``ts``. A 429
+        is waited out (``Retry-After`` seconds, each wait at most ``max_wait``, at most
+        ``max_retries`` times); anything else that Slack refuses or a connection failure raises
+        ``NotificationError`` at once."""
         if self._client is None:
             raise NotificationError("Slack is not configured (no SLACK_BOT_TOKEN)", error="not_configured")
         retries = self.max_retries if max_retries is None else max_retries
@@ -281,7 +283,7 @@ class SlackNotifier(AsyncClosing):
         payload_blocks = _redact_blocks(blocks) if blocks else None
         attempt = 0
         while True:
-            failure = await self._post_once(channel, text, payload_blocks)
+            failure = await self._post_once(channel, text, payload_blocks, thread_ts)
             if isinstance(failure, str):
                 return failure
             if failure.error != "ratelimited":
@@ -302,11 +304,13 @@ class SlackNotifier(AsyncClosing):
             await asyncio.sleep(wait)
 
     async def _post_once(
-        self, channel: str, text: str, blocks: list[dict[str, Any]] | None
+        self, channel: str, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str | None = None
     ) -> str | _Failure:
         assert self._client is not None
         try:
-            response = await self._client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+            response = await self._client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts
+            )
         except SlackApiError as exc:
             return _describe_api_error(exc)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

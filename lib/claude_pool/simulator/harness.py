@@ -20,6 +20,7 @@ from claude_pool.simulator.anthropic_server import AnthropicSimulator
 from claude_pool.simulator.faults import FaultRule
 from claude_pool.simulator.scenario import KeySpec, Limits, OrgSpec, Scenario
 from claude_pool.simulator.server import BackgroundServer
+from claude_pool.simulator.slack_events import signed_delivery
 from claude_pool.simulator.slack_server import SlackConfig, SlackMessage, SlackSimulator
 from claude_pool.simulator.state import SimulatorState, Stats
 
@@ -162,6 +163,34 @@ class RunningSlackSimulator(_Running):
 
     def revoke(self, token: str) -> None:
         self._server.call(self.sim.revoked.add, token)
+
+    @property
+    def signing_secret(self) -> str:
+        return self.sim.config.signing_secret
+
+    def deliver_event(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        *,
+        timestamp: int | None = None,
+        retry_num: int | None = None,
+        secret: str | None = None,
+    ) -> tuple[int, bytes]:
+        """POST ``payload`` to an app's Events API ``url`` as Slack does, signed with this
+        workspace's signing secret (or ``secret``); returns the answer's status and body."""
+        import urllib.error
+        import urllib.request
+
+        body, headers = signed_delivery(
+            secret or self.signing_secret, payload, timestamp=timestamp, retry_num=retry_num
+        )
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310
+                return int(reply.status), bytes(reply.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), bytes(exc.read())
 
 
 @contextmanager

@@ -45,6 +45,9 @@ class SlackConfig:
     rate_per_channel: float = 1.0
     burst: int = 1
     team: str = "claude-pool-sim"
+    team_id: str = "T0SIMULATE"
+    #: the app's signing secret: events the simulator delivers are signed with it.
+    signing_secret: str = "sim-signing-secret-5f1c0b7d9e3a4c2b"  # noqa: S105 - a simulator's
 
 
 @dataclass

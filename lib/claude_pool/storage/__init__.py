@@ -6,6 +6,7 @@ May import ``core`` only.
 
 from claude_pool.storage.database import Database
 from claude_pool.storage.models import (
+    AccountAlert,
     AccountStatus,
     BreakerTransition,
     CapacitySnapshot,
@@ -18,6 +19,7 @@ from claude_pool.storage.models import (
 )
 
 __all__ = [
+    "AccountAlert",
     "AccountStatus",
     "BreakerTransition",
     "CapacitySnapshot",

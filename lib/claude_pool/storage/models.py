@@ -11,6 +11,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AccountAlert",
     "AccountStatus",
     "BreakerTransition",
     "CapacitySnapshot",
@@ -131,6 +132,39 @@ class QuotaAlert(SQLModel, table=True):
     slack_ts: str | None = Field(default=None, max_length=64)
     # A sweep claims a row (a lease) before sending it, so that two sweeps never send it twice;
     # a claim whose sweep died expires and the row is sent by a later one (migration 0002).
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = _ts(nullable=True)
+
+
+class AccountAlert(SQLModel, table=True):
+    """An account's trouble for Slack (breaker opened, credentials rejected, budget exhausted,
+    disabled): one ``incident`` row per incident, one ``recovery`` row when it ends, and ``digest``
+    rows that sum up a flapping account. Sent by the same outbox as ``quota_alerts`` (migration 0003)."""
+
+    __tablename__ = "account_alerts"
+    __table_args__ = (
+        # One row per (account, kind, phase, incident number): two workers seeing the same
+        # incident record it once.
+        sa.UniqueConstraint("account_id", "kind", "phase", "sequence", name="uq_account_alerts_once"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="claude_accounts.id", ondelete="CASCADE", index=True, max_length=36)
+    organization_id: str = Field(index=True, max_length=64)
+    kind: str = Field(max_length=32)
+    phase: str = Field(max_length=16)
+    sequence: int
+    detail: str | None = Field(default=None, max_length=1000)
+    until: datetime | None = _ts(nullable=True)
+    openings: int = 0
+    recoveries: int = 0
+    created_at: datetime = _ts(index=True)
+    updated_at: datetime = _ts()
+    sent_at: datetime | None = _ts(nullable=True, index=True)
+    send_attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    slack_channel: str | None = Field(default=None, max_length=100)
+    slack_ts: str | None = Field(default=None, max_length=64)
     claimed_by: str | None = Field(default=None, max_length=64)
     claimed_until: datetime | None = _ts(nullable=True)
 
