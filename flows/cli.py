@@ -10,12 +10,12 @@ import asyncio
 import os
 import urllib.error
 import urllib.request
-from typing import Any
 
 import click
 
 from claude_pool.cli.common import handle_errors
 from claude_pool.cli.init_cmd import run_checks
+from claude_pool.core.config import load_config
 from claude_pool.core.settings import Settings
 from claude_pool.simulator.demo import demo_questions, demo_rig, report_lines
 
@@ -92,26 +92,18 @@ def _echo(lines: list[str]) -> None:
 
 
 @click.command("serve-flows")
-@click.option("--capacity-sync-every", default=60, show_default=True, help="Seconds between capacity syncs.")
-@click.option("--quota-sweep-every", default=60, show_default=True)
-@click.option("--health-check-every", default=300, show_default=True)
 @handle_errors
-def serve_flows(capacity_sync_every: int, quota_sweep_every: int, health_check_every: int) -> None:
+def serve_flows() -> None:
     """Serve delegate, delegate-batch, capacity-sync, quota-sweep and health-check from this process.
 
     Needs a Prefect server (PREFECT_API_URL): schedules and runs triggered from the UI or with
-    `prefect deployment run` are executed here.
+    `prefect deployment run` are executed here. The schedules are the config's
+    capacity.syncIntervalSeconds, alerts.sweepIntervalSeconds and healthCheck.intervalSeconds.
     """
-    prepare_prefect(Settings.from_env())
+    settings = Settings.from_env()
+    prepare_prefect(settings)
     from prefect import serve
 
-    from claude_pool_flows import capacity_sync, delegate, delegate_batch, health_check, quota_sweep
+    from claude_pool_flows.schedules import served_deployments
 
-    deployments: list[Any] = [
-        delegate.to_deployment(name="delegate"),
-        delegate_batch.to_deployment(name="delegate-batch"),
-        capacity_sync.to_deployment(name="capacity-sync", interval=capacity_sync_every),
-        quota_sweep.to_deployment(name="quota-sweep", interval=quota_sweep_every),
-        health_check.to_deployment(name="health-check", interval=health_check_every),
-    ]
-    serve(*deployments)
+    serve(*served_deployments(load_config(settings.config_path)))

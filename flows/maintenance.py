@@ -1,4 +1,5 @@
-"""The scheduled flows: capacity sync (every 60 s) and the health check."""
+"""The scheduled flows: capacity sync and the health check (their intervals: the config's
+``capacity.syncIntervalSeconds`` and ``healthCheck.intervalSeconds``, see claude_pool_flows.schedules)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from prefect import flow
 
 from claude_pool_tasks.capacity import (
+    prune_old_snapshots,
     publish_capacity_table,
     reap_stale_executions,
     reclaim_expired_leases,
@@ -18,24 +20,27 @@ from claude_pool_tasks.probe import accounts_to_probe, probe
 __all__ = ["capacity_sync", "health_check"]
 
 
-@flow(name="capacity-sync")
+@flow(name="capacity-sync", timeout_seconds=300)
 async def capacity_sync() -> dict[str, Any]:
     """Write the live capacity of every account to the database, publish it as a table artifact,
-    read the Admin API usage report (when configured), and reclaim what dead workers held."""
+    read the Admin API usage report (when configured), reclaim what dead workers held, and delete
+    snapshots older than capacity.snapshotRetentionDays."""
     reclaimed = await reclaim_expired_leases()
     crashed = reap_stale_executions()
     rows = await snapshot_capacity()
     usage = await usage_report()
     await publish_capacity_table(rows, usage)
+    pruned = prune_old_snapshots()
     return {
         "accounts": len(rows),
         "leases_reclaimed": reclaimed,
         "executions_crashed": crashed,
         "usage_report_keys": None if usage is None else len(usage),
+        "snapshots_pruned": pruned,
     }
 
 
-@flow(name="health-check")
+@flow(name="health-check", timeout_seconds=600)
 async def health_check() -> list[dict[str, Any]]:
     """Probe each account cheaply: mark revoked keys, let half-open breakers close on success."""
     results: list[dict[str, Any]] = await probe(accounts_to_probe())

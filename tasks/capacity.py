@@ -16,10 +16,12 @@ from claude_pool.maintenance.capacity_sync import (
     snapshot_pool,
     store_snapshot,
 )
+from claude_pool.maintenance.retention import prune_capacity_snapshots
 from claude_pool.records.executions import ExecutionStore
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
 
 __all__ = [
+    "prune_old_snapshots",
     "publish_capacity_table",
     "reap_stale_executions",
     "reclaim_expired_leases",
@@ -64,3 +66,10 @@ def reap_stale_executions() -> int:
 async def usage_report() -> dict[str, Any] | None:
     """The Admin API's usage per key over the last hour, when ANTHROPIC_ADMIN_API_KEY is set."""
     return await read_usage_report(runtime().settings)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
+def prune_old_snapshots() -> int:
+    """Snapshots older than ``capacity.snapshotRetentionDays`` are deleted."""
+    rt = runtime()
+    return prune_capacity_snapshots(rt.db, keep=timedelta(days=rt.config.capacity.snapshot_retention_days))

@@ -16,10 +16,18 @@ from claude_pool.quota import (
     budget_observations,
     observations_from_views,
 )
+from claude_pool.quota.account_alerts import AccountAlerts
 from claude_pool.quota.slack import SlackNotifier
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
+from claude_pool_tasks.prefect_events import emit_quota_alerts
 
-__all__ = ["evaluate_quotas", "observe_budgets", "observe_per_minute_usage", "send_unsent_alerts"]
+__all__ = [
+    "evaluate_quotas",
+    "observe_budgets",
+    "observe_per_minute_usage",
+    "reconcile_account_alerts",
+    "send_unsent_alerts",
+]
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
@@ -48,13 +56,20 @@ async def evaluate_quotas(observations: list[dict[str, Any]]) -> int:
     """Each (account, metric, threshold, window) becomes one row, however many sweeps see it."""
     rt = runtime()
     bus = open_event_bus(rt.settings)
+    seen = [QuotaObservation(**o) for o in observations]
     try:
-        alerts = await QuotaEvaluator(rt.db, rt.config, bus=bus).aevaluate(
-            [QuotaObservation(**o) for o in observations]
-        )
+        alerts = await QuotaEvaluator(rt.db, rt.config, bus=bus).aevaluate(seen)
     finally:
         await bus.aclose()
+    emit_quota_alerts(alerts, {o.account_id: o.account_name for o in seen})  # as Prefect events
     return len(alerts)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
+def reconcile_account_alerts() -> int:
+    """Account alerts from the accounts' stored status, whoever changed it: disabled, enabled again,
+    a rotated key, a spend cap that reset. Idempotent: an open incident is not raised twice."""
+    return len(AccountAlerts(runtime().db).reconcile())
 
 
 @task(

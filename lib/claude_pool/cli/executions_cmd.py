@@ -20,23 +20,29 @@ def executions() -> None:
 @executions.command("list")
 @click.option("--org", "organization_id")
 @click.option("--status")
+@click.option("--flow-run", "flow_run_id", help="Only the executions of this Prefect flow run (its id).")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def list_(organization_id: str | None, status: str | None, limit: int, as_json: bool) -> None:
+def list_(
+    organization_id: str | None, status: str | None, flow_run_id: str | None, limit: int, as_json: bool
+) -> None:
     """The newest executions first."""
     rt = migrated_runtime()
-    rows = ExecutionStore(rt.db).list(organization_id=organization_id, status=status, limit=limit)
+    rows = ExecutionStore(rt.db).list(
+        organization_id=organization_id, status=status, flow_run_id=flow_run_id, limit=limit
+    )
     if as_json:
         echo_json([r.model_dump(exclude={"request_json", "response_text"}) for r in rows])
         return
     names = {a.id: a.name for a in rt.accounts.list()}
     echo_table(
-        ["id", "created", "org", "status", "account", "attempts", "in", "out", "latency ms", "error"],
+        ["id", "created", "flow run", "org", "status", "account", "attempts", "in", "out", "latency ms", "error"],
         [
             [
                 r.id,
                 r.created_at.isoformat(timespec="seconds"),
+                r.flow_run_id or "-",
                 r.organization_id,
                 r.status,
                 names.get(r.account_id or "", r.account_id or "-"),

@@ -71,7 +71,12 @@ class SelectionConfig(_Model):
 
 
 class CapacityConfig(_Model):
+    #: The capacity-sync schedule (``claude-pool serve-flows``, and ``prefect deploy`` through the
+    #: build step of prefect.yaml); likewise ``alerts.sweepIntervalSeconds`` and
+    #: ``healthCheck.intervalSeconds``.
     sync_interval_seconds: int = Field(default=60, ge=5)
+    #: ``capacity_snapshots`` rows older than this are deleted by capacity-sync.
+    snapshot_retention_days: int = Field(default=7, ge=1)
     lease_timeout_seconds: float = Field(default=600.0, gt=0)
     default_input_token_estimate: int = Field(default=1000, ge=1)
     calibrate_from_headers: bool = True

@@ -12,7 +12,7 @@ from typing import Any
 from claude_pool.core.redaction import redact
 from claude_pool.core.settings import Settings
 
-__all__ = ["ContextFormatter", "RedactingFilter", "configure_logging", "log_event"]
+__all__ = ["ContextFormatter", "MessageContextFormatter", "RedactingFilter", "configure_logging", "log_event"]
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _HANDLER_MARK = "_claude_pool_handler"
@@ -34,6 +34,17 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _with_context(line: str, record: logging.LogRecord, *, skip: frozenset[str] = frozenset()) -> str:
+    context = {
+        k: v
+        for k, v in vars(record).items()
+        if k not in _STANDARD_ATTRS and k not in skip and not k.startswith("_")
+    }
+    if context:
+        line += " " + " ".join(f"{k}={v}" for k, v in sorted(context.items()))
+    return redact(line)
+
+
 class ContextFormatter(logging.Formatter):
     """``time level logger message key=value ...`` with the record's extra context appended."""
 
@@ -41,13 +52,20 @@ class ContextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        context = {
-            k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")
-        }
-        if context:
-            line += " " + " ".join(f"{k}={v}" for k, v in sorted(context.items()))
-        return redact(line)
+        return _with_context(super().format(record), record)
+
+
+class MessageContextFormatter(logging.Formatter):
+    """``message key=value ...``: for a sink that shows the time, level and logger itself (a
+    Prefect run's log), the context a person needs in the text they read. ``skip`` names
+    attributes that sink adds to records for its own use."""
+
+    def __init__(self, skip: frozenset[str] = frozenset()) -> None:
+        super().__init__("%(message)s")
+        self._skip = skip
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _with_context(super().format(record), record, skip=self._skip)
 
 
 def configure_logging(settings: Settings, *, console: bool = True) -> None:

@@ -1,5 +1,5 @@
-"""The pool's upkeep, run on schedules: cheap probes of each account and the capacity snapshot
-(with the Admin API's usage report).
+"""The pool's upkeep, run on schedules: cheap probes of each account, the capacity snapshot
+(with the Admin API's usage report) and the retention of the snapshots.
 
 May import everything below the front ends; never ``http`` or ``cli``.
 """
@@ -14,5 +14,7 @@ from claude_pool.maintenance.capacity_sync import (
     store_snapshot,
 )
 from claude_pool.maintenance.probe import ProbeResult, probe_account
+from claude_pool.maintenance.retention import prune_capacity_snapshots
 
-__all__ = ["CapacityRow", "ProbeResult", "capacity_table", "probe_account", "read_usage_report", "snapshot_pool", "store_snapshot"]
+__all__ = ["CapacityRow", "ProbeResult", "capacity_table", "probe_account",
+           "prune_capacity_snapshots", "read_usage_report", "snapshot_pool", "store_snapshot"]

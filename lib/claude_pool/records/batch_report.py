@@ -38,6 +38,7 @@ async def batch_summary(
         "per_account": _per_account(succeeded, names),
         "failovers": sum(o["failovers"] for o in succeeded),
         "errors": dict(errors),
+        "failed_executions": _failed(outcomes),
         "breaker_transitions": [
             {
                 "account": names.get(t.account_id, t.account_id),
@@ -58,6 +59,24 @@ async def batch_summary(
             for a in alerts
         ],
     }
+
+
+#: The failed requests a summary names one by one; the rest are counted in ``errors``.
+FAILED_LISTED = 50
+
+
+def _failed(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """Each failed request (up to :data:`FAILED_LISTED`), with the execution that says why."""
+    return [
+        {
+            "execution_id": o["execution_id"],
+            "idempotency_key": o.get("idempotency_key"),
+            "error_type": o["error_type"],
+            "error": " ".join(line.strip() for line in (o.get("error_message") or "").splitlines())[:300],
+        }
+        for o in outcomes
+        if o["status"] != "succeeded"
+    ][:FAILED_LISTED]
 
 
 def _per_account(succeeded: Sequence[Outcome], names: Mapping[str, str]) -> dict[str, dict[str, int]]:
@@ -103,6 +122,7 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     for name, row in summary["per_account"].items():
         lines.append(f"| {name} | {row['requests']} | {row['input_tokens']} | {row['output_tokens']} |")
     lines += ["", f"Fail-overs: {summary['failovers']}", f"Errors: {summary['errors'] or 'none'}", ""]
+    lines += _failed_lines(summary.get("failed_executions") or [], int(summary["failed"]))
     lines.append(f"Breaker transitions: {len(summary['breaker_transitions'])}")
     lines += [
         f"- {t['account']}: {t['from']} → {t['to']} ({t['reason']})" for t in summary["breaker_transitions"]
@@ -112,3 +132,16 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         f"- {a['account']}: {a['metric']} ≥ {a['threshold']:.0%} ({a['kind']})" for a in summary["alerts"]
     ]
     return "\n".join(lines)
+
+
+def _failed_lines(failed: Sequence[Mapping[str, Any]], count: int) -> list[str]:
+    if not failed:
+        return []
+    lines = ["## Failed requests", "", "| request | error | details |", "|---|---|---|"]
+    for f in failed:
+        error = f"{f['error_type'] or 'Error'}: {f['error']}".replace("|", "\\|")
+        where = f"`claude-pool executions show {f['execution_id']}`" if f["execution_id"] else "not recorded"
+        lines.append(f"| {f['idempotency_key'] or '-'} | {error} | {where} |")
+    if count > len(failed):
+        lines.append(f"... and {count - len(failed)} more: `claude-pool executions list --flow-run <this run's id>`")
+    return [*lines, ""]

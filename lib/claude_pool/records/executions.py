@@ -179,13 +179,21 @@ class ExecutionStore:
         return row
 
     def list(
-        self, *, organization_id: str | None = None, status: str | None = None, limit: int = 50
+        self,
+        *,
+        organization_id: str | None = None,
+        status: str | None = None,
+        flow_run_id: str | None = None,
+        limit: int = 50,
     ) -> list[OrchestratorExecution]:
+        """The newest first, narrowed by whichever of organization, status and Prefect flow run
+        (the run that recorded them) are given."""
         with self.db.session() as session:
             query = where_given(
                 select(OrchestratorExecution),
                 (OrchestratorExecution.organization_id, organization_id),
                 (OrchestratorExecution.status, status),
+                (OrchestratorExecution.flow_run_id, flow_run_id),
             )
             query = query.order_by(col(OrchestratorExecution.created_at).desc()).limit(limit)
             return list(session.exec(query))

@@ -23,8 +23,9 @@ from typing import Any, Protocol, TypeVar
 from claude_pool.core.errors import ClaudePoolError, StorageError
 from claude_pool.core.logs import log_event
 from claude_pool.pool import Pool
-from claude_pool.pool.models import DelegationRequest, DelegationResult
+from claude_pool.pool.models import AttemptRecord, DelegationRequest, DelegationResult
 from claude_pool.quota.slack import SlackNotifier
+from claude_pool.records.attempt_trail import AttemptTrail
 from claude_pool.records.executions import (
     ExecutionFailure,
     ExecutionStore,
@@ -98,6 +99,7 @@ class RecordedDelegation:
         self.row: OrchestratorExecution | None = None
         self.created = False
         self._running = False
+        self._attempts: list[AttemptRecord] = []
 
     async def start(self, *, running: bool = False, patient: bool = True) -> ExecutionView:
         """The execution's row: made now (``created``), or the one already made for the request's
@@ -144,6 +146,8 @@ class RecordedDelegation:
 
     async def _call(self, pool: Pool) -> DelegationResult | Exception:
         lease = pool.config.capacity.lease_timeout_seconds
+        trail = AttemptTrail.of(pool)
+        self._attempts = trail.follow(self.request)
         try:
             async with self.executions.kept_alive(self.execution_id, lease_seconds=lease):
                 return await pool.delegate(self.request)
@@ -157,6 +161,8 @@ class RecordedDelegation:
             if not isinstance(exc, ClaudePoolError):
                 logger.error("execution %s failed unexpectedly", self.execution_id, exc_info=exc)
             return exc
+        finally:
+            trail.forget(self.request)
 
     async def _record_success(self, result: DelegationResult) -> OrchestratorExecution:
         row = await self._write_quietly(self.executions.succeed, self.execution_id, result)
@@ -167,12 +173,16 @@ class RecordedDelegation:
         return row
 
     async def _record_failure(self, error: Exception) -> OrchestratorExecution:
-        row = await self._write_quietly(self.executions.fail, self.execution_id, error)
+        row = await self._write_quietly(self._fail, self.execution_id, error)
         if row is None:
             assert self.row is not None
             row = self.row
-            apply_failure(row, ExecutionFailure.of(error))
+            apply_failure(row, ExecutionFailure.of(error), attempts=self._attempts)
         return row
+
+    def _fail(self, execution_id: str, error: Exception) -> OrchestratorExecution:
+        # Each account's answer, not only the last: the record says why every one failed.
+        return self.executions.fail(execution_id, error, attempts=self._attempts)
 
     async def _record_cancelled(self) -> None:
         try:
