@@ -13,7 +13,7 @@ import pytest
 from claude_pool.core.config import PoolConfig
 from claude_pool.core.errors import NoAccountAvailable
 from claude_pool.pool.models import DelegationRequest
-from claude_pool.simulator import Scenario
+from claude_pool.simulator import FaultRule, Scenario
 from tests.pool.conftest import PoolWorld
 
 # One key of 60 requests a minute (one back every second); tokens never bind.
@@ -99,3 +99,26 @@ async def test_a_callers_own_bound_is_kept(make_world: Callable[..., PoolWorld],
         else:
             assert (await pool.delegate(request)).text
     assert world.sim.stats().rate_limited == 0
+
+
+async def test_a_queued_request_whose_account_meets_a_429_meanwhile_waits_out_the_cooldown(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """Two requests queued on a drained key; the first one sent meets a 429 (retry in 3 s). The
+    second one's place was computed before upstream said to stop: it gives it back and is sent
+    after the cooldown, instead of meeting a second 429."""
+    world = make_world(ONE_KEY)
+    async with world.open_pool() as pool:
+        for _ in range(60):
+            await pool.delegate(REQ)
+        now = world.sim.elapsed()
+        world.sim.add_fault(FaultRule(kind="ramp", retry_after=3, start=now + 0.5, end=now + 3.5))
+        deadline = time.time() + 20
+        first, second = await asyncio.gather(
+            pool.delegate(REQ.model_copy(update={"deadline": deadline})),
+            pool.delegate(REQ.model_copy(update={"deadline": deadline})),
+            return_exceptions=True,
+        )
+    served = [r for r in (first, second) if not isinstance(r, BaseException)]
+    assert len(served) >= 1
+    assert world.sim.stats().total["rejected_ramp"] == 1

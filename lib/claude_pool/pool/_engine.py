@@ -100,6 +100,8 @@ class Pool(AsyncClosing):
         self.call_timeout = call_timeout
         # The queue bound of each organization's accounts (see QueueWatch).
         self._queues: dict[str, QueueWatch] = {}
+        # When a call of this pool last met a 429 on each bucket (see _wait_for_turn).
+        self._cooled_at: dict[str, float] = {}
         # Since when a store (capacity or breaker) has not answered; None while it answers.
         self._store_away_since: float | None = None
         # A running average of how long an answered call takes: a request does not wait for
@@ -146,7 +148,8 @@ class Pool(AsyncClosing):
         state = RequestState.of(request, self.config.selection.strategy, on_text)
         while len(state.attempts) < self.config.selection.max_attempts:
             async with await self._admit(state) as attempt:
-                await self._wait_for_turn(state.request, attempt)
+                if not await self._wait_for_turn(state.request, attempt):
+                    continue  # its account was put aside while it waited: its place is given back
                 end = await self._call(state, attempt)
             state.attempts.append(end.record)
             await self._notify("on_attempt", request, end.record)
@@ -227,20 +230,28 @@ class Pool(AsyncClosing):
             watch = self._queues[organization_id] = QueueWatch(self.config.admission)
         return watch
 
-    async def _wait_for_turn(self, request: DelegationRequest, attempt: Attempt) -> None:
-        """Sleep until the reservation's send time. A request that wakes too late for its call to
-        finish before its deadline (a slow loop, calls slower than when it was queued) gives its
-        place back unsent rather than spend it on a call cut at the deadline; so does a cancelled one."""
+    async def _wait_for_turn(self, request: DelegationRequest, attempt: Attempt) -> bool:
+        """Sleep until the reservation's send time; False when, meanwhile, a call of this pool met a
+        429 on the same bucket: its place was computed before upstream said to stop, and sending
+        it into the cooldown would only meet another 429 (the caller gives the place back unsent
+        and asks again). A request that wakes too late for its call to finish before its deadline
+        gives its place back unsent rather than spend it on a call cut at the deadline; so does a
+        cancelled one."""
         wait = attempt.reservation.wait_seconds
         if wait <= 0:
-            return
+            return True
+        queued_at = time.time()
         await asyncio.sleep(wait)
+        cooled = self._cooled_at.get(attempt.reservation.bucket_id)
+        if cooled is not None and cooled >= queued_at:
+            return False
         left = request.timeout_left()
         if left is not None and left <= self._typical_call_seconds:
             raise DeadlineExceeded(
                 f"the deadline is {max(left, 0):.2f}s away when its place in the queue of "
                 f"{attempt.account.name!r} came, less than a call takes; the place was given back"
             )
+        return True
 
     async def _candidates(
         self, request: DelegationRequest
@@ -441,6 +452,8 @@ class Pool(AsyncClosing):
     ) -> None:
         calibrate = self.config.capacity.calibrate_from_headers
         await attempt.settle(outcome, reply, keep_reserved=keep_reserved, calibrate=calibrate)
+        if outcome.cooldown_until is not None:
+            self._cooled_at[attempt.reservation.bucket_id] = time.time()
         if outcome.account_status is not None:
             await self._set_account_status(attempt.account, outcome)
 
