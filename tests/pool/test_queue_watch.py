@@ -1,48 +1,65 @@
-"""The adaptive queue bound (``QueueWatch``): a burst is absorbed, a standing queue is shed."""
+"""The adaptive queue bound (``QueueWatch``): a burst is absorbed, a queue that stands is shed."""
 
 from __future__ import annotations
 
 from claude_pool.core.config import AdmissionConfig
 from claude_pool.pool._admission import QueueWatch
 
-CONFIG = AdmissionConfig(max_queue_seconds=20, target_queue_seconds=0.1, standing_after_seconds=5)
+CONFIG = AdmissionConfig(max_queue_seconds=20, target_queue_seconds=0.1, standing_after_seconds=10)
+
+
+def _feed(watch: QueueWatch, samples: list[tuple[float, float]]) -> None:
+    for now, wait in samples:
+        watch.observe(now, wait)
 
 
 def test_a_young_queue_is_absorbed_up_to_the_maximum() -> None:
     watch = QueueWatch(CONFIG)
-    assert watch.bound(0.0) == 20
-    watch.queued(0.0)
-    assert watch.bound(4.9) == 20
+    _feed(watch, [(t, t * 0.5) for t in range(10)])  # growing, but for less than a window
+    assert watch.bound(9.9) == 20
 
 
-def test_a_queue_that_stood_for_the_interval_is_shed_to_the_target_until_it_empties() -> None:
+def test_a_queue_that_grew_for_a_whole_window_is_shed_to_the_target_until_it_empties() -> None:
     watch = QueueWatch(CONFIG)
-    watch.queued(0.0)
-    for t in (5.0, 6.0, 30.0):  # more queued or refused requests do not restart the clock
-        watch.queued(t)
-        assert watch.bound(t) == 0.1
-    watch.admitted_at_once(31.0)
-    assert watch.bound(31.0) == 20
+    _feed(watch, [(t, 1 + t * 0.5) for t in range(12)])  # sustained overload: it only grows
+    assert watch.bound(12.0) == 0.1
+    _feed(watch, [(t, 0.1) for t in range(12, 40)])  # the queue held at the target
+    assert watch.bound(40.0) == 0.1
+    watch.observe(41.0, 0.0)  # someone served at once: the overload is over
+    assert watch.bound(41.0) == 20
+
+
+def test_a_queue_that_stands_flat_at_its_longest_is_shed_too() -> None:
+    watch = QueueWatch(CONFIG)
+    _feed(watch, [(t, 15.0) for t in range(12)])
+    assert watch.bound(12.0) == 0.1
+
+
+def test_a_draining_queue_keeps_the_generous_bound() -> None:
+    """A burst, then a lull: the queue it left shrinks, and the lull's requests may join it."""
+    watch = QueueWatch(CONFIG)
+    _feed(watch, [(t, 2.0 * t) for t in range(6)])  # a 5 s burst builds a 10 s queue
+    _feed(watch, [(t, 10.0 - (t - 5)) for t in range(6, 15)])  # then it drains
+    assert watch.bound(15.0) == 20
 
 
 def test_a_queue_that_stands_again_soon_after_is_tight_at_once() -> None:
     watch = QueueWatch(CONFIG)
-    watch.queued(0.0)
-    watch.admitted_at_once(10.0)  # one lucky request found capacity while the overload went on
-    watch.queued(10.5)
-    assert watch.bound(10.5) == 0.1
+    _feed(watch, [(t, 1 + t) for t in range(12)])
+    watch.observe(20.0, 0.0)  # one lucky request while the overload went on
+    watch.observe(20.5, 3.0)
+    assert watch.bound(20.5) == 0.1
 
 
 def test_a_queue_that_stands_again_long_after_is_a_new_burst() -> None:
     watch = QueueWatch(CONFIG)
-    watch.queued(0.0)
-    watch.admitted_at_once(10.0)
-    watch.queued(16.0)
-    assert watch.bound(16.0) == 20
+    _feed(watch, [(t, 1 + t) for t in range(12)])
+    watch.observe(20.0, 0.0)
+    watch.observe(31.0, 3.0)
+    assert watch.bound(31.0) == 20
 
 
 def test_requests_served_at_once_never_tighten_the_bound() -> None:
     watch = QueueWatch(CONFIG)
-    for t in range(100):
-        watch.admitted_at_once(float(t))
+    _feed(watch, [(float(t), 0.0) for t in range(100)])
     assert watch.bound(100.0) == 20

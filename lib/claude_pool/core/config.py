@@ -88,15 +88,15 @@ class CapacityConfig(_Model):
 
 
 class AdmissionConfig(_Model):
-    """How long a request may be queued for capacity (see DESIGN 4.2 and the README's "Under
+    """How long a request may be queued for capacity (see DESIGN 4.3 and the README's "Under
     overload"): a queue is absorbed up to ``maxQueueSeconds`` (and the request's deadline) while it
-    is young; once it has stood for ``standingAfterSeconds`` it is shed down to
-    ``targetQueueSeconds`` until it empties, so that what is served is served soon and the rest is
-    refused at once, with the time to retry."""
+    is young or draining; once it has stood a whole ``standingAfterSeconds`` window without
+    draining it is shed down to ``targetQueueSeconds`` until it empties, so that what is served is
+    served soon and the rest is refused at once, with the time to retry."""
 
     max_queue_seconds: float = Field(default=30.0, ge=0)
     target_queue_seconds: float = Field(default=0.1, ge=0)
-    standing_after_seconds: float = Field(default=5.0, gt=0)
+    standing_after_seconds: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _target_within_max(self) -> AdmissionConfig:

@@ -38,42 +38,54 @@ class NoAccountNow:
 class QueueWatch:
     """The queue bound of one organization's accounts, adapted the way CoDel adapts its drops.
 
-    A young queue is a burst: it is absorbed up to ``max_queue_seconds``. A queue that has stood
-    for ``standing_after_seconds`` (no request admitted at once since) is sustained overload, where
-    waiting serves no more requests, only later: it is shed down to ``target_queue_seconds`` until a
-    request finds capacity at once again. Leaving the tight bound, a queue that stands again within
-    the same interval is tight at once (CoDel's memory of a recent dropping state), so that one lucky
-    request does not reopen the queue to its full length.
+    Each request reports the queue as it found it: the wait it was given, or would have needed
+    (0: served at once, the queue is empty). A queue is judged once per window of
+    ``standing_after_seconds``: one that has not emptied and is not draining (its length now is
+    still near the longest seen in the window) has stood, which is sustained overload, where
+    waiting serves no more requests, only later; it is then shed down to ``target_queue_seconds``
+    until a request is served at once again. A queue that drains (a burst passing) keeps the
+    generous bound, ``max_queue_seconds``, so that a burst is absorbed up to the deadlines. A queue
+    that stands again within one window of leaving the tight bound is tight at once (CoDel's memory
+    of a recent dropping state), so that one lucky request does not reopen it to its full length.
 
     Each worker watches on its own, but what it watches is global: the waits come from the shared
     store's one queue per bucket. Times are ``time.monotonic()`` seconds.
     """
 
+    # A queue within this share of its window's longest is not draining.
+    NOT_DRAINING = 0.9
+
     def __init__(self, config: AdmissionConfig) -> None:
         self.config = config
-        self._queued_since: float | None = None
+        self._tight = False
+        self._window: tuple[float, float] | None = None  # (start, longest wait seen)
         self._left_tight_at: float | None = None
-
-    def tight(self, now: float) -> bool:
-        since = self._queued_since
-        return since is not None and now - since >= self.config.standing_after_seconds
 
     def bound(self, now: float) -> float:
         config = self.config
-        return config.target_queue_seconds if self.tight(now) else config.max_queue_seconds
+        return config.target_queue_seconds if self._tight else config.max_queue_seconds
 
-    def admitted_at_once(self, now: float) -> None:
-        if self.tight(now):
-            self._left_tight_at = now
-        self._queued_since = None
-
-    def queued(self, now: float) -> None:
-        """A request was queued, or refused because the queue was too long."""
-        if self._queued_since is not None:
-            return
+    def observe(self, now: float, wait: float) -> None:
+        """A request found the queue ``wait`` seconds long (0: it was served at once)."""
         interval = self.config.standing_after_seconds
-        left = self._left_tight_at
-        self._queued_since = now - interval if left is not None and now - left < interval else now
+        if wait <= 0:
+            if self._tight:
+                self._left_tight_at = now
+            self._tight, self._window = False, None
+            return
+        if self._window is None:
+            left = self._left_tight_at
+            self._tight = self._tight or (left is not None and now - left < interval)
+            self._window = (now, wait)
+            return
+        start, longest = self._window
+        longest = max(longest, wait)
+        if self._tight or now - start < interval:
+            self._window = (start, longest)
+        elif wait >= self.NOT_DRAINING * longest:
+            self._tight = True  # it stood for a whole window without draining
+        else:
+            self._window = (now, wait)  # draining: judged again after another window
 
 
 class StoreOutage:

@@ -301,18 +301,16 @@ class Pool(AsyncClosing):
             sticky_ttl=self.config.selection.sticky_ttl_seconds,
             lease_ttl=self.config.capacity.lease_timeout_seconds,
             exclude=state.tried,
-            max_wait=self._max_wait(state.request),
+            max_wait=(max_wait := self._max_wait(state.request)),
         )
         reservation = selection.reservation
         watch = self._watch(state.request.organization_id)
         if reservation is None:
-            if any(r.until is not None for r in selection.refusals):
-                watch.queued(time.monotonic())
+            recovery = selection.earliest_recovery
+            if recovery is not None:  # the wait it would have needed: the queue it found
+                watch.observe(time.monotonic(), recovery - time.time() + max_wait)
             return NoAccountNow([*reasons, *refusal_reasons(selection.refusals, by_id)])
-        if reservation.wait_seconds > 0:
-            watch.queued(time.monotonic())
-        else:
-            watch.admitted_at_once(time.monotonic())
+        watch.observe(time.monotonic(), reservation.wait_seconds)
         account = by_id[reservation.account_id]
         permit = await self._permit(account, reservation)
         if not permit:
