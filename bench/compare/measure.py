@@ -10,16 +10,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.compare.processes import Child, receive, redirect_output, set_environment, start_child
+from bench.compare.processes import Child, proc_table, receive, redirect_output, set_environment, start_child
 
 __all__ = ["LIMIT_COUNTERS", "Sample", "SimProcess", "Snapshots", "serve_simulator", "tree_cpu_seconds"]
 
-_TICK = os.sysconf("SC_CLK_TCK")
 #: The simulator's counters of refusals by the organizations' limits (429 rate_limit_error).
 LIMIT_COUNTERS = ("rejected_rate_limit_requests", "rejected_rate_limit_input_tokens", "rejected_rate_limit_output_tokens")
 
@@ -120,24 +118,9 @@ class Snapshots:
             await self._task
 
 
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used by it, user + system), from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
-    return table
-
-
 def tree_cpu_seconds(pids: list[int]) -> float:
     """CPU seconds of these processes and all their descendants (Prefect's ephemeral server too)."""
-    table = _proc_table()
+    table = proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)

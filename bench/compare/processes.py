@@ -26,7 +26,9 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Child", "receive", "redirect_output", "run_to_end", "set_environment", "start_child", "warm_up"]
+_TICK = os.sysconf("SC_CLK_TCK")
+
+__all__ = ["Child", "proc_table", "receive", "redirect_output", "run_to_end", "set_environment", "start_child", "warm_up"]
 
 #: What every forked child should find already imported.
 _PRELOAD = [
@@ -167,9 +169,9 @@ class Child:
                 os.kill(pid, signal.SIGTERM)
 
 
-def _descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (children, theirs, ...), from /proc."""
-    children: dict[int, list[int]] = {}
+def proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used by it, user + system), from /proc."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -177,7 +179,16 @@ def _descendants(pid: int) -> list[int]:
             raw = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        children.setdefault(int(raw[raw.rfind(")") + 2 :].split()[1]), []).append(int(entry))
+        fields = raw[raw.rfind(")") + 2 :].split()
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+    return table
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _cpu) in proc_table().items():
+        children.setdefault(parent, []).append(child)
     found, stack = [], [pid]
     while stack:
         below = children.get(stack.pop(), [])

@@ -4,38 +4,17 @@ copy of it, once the required key is filled in, is a working environment."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from claude_pool.core.config import load_config
 from claude_pool.core.settings import ENVIRONMENT_VARIABLES, Settings
 from claude_pool.http.auth import ApiTokens
+from tests.plugins.environment import RecordingEnvironment
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
 # A variable read by name anywhere in the code: env.get("X"), os.environ.get("X"), os.environ["X"].
 DIRECT_READ = re.compile(r"""(?:\benv|\benviron)(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]*)["']""")
-
-
-class _Reads(Mapping[str, str]):
-    """An empty environment that remembers every name asked of it."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def __getitem__(self, name: str) -> str:
-        self.names.add(name)
-        raise KeyError(name)
-
-    def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
-        self.names.add(name)
-        return default
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 def _example() -> dict[str, str]:
@@ -49,7 +28,7 @@ def _example() -> dict[str, str]:
 
 
 def _read_by_the_code() -> set[str]:
-    reads = _Reads()
+    reads = RecordingEnvironment()
     Settings.from_env(reads)
     ApiTokens.from_env(reads)
     names = set(reads.names)

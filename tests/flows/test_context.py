@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-
 import pytest
 
 from claude_pool.core.settings import ENVIRONMENT_VARIABLES, Settings
 from claude_pool_tasks.context import runtime
-
-
-class _Reads(Mapping[str, str]):
-    """An empty environment that remembers every name asked of it."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def __getitem__(self, name: str) -> str:
-        self.names.add(name)
-        raise KeyError(name)
-
-    def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
-        self.names.add(name)
-        return default
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+from tests.plugins.environment import RecordingEnvironment
 
 
 def test_the_listed_variables_are_the_ones_settings_read() -> None:
-    reads = _Reads()
+    reads = RecordingEnvironment()
     Settings.from_env(reads)
     assert reads.names == set(ENVIRONMENT_VARIABLES)
 
