@@ -27,6 +27,10 @@ def prepare_prefect(settings: Settings, *, quiet: bool = False) -> None:
     Prefect server does not answer. Called before Prefect is imported (it reads its settings then)."""
     os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect gives its ephemeral server 20 s to start; a fresh PREFECT_HOME (its database built
+    # from scratch) took 25-30 s on a 2-core machine and the demo died with "Timed out while
+    # attempting to connect to ephemeral Prefect API server".
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if quiet:
         # The console shows the progress and the summary; each run's log stays in Prefect's API.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
