@@ -146,7 +146,7 @@ def test_404_unknown_model_and_path(anthropic_sim: RunningSimulator, client_for:
     client = client_for(anthropic_sim)
     assert _expect(anthropic_sim, client, anthropic.NotFoundError, 404, model="gpt-4o").type == "not_found_error"
     with pytest.raises(anthropic.NotFoundError) as info:
-        client.models.list()
+        client.messages.batches.list()  # a route the simulator does not serve
     assert info.value.request_id
 
 

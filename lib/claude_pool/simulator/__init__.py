@@ -14,15 +14,18 @@ from claude_pool.simulator.anthropic_server import AnthropicSimulator
 from claude_pool.simulator.buckets import OrgBuckets, TokenBucket
 from claude_pool.simulator.faults import FAULT_KINDS, FaultRule
 from claude_pool.simulator.harness import RunningSimulator, RunningSlackSimulator, simulator, slack_simulator
+from claude_pool.simulator.models_api import DEFAULT_MODELS
 from claude_pool.simulator.scenario import KeySpec, Latency, Limits, OrgSpec, OutputSpec, Scenario
 from claude_pool.simulator.slack_server import DEFAULT_SLACK_TOKEN, SlackConfig, SlackMessage, SlackSimulator
-from claude_pool.simulator.state import COUNTERS, SimulatorState, Stats
+from claude_pool.simulator.state import COUNTERS, REQUEST_LOG_SIZE, RequestRecord, SimulatorState, Stats
 from claude_pool.simulator.tokens import count_input_tokens, output_text
 
 __all__ = [
     "COUNTERS",
+    "DEFAULT_MODELS",
     "DEFAULT_SLACK_TOKEN",
     "FAULT_KINDS",
+    "REQUEST_LOG_SIZE",
     "AnthropicSimulator",
     "FaultRule",
     "KeySpec",
@@ -31,6 +34,7 @@ __all__ = [
     "OrgBuckets",
     "OrgSpec",
     "OutputSpec",
+    "RequestRecord",
     "RunningSimulator",
     "RunningSlackSimulator",
     "Scenario",

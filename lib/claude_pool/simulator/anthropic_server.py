@@ -1,4 +1,5 @@
-"""The Anthropic Messages API, served by aiohttp from a ``SimulatorState``.
+"""The Anthropic Messages API, served by aiohttp from a ``SimulatorState`` (the Models API is in
+``models_api``, tool calls in ``tool_use``, streams in ``streaming``).
 
 The hot path (authenticate, parse, admit, answer) stays free of awaits except for the body read and
 the configured latency, so each request's admission is atomic on the event loop.
@@ -13,11 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from claude_pool.simulator import wire
+from claude_pool.simulator import tool_use, wire
 from claude_pool.simulator.faults import FaultRule
+from claude_pool.simulator.models_api import DEFAULT_MODELS, ModelCatalogue
 from claude_pool.simulator.scenario import KeySpec
 from claude_pool.simulator.server import reset_connection
-from claude_pool.simulator.state import SimulatorState
+from claude_pool.simulator.state import RequestRecord, SimulatorState
 from claude_pool.simulator.tokens import count_input_tokens, output_text, output_tokens_for
 
 __all__ = ["ACCEPTED_VERSIONS", "AnthropicSimulator"]
@@ -63,14 +65,16 @@ class AnthropicSimulator:
         self.ids = wire.IdSource()
         sc = state.scenario
         self._models = frozenset(sc.models) if sc.models is not None else None
+        self.catalogue = ModelCatalogue(sc.models if sc.models is not None else DEFAULT_MODELS)
 
     def app(self) -> web.Application:
         # Import here: the control and admin routes are not on the hot path and import this module.
-        from claude_pool.simulator import admin_api, control
+        from claude_pool.simulator import admin_api, control, models_api
 
         app = web.Application(client_max_size=self.state.scenario.max_body_bytes + 1)
         app.router.add_post("/v1/messages", self._after_prelude(self.messages))
         app.router.add_post("/v1/messages/count_tokens", self._after_prelude(self.count_tokens))
+        models_api.add_routes(app, self)
         admin_api.add_routes(app, self)
         control.add_anthropic_routes(app, self)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
@@ -141,14 +145,40 @@ class AnthropicSimulator:
         return route
 
     async def _prelude(self, request: web.Request, rid: str) -> tuple[KeySpec, bytes, Any] | web.Response:
-        """Authentication, version, size and JSON: what every POST under /v1/messages shares."""
+        """Authentication, version, size and JSON: what every POST under /v1/messages shares. A request
+        that passes is recorded in its key's request log."""
         key = self.authenticate(request)
         if key is None:
             self.state.unauthenticated += 1
             return wire.error_response(401, "authentication_error", "invalid x-api-key", rid)
-        counters = self.state.counters[key.name]
-        counters["received"] += 1
+        self.state.counters[key.name]["received"] += 1
         self.state.last_received[key.name] = self.state.now()
+        refused = self._check_key(request, key, rid)
+        if refused is not None:
+            return refused
+        parsed = await self._read_json(request, key, rid)
+        if isinstance(parsed, web.Response):
+            return parsed
+        self._log(request, key, rid, parsed[1])
+        return key, parsed[0], parsed[1]
+
+    def admit_models_call(self, request: web.Request, rid: str) -> KeySpec | web.Response:
+        """The key of a Models API call, or the refusal to answer: the checks of :meth:`_prelude`,
+        counted under ``models`` rather than ``received``."""
+        key = self.authenticate(request)
+        if key is None:
+            self.state.unauthenticated += 1
+            return wire.error_response(401, "authentication_error", "invalid x-api-key", rid)
+        self.state.counters[key.name]["models"] += 1
+        refused = self._check_key(request, key, rid)
+        if refused is not None:
+            return refused
+        self._log(request, key, rid, None)
+        return key
+
+    def _check_key(self, request: web.Request, key: KeySpec, rid: str) -> web.Response | None:
+        """A revoked key or an unknown ``anthropic-version`` is refused, whatever the route."""
+        counters = self.state.counters[key.name]
         revoked = self.state.revoked.get(key.key)
         if revoked is not None:
             counters["rejected_auth"] += 1
@@ -159,10 +189,22 @@ class AnthropicSimulator:
             return self._error(
                 key, rid, 400, "invalid_request_error", f"anthropic-version: unknown version {version!r}"
             )
-        parsed = await self._read_json(request, key, rid)
-        if isinstance(parsed, web.Response):
-            return parsed
-        return key, parsed[0], parsed[1]
+        return None
+
+    def _log(self, request: web.Request, key: KeySpec, rid: str, body: Any) -> None:
+        # One tuple appended to a bounded deque: the hot path pays O(1) for the log.
+        headers = request.headers
+        self.state.request_log[key.name].append(
+            RequestRecord(
+                rid,
+                request.method,
+                request.path,
+                request.query_string,
+                headers.get("anthropic-version"),
+                headers.get("anthropic-beta"),
+                body,
+            )
+        )
 
     def _revoked(self, key: KeySpec, rid: str, status: int) -> web.Response:
         if status == 403:
@@ -183,6 +225,9 @@ class AnthropicSimulator:
         st = self.state
         counters = st.counters[key.name]
         problem = _validate(body)
+        tool = None
+        if problem is None and ("tool_choice" in body or "tools" in body):
+            tool, problem = tool_use.forced_tool(body)
         if problem is not None:
             counters["rejected_invalid"] += 1
             return self._error(key, rid, 400, "invalid_request_error", problem)
@@ -201,24 +246,23 @@ class AnthropicSimulator:
             return self._spend_cap(key, rid)
         input_tokens = count_input_tokens(body)
         max_tokens: int = body["max_tokens"]
-        buckets = st.buckets[key.org]
-        refused = buckets.try_admit(input_tokens, max_tokens, now)
+        refused = st.buckets[key.org].try_admit(input_tokens, max_tokens, now)
         if refused is not None:
-            counters["rejected_rate_limit_" + refused] += 1
-            limit = getattr(st.orgs[key.org].limits, _LIMIT_OF[refused])
-            retry = buckets.retry_after(input_tokens, max_tokens, now)
-            return self._error(
-                key,
-                rid,
-                429,
-                "rate_limit_error",
-                f"This request would exceed your organization's ({key.org}) rate limit of {limit} "
-                f"{_METRIC_LABEL[refused]} per minute. For details, refer to: "
-                "https://docs.claude.com/en/api/rate-limits.",
-                headers={"retry-after": str(retry)},
+            return self._rate_limited(key, rid, refused, input_tokens, max_tokens, now)
+        call = None if tool is None else tool_use.plan_tool_call(tool, self.ids.tool_use_id())
+        out = self._output_tokens(raw, max_tokens) if call is None else min(call.tokens, max_tokens)
+        counters["served"] += 1
+        if streaming:
+            from claude_pool.simulator.streaming import stream_reply
+
+            return await stream_reply(
+                self, request, key, rid, model, input_tokens, max_tokens, out, fault, call
             )
-        sc = st.scenario
-        out = output_tokens_for(
+        return await self._reply(key, rid, model, input_tokens, max_tokens, out, call)
+
+    def _output_tokens(self, raw: bytes, max_tokens: int) -> int:
+        sc = self.state.scenario
+        return output_tokens_for(
             raw,
             max_tokens,
             seed=sc.seed,
@@ -226,15 +270,34 @@ class AnthropicSimulator:
             fraction=sc.output.fraction,
             tokens=sc.output.tokens,
         )
-        counters["served"] += 1
-        if streaming:
-            from claude_pool.simulator.streaming import stream_reply
 
-            return await stream_reply(self, request, key, rid, model, input_tokens, max_tokens, out, fault)
-        return await self._reply(key, rid, model, input_tokens, max_tokens, out)
+    def _rate_limited(
+        self, key: KeySpec, rid: str, refused: str, input_tokens: int, max_tokens: int, now: float
+    ) -> web.Response:
+        st = self.state
+        st.counters[key.name]["rejected_rate_limit_" + refused] += 1
+        limit = getattr(st.orgs[key.org].limits, _LIMIT_OF[refused])
+        retry = st.buckets[key.org].retry_after(input_tokens, max_tokens, now)
+        return self._error(
+            key,
+            rid,
+            429,
+            "rate_limit_error",
+            f"This request would exceed your organization's ({key.org}) rate limit of {limit} "
+            f"{_METRIC_LABEL[refused]} per minute. For details, refer to: "
+            "https://docs.claude.com/en/api/rate-limits.",
+            headers={"retry-after": str(retry)},
+        )
 
     async def _reply(
-        self, key: KeySpec, rid: str, model: str, input_tokens: int, max_tokens: int, out: int
+        self,
+        key: KeySpec,
+        rid: str,
+        model: str,
+        input_tokens: int,
+        max_tokens: int,
+        out: int,
+        call: tool_use.ToolCall | None,
     ) -> web.Response:
         st = self.state
         latency = st.scenario.latency
@@ -244,8 +307,9 @@ class AnthropicSimulator:
         now = st.now()
         st.buckets[key.org].refund_output(max_tokens - out, now)
         st.record_served(key, input_tokens, out, now)
-        stop = "max_tokens" if out == max_tokens else "end_turn"
-        body = wire.message_body(self.ids.message_id(), model, output_text(out), input_tokens, out, stop)
+        stop = tool_use.stop_reason(out, max_tokens, call)
+        content = [{"type": "text", "text": output_text(out)}] if call is None else [call.block()]
+        body = wire.message_body(self.ids.message_id(), model, content, input_tokens, out, stop)
         return web.Response(body=body, content_type="application/json", headers=self._headers(key, rid, now))
 
     def _spend_cap(self, key: KeySpec, rid: str) -> web.Response:
@@ -321,6 +385,12 @@ class AnthropicSimulator:
         ):
             self.state.counters[key.name]["rejected_invalid"] += 1
             return self._error(key, rid, 400, "invalid_request_error", "model and messages are required")
+        if "tool_choice" in body or "tools" in body:
+            # Tools and tool_choice are checked as for a message; the count is of the messages' text.
+            problem = tool_use.forced_tool(body)[1]
+            if problem is not None:
+                self.state.counters[key.name]["rejected_invalid"] += 1
+                return self._error(key, rid, 400, "invalid_request_error", problem)
         st = self.state
         fault = st.faults.pick(key.name, key.key, key.org, st.now() - st.started_mono, streaming=False)
         if fault is not None and fault.kind == "revoke":

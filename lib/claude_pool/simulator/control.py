@@ -9,6 +9,8 @@ Anthropic simulator:
     POST /_sim/faults    {faults: [...], mode?: "replace"|"append", revoke?: {key, status?}, restore?: key}
     POST /_sim/revoke    {key, status?: 401|403}
     POST /_sim/limits    {org, rpm, itpm, otpm}
+    GET  /_sim/requests?key=NAME           {"key": name, "requests": [...]}: the key's last requests,
+                                           oldest first (see ``state.RequestRecord.to_dict``)
 Slack simulator: see ``slack_server``.
 """
 
@@ -119,3 +121,12 @@ def add_anthropic_routes(app: web.Application, sim: AnthropicSimulator) -> None:
         "limits": set_limits,
     }
     add_control_routes(app, reads=reads, actions=actions)
+
+    async def requests(request: web.Request) -> web.Response:
+        try:
+            key = st.resolve_key(request.query["key"])
+        except KeyError as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"key": key.name, "requests": st.requests_of(key.name)})
+
+    app.router.add_get("/_sim/requests", requests)

@@ -88,6 +88,16 @@ class RunningSimulator(_Running):
     def reset(self, *, counters: bool = True, buckets: bool = True) -> None:
         self._server.call(self.state.reset, counters=counters, buckets=buckets)
 
+    def requests(self, ref: str) -> list[dict[str, Any]]:
+        """The last requests (at most ``REQUEST_LOG_SIZE``) the key ``ref`` (name or secret) made
+        that were authenticated and parsed, oldest first: ``{request_id, method, path, query,
+        headers: {anthropic-version, anthropic-beta}, body}``, ``body`` the parsed JSON (None for a GET)."""
+        return self._server.call(self.state.requests_of, ref)
+
+    def last_request(self, ref: str) -> dict[str, Any]:
+        """The latest of :meth:`requests`; IndexError when the key made none."""
+        return self.requests(ref)[-1]
+
     # ---- steering ----------------------------------------------------------------------------
 
     def revoke(self, ref: str, *, status: int = 401) -> None:

@@ -125,7 +125,8 @@ class Scenario:
     latency: Latency = field(default_factory=Latency)
     output: OutputSpec = field(default_factory=OutputSpec)
     faults: tuple[FaultRule, ...] = ()
-    #: None accepts any ``claude-*`` model; otherwise only these (others get 404 not_found_error).
+    #: None accepts any ``claude-*`` model and lists ``models_api.DEFAULT_MODELS`` on ``/v1/models``;
+    #: otherwise only these, and it lists them (others get 404 not_found_error).
     models: tuple[str, ...] | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     #: Token ``remaining`` headers are rounded down to a multiple of this (1 = exact values).

@@ -7,24 +7,28 @@ which hands calls to that loop. That keeps every request's admission atomic with
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from claude_pool.simulator.buckets import OrgBuckets
 from claude_pool.simulator.faults import FaultBook, FaultRule
 from claude_pool.simulator.scenario import KeySpec, Limits, OrgSpec, Scenario, derive_admin_key
 
-__all__ = ["COUNTERS", "SimulatorState", "Stats"]
+__all__ = ["COUNTERS", "REQUEST_LOG_SIZE", "RequestRecord", "SimulatorState", "Stats"]
+
+#: Requests remembered per key by the request log, newest last; older ones are dropped.
+REQUEST_LOG_SIZE = 100
 
 #: Every counter kept per key; an organization's counts are the sums over its keys.
 COUNTERS = (
-    "received",  # every request that named a known key, whatever happened next
+    "received",  # every request under /v1/messages that named a known key, whatever happened next
     "served",  # 2xx answers (a stream that later failed with an error event still counts here)
     "input_tokens",  # input tokens of served requests
     "output_tokens",  # output tokens actually produced
     "count_tokens",  # count_tokens calls (not rate limited here)
+    "models",  # Models API calls, list or retrieve, whatever their answer (not rate limited, not received)
     "rejected_rate_limit_requests",  # 429 rate_limit_error, RPM bucket lacked room
     "rejected_rate_limit_input_tokens",  # ... ITPM
     "rejected_rate_limit_output_tokens",  # ... OTPM
@@ -41,6 +45,28 @@ COUNTERS = (
     "fault_timeout",
     "fault_stream_error",
 )
+
+
+class RequestRecord(NamedTuple):
+    """What one request brought, as the log keeps it: a tuple, so that recording costs one append."""
+
+    request_id: str
+    method: str
+    path: str
+    query: str
+    anthropic_version: str | None
+    anthropic_beta: str | None
+    body: Any  # the parsed JSON body; None for a GET
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": {"anthropic-version": self.anthropic_version, "anthropic-beta": self.anthropic_beta},
+            "body": self.body,
+        }
 
 
 @dataclass
@@ -108,6 +134,10 @@ class SimulatorState:
         }
         self.counters: dict[str, Counter[str]] = {k.name: Counter() for k in scenario.keys}
         self.last_received: dict[str, float] = {}  # key name -> monotonic time of its last request
+        # key name -> the last requests it made that were authenticated and parsed, for pass-through checks.
+        self.request_log: dict[str, deque[RequestRecord]] = {
+            k.name: deque(maxlen=REQUEST_LOG_SIZE) for k in scenario.keys
+        }
         self.unauthenticated = 0
         self.revoked: dict[str, int] = {}  # secret -> 401 or 403
         self.faults = FaultBook(scenario.faults, seed=scenario.seed)
@@ -186,6 +216,7 @@ class SimulatorState:
             raise ValueError(f"key {key.name!r} already exists")
         self.keys[key.key] = key
         self.counters[key.name] = Counter()
+        self.request_log[key.name] = deque(maxlen=REQUEST_LOG_SIZE)
         return key
 
     def set_limits(self, org_id: str, limits: Limits) -> None:
@@ -193,16 +224,23 @@ class SimulatorState:
         self.buckets[org_id].set_limits(limits, self.now())
 
     def reset(self, *, counters: bool = True, buckets: bool = True) -> None:
-        """Forget counts and usage, and/or refill every bucket; keys, revocations and faults stay."""
+        """Forget counts, usage and the request log, and/or refill every bucket; keys, revocations and
+        faults stay."""
         now = self.now()
         if counters:
             self.counters = {name: Counter() for name in self.counters}
+            for log in self.request_log.values():
+                log.clear()
             self.last_received.clear()
             self.unauthenticated = 0
             self.served_tokens.clear()
             self.usage.clear()
         if buckets:
             self.buckets = {o.id: OrgBuckets(o.limits, now) for o in self.orgs.values()}
+
+    def requests_of(self, ref: str) -> list[dict[str, Any]]:
+        """The request log of one key (by name or secret), oldest first."""
+        return [record.to_dict() for record in self.request_log[self.resolve_key(ref).name]]
 
     def stats(self) -> Stats:
         keys = {name: {n: c[n] for n in COUNTERS} for name, c in self.counters.items()}

@@ -11,6 +11,7 @@ from claude_pool.simulator import wire
 from claude_pool.simulator.faults import FaultRule
 from claude_pool.simulator.scenario import KeySpec
 from claude_pool.simulator.tokens import output_text
+from claude_pool.simulator.tool_use import ToolCall, stop_reason
 
 if TYPE_CHECKING:
     from claude_pool.simulator.anthropic_server import AnthropicSimulator
@@ -28,9 +29,11 @@ async def stream_reply(
     max_tokens: int,
     out: int,
     fault: FaultRule | None,
+    call: ToolCall | None = None,
 ) -> web.StreamResponse:
-    """Stream ``out`` tokens. With a ``stream_error`` fault, stop after ``after_tokens`` with an
-    ``error`` event. Output is charged for what was actually sent, whatever happens."""
+    """Stream ``out`` tokens: text, or ``call``'s input as ``input_json_delta`` pieces. With a
+    ``stream_error`` fault, stop after ``after_tokens`` with an ``error`` event. Output is charged
+    for what was actually sent, whatever happens."""
     st = sim.state
     headers = sim._headers(key, rid, st.now())
     headers["Content-Type"] = "text/event-stream; charset=utf-8"
@@ -42,16 +45,20 @@ async def stream_reply(
     chunk = max(1, st.scenario.stream_chunk_tokens)
     stop_at = min(out, fault.after_tokens) if fault is not None else out
     sent = 0
-    text = output_text(out)
+    # A tool call cut short by max_tokens sends the start of its JSON only, as upstream does.
+    text, delta = (
+        (output_text(out), wire.text_delta) if call is None else (call.input_json, wire.input_json_delta)
+    )
     try:
         await response.prepare(request)
         if latency.ttft_ms:
             await asyncio.sleep(latency.ttft_ms / 1000)
         # Unpaced streams go out in one write: the client cannot tell, and it is many times cheaper.
-        parts = [wire.stream_events(sim.ids.message_id(), model, input_tokens)]
+        start = None if call is None else call.start_block()
+        parts = [wire.stream_events(sim.ids.message_id(), model, input_tokens, start)]
         while sent < stop_at:
             n = min(chunk, stop_at - sent)
-            parts.append(wire.text_delta(text[4 * sent : 4 * (sent + n)]))
+            parts.append(delta(text[4 * sent : 4 * (sent + n)]))
             sent += n
             if paced:
                 await response.write(b"".join(parts))
@@ -62,8 +69,7 @@ async def stream_reply(
             st.counters[key.name]["fault_stream_error"] += 1
             parts.append(wire.stream_error(rid))
         else:
-            stop = "max_tokens" if out == max_tokens else "end_turn"
-            parts.append(wire.stream_end(input_tokens, out, stop))
+            parts.append(wire.stream_end(input_tokens, out, stop_reason(out, max_tokens, call)))
         await response.write(b"".join(parts))
         await response.write_eof()
     finally:

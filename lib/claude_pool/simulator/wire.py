@@ -16,6 +16,7 @@ from claude_pool.simulator.buckets import OrgBuckets, TokenBucket
 __all__ = [
     "IdSource",
     "error_response",
+    "input_json_delta",
     "message_body",
     "ratelimit_headers",
     "rfc3339",
@@ -42,6 +43,9 @@ class IdSource:
 
     def message_id(self) -> str:
         return f"msg_01{self._prefix}{next(self._seq):012d}"
+
+    def tool_use_id(self) -> str:
+        return f"toolu_01{self._prefix}{next(self._seq):012d}"
 
 
 @lru_cache(maxsize=4096)
@@ -110,7 +114,7 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
 
 
 def message_body(
-    msg_id: str, model: str, text: str, input_tokens: int, output_tokens: int, stop: str
+    msg_id: str, model: str, content: list[dict[str, Any]], input_tokens: int, output_tokens: int, stop: str
 ) -> bytes:
     return _dumps(
         {
@@ -118,7 +122,7 @@ def message_body(
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": text}],
+            "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
             "usage": _usage(input_tokens, output_tokens),
@@ -130,8 +134,14 @@ def sse_event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + _dumps(data).encode() + b"\n\n"
 
 
-def stream_events(msg_id: str, model: str, input_tokens: int) -> bytes:
-    """The opening of a stream: message_start, content_block_start and a ping, as upstream sends."""
+_TEXT_START: dict[str, Any] = {"type": "text", "text": ""}
+
+
+def stream_events(
+    msg_id: str, model: str, input_tokens: int, block_start: dict[str, Any] | None = None
+) -> bytes:
+    """The opening of a stream: message_start, content_block_start (of ``block_start``, a text block
+    unless told) and a ping, as upstream sends."""
     start = {
         "type": "message_start",
         "message": {
@@ -149,7 +159,7 @@ def stream_events(msg_id: str, model: str, input_tokens: int) -> bytes:
         sse_event("message_start", start)
         + sse_event(
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_start", "index": 0, "content_block": block_start or _TEXT_START},
         )
         + sse_event("ping", {"type": "ping"})
     )
@@ -159,6 +169,18 @@ def text_delta(text: str) -> bytes:
     return sse_event(
         "content_block_delta",
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+    )
+
+
+def input_json_delta(partial_json: str) -> bytes:
+    """A piece of a tool_use block's input, as JSON text that only parses once all pieces are joined."""
+    return sse_event(
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": partial_json},
+        },
     )
 
 
