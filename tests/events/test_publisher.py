@@ -10,7 +10,9 @@ kept for that audience, up to a closing marker published after everything under 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -18,7 +20,7 @@ import pytest
 
 from claude_pool.core.config import PoolConfig
 from claude_pool.core.errors import CallerRequestError, ClaudePoolError
-from claude_pool.events import Event, EventPublisher, InProcessEventBus
+from claude_pool.events import Event, EventPublisher, InProcessEventBus, execution_scope
 from claude_pool.pool import Pool
 from claude_pool.pool.directory import AccountDirectory
 from claude_pool.pool.models import DelegationRequest
@@ -111,6 +113,35 @@ async def test_a_delegation_is_selected_then_succeeded_for_its_organization_only
     assert seen_b == []  # tenant-b is shown nothing of tenant-a's delegation
     assert [e.id for e in seen_admin] == [e.id for e in seen_a]  # an admin sees every organization
     published.assert_no_key_in(seen_admin)
+
+
+async def test_events_about_an_execution_name_the_execution_they_belong_to(
+    make_pool: Callable[..., tuple[Pool, Published]],
+) -> None:
+    pool, published = make_pool()
+    async with pool:
+
+        async def recorded(execution_id: str, request: DelegationRequest) -> None:
+            # As a front end that records its delegations runs them (http/execute.py).
+            with execution_scope(execution_id), contextlib.suppress(ClaudePoolError):
+                await pool.delegate(request)
+
+        # Two at once: each task has its own scope, neither sees the other's id.
+        await asyncio.gather(
+            recorded("exec-ok", DelegationRequest(organization_id=A, message="hello")),
+            recorded("exec-bad", DelegationRequest(organization_id=A, message="hello", model="gpt-4")),
+        )
+        await pool.delegate(DelegationRequest(organization_id=A, message="unrecorded"))
+    await published.close()
+    seen = await published.seen_by([A])
+
+    def ids(kind: str) -> Counter[str | None]:
+        return Counter(e.data["execution_id"] for e in _of(seen, kind))
+
+    # The unrecorded delegation's events name none.
+    assert ids("account.selected") == Counter({"exec-ok": 1, "exec-bad": 1, None: 1})
+    assert ids("execution.succeeded") == Counter({"exec-ok": 1, None: 1})
+    assert ids("execution.failed") == Counter({"exec-bad": 1})
 
 
 async def test_a_revoked_key_is_an_account_status_for_its_organization(

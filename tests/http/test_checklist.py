@@ -40,9 +40,11 @@ def test_manual_checklist(api: ApiServer) -> None:
         assert result["attempts"] >= 1 and result["latencyMs"] > 0
 
         selected = stream.wait_for(lambda e: e["event"] == "account.selected")
-        assert selected["data"]["organization_id"] == ORG_A
+        assert selected["data"]["organizationId"] == ORG_A
+        assert selected["data"]["data"]["executionId"] == result["executionId"]
         done = stream.wait_for(lambda e: e["event"] == "execution.succeeded")
-        assert done["id"] and done["data"]["data"]["account_id"] == result["accountId"]
+        assert done["id"] and done["data"]["data"]["accountId"] == result["accountId"]
+        assert done["data"]["data"]["executionId"] == result["executionId"]
 
     # The stored execution, as the API shows it.
     fetched = admin.get(f"/api/orchestrator/executions/{result['executionId']}")
@@ -75,12 +77,13 @@ def test_account_lifecycle(api: ApiServer) -> None:
     account = api.register(admin, ORG_A, api.sim.keys[1].key, "lifecycle", requestsPerMinute=100)
     url = f"/api/v1/admin/claude-accounts/{account['id']}"
     assert account["limits"]["requestsPerMinute"] == 100
+    assert account["limitOverrides"] == {"requestsPerMinute": 100}
 
     listed = admin.get("/api/v1/admin/claude-accounts", params={"organizationId": ORG_A}).json()
     assert account["id"] in {a["id"] for a in listed}
     patched = admin.patch(url, json={"weight": 5, "requestsPerMinute": None})
     assert patched.status_code == 200 and patched.json()["weight"] == 5
-    assert "requests_per_minute" not in patched.json()["limitOverrides"]
+    assert "requestsPerMinute" not in patched.json()["limitOverrides"]
     assert admin.post(f"{url}/disable").json()["status"] == "disabled"
     assert (
         admin.get("/api/v1/admin/claude-accounts", params={"status": "disabled"}).json()[0]["id"]

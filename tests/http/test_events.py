@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from claude_pool.events.bus import Event
+from claude_pool.quota.rules import alert_event
+from claude_pool.storage import QuotaAlert
 from tests.http.harness import ORG_A, ORG_B, ApiServer, SseReader, serve_api
+from tests.http.test_api_conventions import snake_members
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,7 @@ def _execute(api: ApiServer, org: str, n: int) -> None:
 
 
 END = "test.end"
+EXECUTE = "/api/orchestrator/execute"
 
 
 def _read_to_the_end(api: ApiServer, *streams: SseReader) -> None:
@@ -62,13 +66,46 @@ def test_a_client_of_organization_a_never_sees_organization_b(two_orgs: ApiServe
         # one bus delivers in order, so anything of B that A's stream were to show would be there.
         _read_to_the_end(api, stream_a, stream_b, stream_all)
         stream_a.wait_for_comment(": ping")  # heartbeats while idle
-    a_orgs = {e["data"]["organization_id"] for e in stream_a.events}
-    b_orgs = {e["data"]["organization_id"] for e in stream_b.events}
-    all_orgs = {e["data"]["organization_id"] for e in stream_all.events}
+    a_orgs = {e["data"]["organizationId"] for e in stream_a.events}
+    b_orgs = {e["data"]["organizationId"] for e in stream_b.events}
+    all_orgs = {e["data"]["organizationId"] for e in stream_all.events}
     assert a_orgs == {ORG_A} and b_orgs == {ORG_B} and all_orgs == {ORG_A, ORG_B, None}
     kinds = {e["event"] for e in stream_a.events}
     assert {"account.selected", "execution.succeeded", "quota.alert"} <= kinds
     assert len([e for e in stream_a.events if e["event"] == "execution.succeeded"]) == 3
+
+
+def test_events_are_camel_case_and_name_the_execution_they_are_about(two_orgs: ApiServer) -> None:
+    api = two_orgs
+    admin = api.client("admin")
+    with SseReader(api.base_url, api.tokens["a"]) as stream:
+        served = admin.post(EXECUTE, json={"message": "hi", "organizationId": ORG_A, "userId": "u-5"})
+        assert served.status_code == 200, served.text
+        refused = admin.post(EXECUTE, json={"message": "hi", "organizationId": ORG_A, "model": "gpt-4"})
+        assert refused.status_code == 404, refused.text  # the simulator knows no such model
+        account_id = served.json()["accountId"]
+        alert = QuotaAlert(
+            id=7, account_id=account_id, organization_id=ORG_A, metric="requests_per_minute",
+            threshold=0.8, window="2026-12-03T10:00", observed=810, limit=1000, fraction=0.81,
+        )  # fmt: skip
+        api.publish(alert_event(alert, "events-a"))  # as a quota sweep publishes it
+        _read_to_the_end(api, stream)
+    served_id, refused_id = served.json()["executionId"], refused.json()["error"]["executionId"]
+
+    assert {e["id"]: snake_members(e["data"]) for e in stream.events} == {e["id"]: [] for e in stream.events}
+    by_type: dict[str, list[dict[str, object]]] = {}
+    for event in stream.events:
+        assert event["data"]["type"] == event["event"] and event["data"]["id"] == event["id"]
+        by_type.setdefault(event["event"], []).append(event["data"]["data"])
+    selections = {d["executionId"] for d in by_type["account.selected"]}
+    assert {served_id, refused_id} <= selections
+    succeeded = [d for d in by_type["execution.succeeded"] if d["executionId"] == served_id]
+    assert len(succeeded) == 1 and succeeded[0]["accountId"] == account_id
+    assert succeeded[0]["userId"] == "u-5" and succeeded[0]["inputTokens"] > 0
+    failed = [d for d in by_type["execution.failed"] if d["executionId"] == refused_id]
+    assert len(failed) == 1 and failed[0]["errorType"] == "CallerRequestError"
+    (quota,) = by_type["quota.alert"]
+    assert quota["alertId"] == 7 and quota["accountName"] == "events-a" and quota["fraction"] == 0.81
 
 
 def test_narrowing_to_one_organization(two_orgs: ApiServer) -> None:
@@ -79,8 +116,8 @@ def test_narrowing_to_one_organization(two_orgs: ApiServer) -> None:
         api.publish(Event("quota.alert", ORG_A, {}))
         api.publish(Event("quota.alert", ORG_B, {}))
         # A's event was published first: had the stream let it through, it would be there by now.
-        stream.wait_for(lambda e: e["data"]["organization_id"] == ORG_B)
-    assert {e["data"]["organization_id"] for e in stream.events} == {ORG_B}
+        stream.wait_for(lambda e: e["data"]["organizationId"] == ORG_B)
+    assert {e["data"]["organizationId"] for e in stream.events} == {ORG_B}
 
 
 def test_last_event_id_resumes(two_orgs: ApiServer) -> None:
@@ -95,7 +132,7 @@ def test_last_event_id_resumes(two_orgs: ApiServer) -> None:
         resumed = again.wait_for(lambda e: e["data"]["data"].get("n") == 2)
         _read_to_the_end(api, again)  # B's n=3, kept in between, would have come before the marker
     assert int(resumed["id"]) > int(seen["id"])
-    assert all(e["data"]["organization_id"] == ORG_A for e in again.events)
+    assert all(e["data"]["organizationId"] == ORG_A for e in again.events)
 
 
 def _raw_stream(port: int, token: str) -> socket.socket:

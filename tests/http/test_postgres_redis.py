@@ -64,7 +64,7 @@ class TestOnPostgresAndRedis:
             elsewhere = _publish_elsewhere(redis_url, redis_prefix, Event("quota.alert", ORG_A, {"n": 1}))
             seen = stream.wait_for(lambda e: e["event"] == "quota.alert")
             assert seen["id"] == elsewhere.id and seen["data"]["data"] == {"n": 1}
-        assert {e["data"]["organization_id"] for e in stream.events} == {ORG_A}
+        assert {e["data"]["organizationId"] for e in stream.events} == {ORG_A}
 
         # Published while nobody listens; a reconnect with Last-Event-ID gets it from the stream.
         _publish_elsewhere(redis_url, redis_prefix, Event("quota.alert", ORG_A, {"n": 2}))

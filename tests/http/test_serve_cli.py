@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 import claude_pool.http
+from claude_pool.cli.serve_cmd import client_url
 from tests.http.harness import _free_port
 from tests.plugins.processes import python_module, wait_while_running
 
@@ -38,6 +39,7 @@ def test_serve_command(tmp_path: Path) -> None:
         "LOG_FILE": str(tmp_path / "app.log"),
     }
     env.pop("REDIS_URL", None)
+    env.pop("BASE_URL", None)  # the banner's client URL then follows --host and --port
     subprocess.run(
         [sys.executable, "-m", "claude_pool", "db", "upgrade"],
         env=env,
@@ -49,6 +51,8 @@ def test_serve_command(tmp_path: Path) -> None:
     process = python_module(
         "claude_pool",
         "serve",
+        "--host",
+        "127.0.0.1",
         "--port",
         str(port),
         "--no-access-log",
@@ -76,6 +80,25 @@ def test_serve_command(tmp_path: Path) -> None:
         output = process.communicate(timeout=20)[0].decode()
     assert process.returncode == 0, output
     assert token not in output
+    # The banner sends clients where this server listens, not to the default port.
+    assert f"clients: http://127.0.0.1:{port})" in output and ":3000" not in output, output
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "base_url", "url"),
+    [
+        pytest.param("127.0.0.1", 8080, None, "http://127.0.0.1:8080", id="loopback"),
+        pytest.param("localhost", 9000, "", "http://localhost:9000", id="a-name"),
+        pytest.param("0.0.0.0", 8080, None, "http://127.0.0.1:8080", id="every-ipv4-interface"),  # noqa: S104
+        pytest.param("::", 8080, None, "http://[::1]:8080", id="every-ipv6-interface"),
+        pytest.param("fd00::7", 8080, None, "http://[fd00::7]:8080", id="an-ipv6-address"),
+        pytest.param("0.0.0.0", 8080, "https://pool.example.com", "https://pool.example.com", id="base-url"),  # noqa: S104
+    ],
+)
+def test_the_client_url_follows_host_and_port_unless_base_url_is_set(
+    host: str, port: int, base_url: str | None, url: str
+) -> None:
+    assert client_url(host, port, base_url) == url
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,36 @@
 """``claude-pool serve``: the HTTP API (admin routes, execute, event stream, health) under uvicorn.
 
-Clients reach it at ``BASE_URL``; tokens come from ``CLAUDE_POOL_API_TOKENS`` (see
+Clients reach it at ``BASE_URL`` when that is set (a proxy or a public name in front of it), else
+at the ``--host`` and ``--port`` it listens on; tokens come from ``CLAUDE_POOL_API_TOKENS`` (see
 :mod:`claude_pool.http.auth`). Ctrl-C stops it after running executions had a moment to finish.
 """
 
 from __future__ import annotations
+
+import os
 
 import click
 
 from claude_pool.cli.common import handle_errors, runtime
 from claude_pool.core.errors import SettingsError
 
-__all__ = ["serve"]
+__all__ = ["client_url", "serve"]
+
+# Listening on every interface: a client on this machine reaches the server on loopback. (Names
+# the any-addresses to translate them, binds nothing: hence the noqa.)
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def client_url(host: str, port: int, base_url: str | None = None) -> str:
+    """Where clients reach ``serve --host host --port port``: ``BASE_URL`` when set, else the
+    address it listens on (loopback for an any-address host)."""
+    if base_url and base_url.strip():
+        return base_url.strip()
+    return _url(_ANY_ADDRESS.get(host, host), port)
 
 
 @click.command()
@@ -44,8 +63,11 @@ def serve(host: str, port: int, heartbeat: float, access_log: bool) -> None:
             "run `claude-pool db upgrade` (or `claude-pool init`) first",
         )
     app = create_app(rt, tokens=tokens, heartbeat_seconds=heartbeat)
+    # Settings.base_url has a default (port 3000): only a BASE_URL actually set overrides the
+    # address this server listens on.
+    clients = client_url(host, port, os.environ.get("BASE_URL"))
     click.echo(
-        f"claude-pool API on http://{host}:{port} (clients: {rt.settings.base_url}); "
+        f"claude-pool API listening on {_url(host, port)} (clients: {clients}); "
         f"{len(tokens)} token(s); Ctrl-C to stop",
         err=True,
     )

@@ -14,6 +14,7 @@ from claude_pool.events.bus import (
     SubscriberDropped,
     open_event_bus,
 )
+from claude_pool.events.execution_scope import current_execution_id, execution_scope
 from claude_pool.events.publisher import EventPublisher, open_publishing_pool
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "InProcessEventBus",
     "RedisEventBus",
     "SubscriberDropped",
+    "current_execution_id",
+    "execution_scope",
     "open_event_bus",
     "open_publishing_pool",
 ]

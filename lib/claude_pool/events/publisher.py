@@ -1,4 +1,11 @@
-"""Turns what the pool and the breakers report into events on the bus (and so on the SSE stream)."""
+"""Turns what the pool and the breakers report into events on the bus (and so on the SSE stream).
+
+Payloads are snake_case inside the process and on the Redis stream, like every other Python value;
+the HTTP event stream shows them in camelCase (``claude_pool.http.events_sse``). Every event about
+an execution (selection, success, failure) names it: ``execution_id``, read from the
+:func:`~claude_pool.events.execution_scope.execution_scope` the front end delegates in (``None``
+for a delegation nobody records).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ from collections.abc import Sequence
 
 from claude_pool.breaker import BreakerListener, Transition
 from claude_pool.events.bus import Event, EventBus
+from claude_pool.events.execution_scope import current_execution_id
 from claude_pool.pool import Pool
 from claude_pool.pool.directory import AccountDirectory
 from claude_pool.pool.listeners import AccountStatusChange, PoolListener, Selected
@@ -47,6 +55,7 @@ class EventPublisher(PoolListener, BreakerListener):
                 "account.selected",
                 request.organization_id,
                 {
+                    "execution_id": current_execution_id(),
                     "account_id": selected.account_id,
                     "account_name": selected.account_name,
                     "strategy": selected.strategy,
@@ -63,6 +72,7 @@ class EventPublisher(PoolListener, BreakerListener):
                 "execution.succeeded",
                 request.organization_id,
                 {
+                    "execution_id": current_execution_id(),
                     "account_id": result.account_id,
                     "account_name": result.account_name,
                     "attempts": len(result.attempts),
@@ -80,7 +90,12 @@ class EventPublisher(PoolListener, BreakerListener):
             Event(
                 "execution.failed",
                 request.organization_id,
-                {"error_type": type(error).__name__, "error": str(error)[:1000], "user_id": request.user_id},
+                {
+                    "execution_id": current_execution_id(),
+                    "error_type": type(error).__name__,
+                    "error": str(error)[:1000],
+                    "user_id": request.user_id,
+                },
             )
         )
 

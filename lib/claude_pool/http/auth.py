@@ -5,6 +5,11 @@
 - JSON: ``{"<token>": ["org-a", "org-b"], "<token2>": "*"}``
 - plain: ``<token>=org-a,org-b;<token2>=*`` (entries separated by ``;`` or new lines)
 
+A token is at least 16 characters of printable ASCII without spaces (what an ``Authorization``
+header carries); an organization id is 1 to 64 letters, digits, ``_``, ``.``, ``:`` or ``-``
+starting with a letter or digit; ``*`` stands for every organization. The README's "HTTP API"
+section says the same, with examples that ``tests/http/test_token_docs.py`` parses.
+
 Only SHA-256 digests of the tokens are kept once loaded; a presented token is hashed and compared
 with every digest in constant time (``hmac.compare_digest``, no early exit), so neither the
 process's memory nor the response time tells a token. Authentication happens in an ASGI middleware,
@@ -81,9 +86,14 @@ class ApiTokens:
         self._entries: list[tuple[bytes, frozenset[str] | None]] = []
         for n, (token, scope) in enumerate(scopes.items(), 1):
             if len(token) < _MIN_TOKEN_LENGTH or not _TOKEN_SHAPE.fullmatch(token):
+                problem = (
+                    f"is {len(token)} characters long (at least {_MIN_TOKEN_LENGTH} needed)"
+                    if len(token) < _MIN_TOKEN_LENGTH
+                    else "holds a space or a character outside printable ASCII"
+                )
                 raise SettingsError(
                     ENV_VAR,
-                    f"token #{n} is shorter than {_MIN_TOKEN_LENGTH} characters or holds spaces",
+                    f"token #{n} {problem}",
                     "use long random tokens, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'",
                 )
             self._entries.append((_digest(token), self._scope(n, scope)))

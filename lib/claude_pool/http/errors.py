@@ -2,7 +2,9 @@
 
 The library's exception tree maps onto HTTP once, here. Messages pass through :func:`redact`
 (an upstream error may quote foreign text), and nothing answers with a traceback: an unexpected
-exception is logged and answered as a short, generic 500.
+exception is logged and answered as a short, generic 500. A body sent without
+``Content-Type: application/json`` is a 415 that says so (FastAPI reads such a body as raw bytes,
+and pydantic would complain that bytes are not a dictionary).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from claude_pool.core.errors import (
     UpstreamError,
 )
 from claude_pool.core.redaction import redact
-from claude_pool.http.schemas import camel
+from claude_pool.http.schemas import UNKNOWN_FIELD, camel
 
 __all__ = ["ApiError", "install_error_handlers", "library_error_response", "status_for"]
 
@@ -140,16 +142,45 @@ def _validation_field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-async def _on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+def _is_json(content_type: str | None) -> bool:
+    """What FastAPI parses as JSON: ``application/json`` or ``application/<anything>+json``."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    main, _, subtype = media_type.partition("/")
+    return main == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _not_json(request: Request, errors: list[Any]) -> JSONResponse | None:
+    """The 415 for a body the route could not read because it was not declared JSON."""
+    content_type = request.headers.get("content-type")
+    if _is_json(content_type) or not any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors):
+        return None
+    sent = f"Content-Type: {content_type}" if content_type else "no Content-Type header"
+    message = (
+        f"this route takes a JSON body and the request had {sent}: "
+        "send Content-Type: application/json with a JSON object"
+    )
+    return ApiError(415, "unsupported_media_type", message).response()
+
+
+async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     # Never echo ``input``: it may be a key pasted into the wrong field.
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "value_error"}
+    errors = list(exc.errors())
+    wrong_media_type = _not_json(request, errors)
+    if wrong_media_type is not None:
+        return wrong_media_type
+    first: dict[str, Any] = (
+        errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "value_error"}
+    )
     field = _validation_field(tuple(first.get("loc", ())))
     msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     if first.get("type") == "missing":
         msg = "is required"
     elif first.get("type") == "extra_forbidden":
         msg = "unknown field"
+    elif first.get("type") == UNKNOWN_FIELD:
+        # Raised by the body model itself (schemas._Body), which names the member in ``ctx``.
+        member = str((first.get("ctx") or {}).get("field", ""))
+        field = member if field == "body" else f"{field}.{member}"
     elif first.get("type") == "json_invalid":
         field, msg = "body", "the body is not valid JSON"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""

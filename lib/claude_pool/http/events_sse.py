@@ -1,8 +1,10 @@
 """``GET /api/events/stream``: the event bus as server-sent events, scoped to the caller.
 
-Each event is ``id:``, ``event:`` and ``data:`` (JSON) lines; a ``: ping`` comment keeps idle
-connections (and the proxies on the way) open. With Redis, the stream holds the events of every
-worker process, and ``Last-Event-ID`` resumes after the last event a client saw.
+Each event is ``id:``, ``event:`` and ``data:`` lines; the data is JSON in the API's camelCase,
+``{"id", "type", "organizationId", "at", "data": {...}}``, whatever the bus holds inside (snake_case
+payloads, as the library builds them). A ``: ping`` comment keeps idle connections (and the proxies
+on the way) open. With Redis, the stream holds the events of every worker process, and
+``Last-Event-ID`` resumes after the last event a client saw.
 
 A pump task reads the bus into a small queue of this client's own; when the client reads too
 slowly for that queue, the pump drops the client (it may reconnect with its last id) instead of
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -22,12 +25,13 @@ from fastapi.responses import StreamingResponse
 
 from claude_pool.core.errors import BackendUnavailable
 from claude_pool.core.logs import log_event
+from claude_pool.core.redaction import redact
 from claude_pool.events.bus import Event, SubscriberDropped
 from claude_pool.http.auth import Principal, current_principal
 from claude_pool.http.context import ApiContext, get_context
-from claude_pool.http.schemas import ErrorBody
+from claude_pool.http.schemas import ErrorBody, camel_keys
 
-__all__ = ["format_event", "router"]
+__all__ = ["client_event", "format_event", "router"]
 
 logger = logging.getLogger("claude_pool.http.events")
 
@@ -41,10 +45,23 @@ Caller = Annotated[Principal, Depends(current_principal)]
 _END = object()
 
 
+def client_event(event: Event) -> dict[str, Any]:
+    """An event as a stream client reads it: every member in camelCase, the payload's too."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "organizationId": event.organization_id,
+        "at": event.at,
+        "data": camel_keys(event.data),
+    }
+
+
 def format_event(event: Event) -> str:
-    # ``to_json`` redacts; ids and types are ours, but strip newlines so no line can be forged.
+    # Redacted like ``Event.to_json``; ids and types are ours, but strip newlines so no line can be
+    # forged.
     kind = event.type.replace("\n", " ").replace("\r", " ")
-    return f"id: {event.id}\nevent: {kind}\ndata: {event.to_json()}\n\n"
+    data = redact(json.dumps(client_event(event), default=str, sort_keys=True))
+    return f"id: {event.id}\nevent: {kind}\ndata: {data}\n\n"
 
 
 async def _pump(

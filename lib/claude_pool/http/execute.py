@@ -4,9 +4,9 @@ The execute endpoint runs the delegation through the library's ``Pool`` inside t
 itself, with no Prefect flow run in between: the lowest latency the system offers, since the
 request goes from the HTTP handler straight to account selection and the Anthropic call. Each
 execution is still recorded in ``orchestrator_executions`` (pending, running, then succeeded or
-failed), announced on the event stream, and noted in Slack's activity channel, by the library's
-one :class:`~claude_pool.records.recorded.RecordedDelegation`. An idempotency key returns the
-execution already made for it instead of running the request twice.
+failed), announced on the event stream (each event naming the execution id), and noted in Slack's
+activity channel, by the library's one :class:`~claude_pool.records.recorded.RecordedDelegation`.
+An idempotency key returns the execution already made for it instead of running the request twice.
 
 The delegation always runs as a background task held by the server; a waiting caller only awaits
 it (shielded), so a client that hangs up does not leave its row half-written.

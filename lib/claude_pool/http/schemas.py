@@ -1,24 +1,31 @@
 """The HTTP API's bodies: camelCase JSON as the original system spoke it, snake_case inside.
 
+Every member of every response and event a client sees is camelCase, nested ones included (the
+attempts of an execution, an account's limit overrides, an event's payload: :func:`camel_keys`).
 Request models only check shapes and bounds the database can hold; the domain rules (key format,
-tiers, names) stay in the library, which names the field it refuses.
+tiers, names) stay in the library, which names the field it refuses. A member a body does not
+know is refused with the names it does know (``rpm`` -> "did you mean requestsPerMinute?").
 """
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from claude_pool.core.config import Strategy
 from claude_pool.records.view import ExecutionView
 
 __all__ = [
+    "UNKNOWN_FIELD",
     "AccountCreateBody",
     "AccountOut",
     "AccountUpdateBody",
+    "AttemptDetailOut",
     "BreakerOut",
     "CapacityOut",
     "ErrorBody",
@@ -30,7 +37,9 @@ __all__ = [
     "QuotaAlertOut",
     "RotateKeyBody",
     "UsageOut",
+    "accepted_fields",
     "camel",
+    "camel_keys",
 ]
 
 # Bounds the database columns hold (BIGINT, and what SQLite accepts), so that an absurd number is a
@@ -38,9 +47,44 @@ __all__ = [
 _BIG = 2**53
 
 
+#: The validation error type of a body member no field of its model takes (see ``http/errors.py``).
+UNKNOWN_FIELD = "unknown_field"
+
+
 def camel(field: str) -> str:
     """``organization_id`` -> ``organizationId``: how a library field is named to HTTP callers."""
     return ".".join(to_camel(part) for part in field.split("."))
+
+
+def camel_keys(value: Any) -> Any:
+    """``value`` with every mapping key in camelCase, at every depth: a payload the library built
+    with its own (snake_case) names, as the API shows it."""
+    if isinstance(value, dict):
+        return {camel(str(k)) if isinstance(k, str) else k: camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [camel_keys(v) for v in value]
+    return value
+
+
+def _initials(alias: str) -> str:
+    """``requestsPerMinute`` -> ``rpm``: the abbreviation people type for a field."""
+    return (alias[0] + "".join(c for c in alias[1:] if c.isupper())).lower()
+
+
+def _suggestion(name: str, accepted: list[str]) -> str | None:
+    folded = name.replace("_", "").replace("-", "").lower()
+    for alias in accepted:
+        if folded in (alias.lower(), _initials(alias)):
+            return alias
+    close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def accepted_fields(model: type[BaseModel]) -> list[str]:
+    """The members a body model takes, as clients write them: required ones first."""
+    fields = list(model.model_fields.items())
+    ordered = [f for f in fields if f[1].is_required()] + [f for f in fields if not f[1].is_required()]
+    return [info.alias or name for name, info in ordered]
 
 
 def _find_unencodable(value: Any, path: str = "") -> str | None:
@@ -83,6 +127,29 @@ class _Body(BaseModel):
         found = _find_unencodable(data)
         if found is not None:
             raise ValueError(f"{found}: text must be valid UTF-8 without NUL characters")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_members(cls, data: Any) -> Any:
+        # ``extra="forbid"`` alone answers "unknown field" and leaves the caller to find the right
+        # name in /openapi.json: name the accepted ones, and the likely one first.
+        if not isinstance(data, dict):
+            return data
+        known = {name for name in cls.model_fields} | {f.alias for f in cls.model_fields.values() if f.alias}
+        for key in data:
+            if isinstance(key, str) and key not in known:
+                accepted = accepted_fields(cls)
+                guess = _suggestion(key, accepted)
+                raise PydanticCustomError(
+                    UNKNOWN_FIELD,
+                    "unknown field{hint}; the accepted fields are {accepted}",
+                    {
+                        "field": key,
+                        "hint": f" (did you mean {guess}?)" if guess else "",
+                        "accepted": ", ".join(accepted),
+                    },
+                )
         return data
 
 
@@ -207,6 +274,13 @@ class AccountOut(_Out):
     breaker: BreakerOut | None = None
     capacity: CapacityOut | None = None
 
+    @field_validator("limit_overrides")
+    @classmethod
+    def _camel_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The library names the overridden limits as its fields (requests_per_minute): show them
+        # as the registration body names them.
+        return dict(camel_keys(value))
+
 
 class QuotaAlertOut(_Out):
     id: int
@@ -231,6 +305,17 @@ class UsageOut(_Out):
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+
+
+class AttemptDetailOut(_Out):
+    """One call of an execution to Anthropic, as the execution's ``attemptDetails`` list it."""
+
+    account_id: str | None = None
+    outcome: str | None = None
+    status_code: int | None = None
+    error_type: str | None = None
+    request_id: str | None = None
+    latency_ms: float | None = None
 
 
 class ErrorDetail(_Out):
@@ -258,7 +343,7 @@ class ExecutionOut(_Out):
     account_name: str | None
     usage: UsageOut
     attempts: int
-    attempt_details: list[dict[str, Any]]
+    attempt_details: list[AttemptDetailOut]
     latency_ms: float | None
     upstream_request_id: str | None
     error: ErrorDetail | None
@@ -289,7 +374,8 @@ class ExecutionOut(_Out):
                 cache_read_input_tokens=execution.cache_read_input_tokens,
             ),
             attempts=execution.attempts,
-            attempt_details=list(execution.attempt_details),
+            # Stored as the pool recorded them (snake_case); a member a row lacks is null.
+            attempt_details=[AttemptDetailOut.model_validate(d) for d in execution.attempt_details],
             latency_ms=execution.latency_ms,
             upstream_request_id=execution.upstream_request_id,
             error=error,
