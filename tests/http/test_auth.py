@@ -12,6 +12,7 @@ import pytest
 from claude_pool.core.errors import SettingsError
 from claude_pool.http import ApiTokens
 from claude_pool.http.auth import PUBLIC_PATHS
+from claude_pool.http.gateway import ORGANIZATION_HEADER
 from tests.http.harness import ORG_A, ORG_B, ApiServer, iter_routes
 
 _A_KEY_INDEX = 0
@@ -77,6 +78,26 @@ def _requests(things: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/api/events/stream"): {"url": "/api/events/stream", "params": {"organizationId": ORG_A}},
         ("GET", "/openapi.json"): {"url": "/openapi.json"},
         ("GET", "/metrics"): {"url": "/metrics"},
+        # The drop-in Anthropic endpoint, aimed at A's accounts by the organization header.
+        ("POST", "/v1/messages"): {
+            "url": "/v1/messages",
+            "json": {
+                "model": "claude-sonnet-5-5",
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": "x"}],
+            },
+            "headers": {ORGANIZATION_HEADER: ORG_A},
+        },
+        ("POST", "/v1/messages/count_tokens"): {
+            "url": "/v1/messages/count_tokens",
+            "json": {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "x"}]},
+            "headers": {ORGANIZATION_HEADER: ORG_A},
+        },
+        ("GET", "/v1/models"): {"url": "/v1/models", "headers": {ORGANIZATION_HEADER: ORG_A}},
+        ("GET", "/v1/models/{model_id}"): {
+            "url": "/v1/models/claude-sonnet-5-5",
+            "headers": {ORGANIZATION_HEADER: ORG_A},
+        },
     }
 
 
@@ -92,7 +113,22 @@ _FOREIGN_STATUS = {
 
 
 def _send(client: httpx.Client, method: str, spec: dict[str, Any]) -> httpx.Response:
-    return client.request(method, spec["url"], json=spec.get("json"), params=spec.get("params"))
+    return client.request(
+        method, spec["url"], json=spec.get("json"), params=spec.get("params"), headers=spec.get("headers")
+    )
+
+
+def _error_type(response: httpx.Response) -> str:
+    """The error's type: the API's own shape and Anthropic's (under /v1/) both nest it in "error"."""
+    return str(response.json()["error"]["type"])
+
+
+# What the drop-in endpoint's errors are called, in Anthropic's words.
+_ANTHROPIC_TYPES = {"unauthorized": "authentication_error", "forbidden": "permission_error"}
+
+
+def _expected_type(path: str, ours: str) -> str:
+    return _ANTHROPIC_TYPES[ours] if path.startswith("/v1/") else ours
 
 
 def test_every_route_is_covered(api: ApiServer, org_a_things: dict[str, str]) -> None:
@@ -111,13 +147,17 @@ def test_without_a_valid_token_every_route_answers_401(
 ) -> None:
     client = api.client(None)
     headers = {"Authorization": header} if header is not None else {}
-    for (method, _path), spec in _requests(org_a_things).items():
+    for (method, path), spec in _requests(org_a_things).items():
         response = client.request(
-            method, spec["url"], json=spec.get("json"), params=spec.get("params"), headers=headers
+            method,
+            spec["url"],
+            json=spec.get("json"),
+            params=spec.get("params"),
+            headers={**spec.get("headers", {}), **headers},
         )
         assert response.status_code == 401, (method, spec["url"], response.text)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-        assert response.json()["error"]["type"] == "unauthorized"
+        assert _error_type(response) == _expected_type(path, "unauthorized")
     # Even a body that is not JSON is refused for the token first: nothing is read before auth.
     response = client.post("/api/orchestrator/execute", content=b"{", headers=headers)
     assert response.status_code == 401
@@ -136,7 +176,7 @@ def test_other_organizations_token_gets_403_or_404(api: ApiServer, org_a_things:
         expected = _FOREIGN_STATUS.get(path, 403)
         assert response.status_code == expected, (method, spec["url"], response.text)
         if expected != 200:
-            assert response.json()["error"]["type"] in ("forbidden", "not_found")
+            assert _error_type(response) in (_expected_type(path, "forbidden"), "not_found")
     # A's account, by id, through B's token, reads exactly like an id that never existed.
     foreign = client.get(f"/api/v1/admin/claude-accounts/{org_a_things['account']}").json()
     missing = client.get("/api/v1/admin/claude-accounts/no-such-id").json()

@@ -219,8 +219,11 @@ class UpstreamError(ClaudePoolError):
         request_id: str | None = None,
         retry_after: float | None = None,
         headers: Mapping[str, str] | None = None,
+        upstream_message: str | None = None,
     ) -> None:
         self.account_id = account_id
+        # Upstream's own words (redacted), without the pool's framing: what a drop-in client reads.
+        self.upstream_message = upstream_message
         self.status_code = status_code
         self.error_type = error_type
         self.request_id = request_id

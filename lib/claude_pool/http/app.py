@@ -18,11 +18,12 @@ from fastapi.responses import JSONResponse
 
 from claude_pool.events.bus import EventBus, open_event_bus
 from claude_pool.events.publisher import open_publishing_pool
-from claude_pool.http import admin, events_sse, execute, health, metrics, slack_app
+from claude_pool.http import admin, events_sse, execute, gateway, health, metrics, slack_app
 from claude_pool.http.auth import ApiTokens, AuthMiddleware, Principal, current_principal
 from claude_pool.http.context import ApiContext
 from claude_pool.http.errors import install_error_handlers
 from claude_pool.http.metrics import PoolMetrics
+from claude_pool.pool.light_calls import LightCalls
 from claude_pool.quota.account_listener import AccountAlertListener
 from claude_pool.quota.slack import SlackNotifier
 from claude_pool.records.executions import ExecutionStore
@@ -74,7 +75,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(AuthMiddleware, tokens=tokens)
-    for module in (admin, execute, events_sse, health, metrics, slack_app):
+    for module in (admin, execute, events_sse, gateway, health, metrics, slack_app):
         app.include_router(module.router)
     app.state.metrics = pool_metrics
     # Refuses a malformed SLACK_WORKSPACE_ORGS before the server starts.
@@ -116,6 +117,7 @@ def _lifespan(
             bus=event_bus,
             slack=notifier,
             executions=ExecutionStore(runtime.db),
+            light_calls=LightCalls(pool),
             heartbeat_seconds=heartbeat_seconds,
             sse_queue_size=sse_queue_size,
         )

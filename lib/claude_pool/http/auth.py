@@ -33,6 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claude_pool.core.errors import SettingsError
+from claude_pool.http.anthropic_errors import ANTHROPIC_PATHS, anthropic_error
 from claude_pool.http.errors import ApiError
 
 __all__ = [
@@ -161,9 +162,12 @@ def _entries(text: str) -> Iterable[str]:
             yield line.strip()
 
 
-def _unauthorized(message: str, *, invalid: bool) -> Any:
+def _unauthorized(message: str, *, invalid: bool, anthropic_shaped: bool = False) -> Any:
     challenge = 'Bearer realm="claude-pool"' + (', error="invalid_token"' if invalid else "")
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge}).response()
+    headers = {"WWW-Authenticate": challenge}
+    if anthropic_shaped:  # what an Anthropic SDK turns into its AuthenticationError
+        return anthropic_error(401, "authentication_error", message, headers=headers)
+    return ApiError(401, "unauthorized", message, headers=headers).response()
 
 
 class AuthMiddleware:
@@ -178,25 +182,38 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        header = ""
+        header = api_key = ""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 header = value.decode("latin-1")
-                break
+            elif name == b"x-api-key":
+                api_key = value.decode("latin-1").strip()
+        # The Anthropic SDKs send their key as x-api-key (api_key=) or a bearer token (auth_token=):
+        # the drop-in endpoint takes the pool token either way.
         scheme, _, token = header.partition(" ")
-        if not header:
+        if api_key and not header:
+            scheme, token = "bearer", api_key
+        anthropic_shaped = scope["path"].startswith(ANTHROPIC_PATHS)
+        if not header and not api_key:
             response = _unauthorized(
-                "missing bearer token: send 'Authorization: Bearer <token>'", invalid=False
+                "missing bearer token: send 'Authorization: Bearer <token>'"
+                + (" or 'x-api-key: <token>'" if anthropic_shaped else ""),
+                invalid=False,
+                anthropic_shaped=anthropic_shaped,
             )
         elif scheme.lower() != "bearer" or not token.strip():
-            response = _unauthorized("the Authorization header must be 'Bearer <token>'", invalid=True)
+            response = _unauthorized(
+                "the Authorization header must be 'Bearer <token>'",
+                invalid=True,
+                anthropic_shaped=anthropic_shaped,
+            )
         else:
             principal = self.tokens.authenticate(token.strip())
             if principal is not None:
                 scope.setdefault("state", {})["principal"] = principal
                 await self.app(scope, receive, send)
                 return
-            response = _unauthorized("invalid bearer token", invalid=True)
+            response = _unauthorized("invalid bearer token", invalid=True, anthropic_shaped=anthropic_shaped)
         await response(scope, receive, send)
 
 

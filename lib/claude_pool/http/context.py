@@ -14,6 +14,7 @@ from fastapi import Request
 
 from claude_pool.events.bus import EventBus
 from claude_pool.pool import Pool
+from claude_pool.pool.light_calls import LightCalls
 from claude_pool.quota.slack import SlackNotifier
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
@@ -30,6 +31,7 @@ class ApiContext:
     bus: EventBus
     slack: SlackNotifier
     executions: ExecutionStore
+    light_calls: LightCalls
     heartbeat_seconds: float = 15.0
     sse_queue_size: int = 1000
     # Strong references: the event loop keeps only weak ones, and a task nobody holds may be

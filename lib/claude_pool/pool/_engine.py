@@ -31,7 +31,13 @@ from claude_pool.breaker import (
     open_breaker_store,
 )
 from claude_pool.breaker.history import BreakerHistoryListener
-from claude_pool.capacity import Candidate, CapacityStore, Reservation, open_capacity_store
+from claude_pool.capacity import (
+    REASON_EXCLUDED,
+    Candidate,
+    CapacityStore,
+    Reservation,
+    open_capacity_store,
+)
 from claude_pool.core.closing import AsyncClosing
 from claude_pool.core.config import PoolConfig, Strategy
 from claude_pool.core.errors import (
@@ -66,7 +72,7 @@ from claude_pool.pool.classify import ErrorPolicy, Outcome, Retry
 from claude_pool.pool.directory import AccountDirectory, PoolAccount
 from claude_pool.pool.listeners import AccountStatusChange, PoolListener, Selected
 from claude_pool.pool.models import DelegationRequest, DelegationResult, TokenUsage
-from claude_pool.pool.upstream import UpstreamClient, UpstreamReply
+from claude_pool.pool.upstream import EventRelay, UpstreamClient, UpstreamReply
 from claude_pool.runtime import Runtime
 from claude_pool.storage import AccountStatus
 
@@ -141,13 +147,14 @@ class Pool(AsyncClosing):
 
     # --- the loop ---------------------------------------------------------------------------
     async def delegate(
-        self, request: DelegationRequest, *, on_text: OnText | None = None
+        self, request: DelegationRequest, *, on_text: OnText | None = None, relay: EventRelay | None = None
     ) -> DelegationResult:
         """Serve ``request`` on one of its tenant's accounts, failing over as each outcome says,
-        at most ``selection.max_attempts`` times; raises the last attempt's error."""
-        state = RequestState.of(request, self.config.selection.strategy, on_text)
+        at most ``selection.max_attempts`` times; raises the last attempt's error. A streamed
+        ``passthrough`` request hands its events to ``relay`` as they arrive."""
+        state = RequestState.of(request, self.config.selection.strategy, on_text, relay)
         while len(state.attempts) < self.config.selection.max_attempts:
-            async with await self._admit(state) as attempt:
+            async with await self._admit_after(state) as attempt:
                 if not await self._wait_for_turn(state.request, attempt):
                     continue  # its account was put aside while it waited: its place is given back
                 end = await self._call(state, attempt)
@@ -169,6 +176,22 @@ class Pool(AsyncClosing):
         raise error
 
     # --- admission: an account, its capacity reserved, its breaker's permit -----------------
+    async def _admit_after(self, state: RequestState) -> Attempt:
+        """:meth:`_admit`, with a refusal that follows failed attempts told by what they met: when
+        every account left was tried already, the last attempt's error is the cause (a connection
+        error, an overload), not "already tried"."""
+        try:
+            return await self._admit(state)
+        except NoAccountAvailable as refusal:
+            last = state.last_error
+            if last is None:
+                raise
+            if all(reason.reason == REASON_EXCLUDED for reason in refusal.reasons):
+                raise last from None
+            raise NoAccountAvailable(
+                refusal.reasons, message=f"{refusal}\nthe last attempt failed: {last}"
+            ) from last
+
     async def _admit(self, state: RequestState) -> Attempt:
         """An account with its capacity reserved (now, or its place in a queue) and a breaker
         permit; or :class:`NoAccountAvailable` at once, with the reasons and when to retry. No
@@ -386,7 +409,15 @@ class Pool(AsyncClosing):
         attempt.sending = True
         try:
             async with attempt.lease_kept(self.config.capacity.lease_timeout_seconds):
-                if state.request.stream:
+                if state.request.passthrough:
+                    reply = await self.upstream.relay(
+                        api_key,
+                        state.body,
+                        headers=state.request.anthropic_headers,
+                        events=state.relay,
+                        timeout=timeout,
+                    )
+                elif state.request.stream:
                     reply = await self.upstream.stream(
                         api_key, state.body, on_text=state.on_text, timeout=timeout
                     )
@@ -498,6 +529,7 @@ class Pool(AsyncClosing):
             latency_ms=(time.monotonic() - state.started) * 1000,
             upstream_request_id=reply.request_id,
             message_id=message.get("id"),
+            message=message if state.request.passthrough else None,
         )
 
     async def _notify(self, method: str, *args: Any) -> None:

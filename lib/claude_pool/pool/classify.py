@@ -372,6 +372,7 @@ def _build_error(rule: _Rule, facts: _Facts, *, account_id: str, retry_after: fl
         request_id=facts.request_id,
         retry_after=retry_after,
         headers=facts.headers,
+        upstream_message=upstream,
     )
 
 

@@ -17,6 +17,12 @@ __all__ = ["AttemptRecord", "DelegationRequest", "DelegationResult", "Message", 
 
 MAX_MESSAGE_BYTES = 8_000_000
 
+#: The request headers a client's call takes upstream with it (the API version and beta features).
+FORWARDED_HEADERS = frozenset({"anthropic-version", "anthropic-beta"})
+
+# What DelegationRequest builds the Messages body from; extra_body holds the rest.
+_BODY_FIELDS = frozenset({"model", "max_tokens", "messages", "system", "stream"})
+
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -52,7 +58,7 @@ class DelegationRequest(BaseModel):
     message: str | None = Field(default=None, exclude=True)
     model: str = Field(default="claude-sonnet-5-5", min_length=1, max_length=100)
     max_tokens: int = Field(default=1024, ge=1, le=128_000)
-    system: str | None = None
+    system: str | list[dict[str, Any]] | None = None
     user_id: str | None = Field(default=None, max_length=200)
     strategy: Strategy | None = None
     sticky_key: str | None = Field(default=None, max_length=200)
@@ -62,6 +68,32 @@ class DelegationRequest(BaseModel):
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0, le=1)
     stop_sequences: tuple[str, ...] | None = None
+    # The drop-in Anthropic endpoint's pass-through: the rest of the client's body (tools,
+    # tool_choice, thinking, metadata, fields newer than this code), sent as given; the
+    # ``anthropic-version``/``anthropic-beta`` headers it sent; and ``passthrough``, which answers
+    # with upstream's message as it came (``DelegationResult.message``) and relays a stream's
+    # events as they arrive.
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    anthropic_headers: dict[str, str] = Field(default_factory=dict)
+    passthrough: bool = False
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_is_extra(cls, value: dict[str, Any]) -> dict[str, Any]:
+        named = sorted(_BODY_FIELDS & value.keys())
+        if named:
+            raise ValueError(f"{', '.join(named)} are fields of the request itself, not of extra_body")
+        return value
+
+    @field_validator("anthropic_headers")
+    @classmethod
+    def _only_anthropic_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        other = sorted(name for name in value if name.lower() not in FORWARDED_HEADERS)
+        if other:
+            raise ValueError(
+                f"only {', '.join(sorted(FORWARDED_HEADERS))} are forwarded, not {', '.join(other)}"
+            )
+        return {name.lower(): text for name, text in value.items()}
 
     @model_validator(mode="after")
     def _one_form_of_messages(self) -> DelegationRequest:
@@ -107,6 +139,9 @@ class DelegationRequest(BaseModel):
             body["stop_sequences"] = list(self.stop_sequences)
         if self.user_id:
             body["metadata"] = {"user_id": self.user_id}
+        if self.stream and self.passthrough:
+            body["stream"] = True
+        body.update(self.extra_body)
         return body
 
 
@@ -149,3 +184,5 @@ class DelegationResult(BaseModel):
     latency_ms: float
     upstream_request_id: str | None = None
     message_id: str | None = None
+    #: The answer as upstream sent it, for a ``passthrough`` request (the drop-in endpoint).
+    message: dict[str, Any] | None = None

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx2
 
-from claude_pool.core.errors import ClaudePoolError
+from claude_pool.pool.relay import EventRelay, RelayTransport, StreamBrokeAfterStart
 
-__all__ = ["UpstreamClient", "UpstreamReply"]
+__all__ = ["EventRelay", "StreamBrokeAfterStart", "UpstreamClient", "UpstreamReply"]
 
 # A placeholder that satisfies the client's constructor; every call sets the real key.
 _NO_KEY = "sk-ant-none"
@@ -30,27 +31,15 @@ class UpstreamReply:
     request_id: str | None
 
 
-class StreamBrokeAfterStart(ClaudePoolError):
-    """A stream failed after its first event: the caller must see a failure, never a success.
-
-    Private to the pool (not exported): the pool classifies its ``cause`` and raises an
-    :class:`~claude_pool.core.errors.UpstreamError` instead, so no caller of the library meets it.
-    """
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-        super().__init__(f"the stream failed after it started: {type(cause).__name__}")
-
-
 class UpstreamClient:
     def __init__(
         self, *, base_url: str | None = None, timeout: float = 600.0, max_connections: int = 512
     ) -> None:
-        import httpx2
-
         self._http = anthropic.DefaultAioHttpClient(
             limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         )
+        self._timeout = timeout
+        self._relay = RelayTransport(base_url, max_connections=max_connections)
         self._base = anthropic.AsyncAnthropic(
             api_key=_NO_KEY,
             base_url=base_url or None,  # None: the SDK's default (ANTHROPIC_BASE_URL, else the API)
@@ -78,6 +67,47 @@ class UpstreamClient:
             **({"system": body["system"]} if "system" in body else {}),
         )
         return int(reply.input_tokens)
+
+    async def relay(
+        self,
+        api_key: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str],
+        events: EventRelay | None = None,
+        timeout: float | None = None,
+    ) -> UpstreamReply:
+        """Send ``body`` exactly as given (fields this SDK does not know included) with the
+        client's ``headers``; the reply's message is upstream's JSON as it came, a stream's events
+        go to ``events`` as they arrive (see :mod:`claude_pool.pool.relay`)."""
+        message, headers_back = await self._relay.send(
+            api_key, body, headers=headers, timeout=timeout or self._timeout, events=events
+        )
+        return UpstreamReply(message, headers_back, headers_back.get("request-id"))
+
+    async def call(
+        self,
+        api_key: str,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str],
+        timeout: float = 30.0,
+    ) -> httpx2.Response:
+        """A call that reserves no capacity (token counting, the model list), sent and answered as
+        is; an error status raises the SDK's status error, as for messages."""
+        client = self._base.with_options(api_key=api_key, timeout=timeout)
+        if method == "GET":
+            return await client.get(
+                path,
+                cast_to=httpx2.Response,
+                options={"headers": dict(headers), "params": dict(params or {})},
+            )
+        return await client.post(
+            path, cast_to=httpx2.Response, body=dict(body or {}), options={"headers": dict(headers)}
+        )
 
     async def stream(
         self,
@@ -123,5 +153,6 @@ class UpstreamClient:
         return UpstreamReply(message, headers, headers.get("request-id"))
 
     async def aclose(self) -> None:
+        await self._relay.aclose()
         await self._base.close()
         await self._http.aclose()

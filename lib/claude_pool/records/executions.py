@@ -211,6 +211,18 @@ class ExecutionStore:
                 row.flow_run_id = flow_run_id
             session.add(row)
 
+    def add_finished(self, row: OrchestratorExecution) -> OrchestratorExecution:
+        """Store a row whose outcome is known already (a short call recorded in one write); a row
+        of that id stored already (a retried write whose acknowledgement was lost) is kept."""
+        with self.db.session() as session:
+            existing = session.get(OrchestratorExecution, row.id)
+            if existing is not None:
+                return existing
+            if row.started_at is None:
+                row.started_at = row.created_at
+            session.add(row)
+        return row
+
     def succeed(self, execution_id: str, result: DelegationResult) -> OrchestratorExecution:
         with self.db.session() as session:
             row = self._row(session, execution_id)
@@ -257,8 +269,13 @@ class ExecutionStore:
             try:
                 return await asyncio.to_thread(self.heartbeat, execution_id)
             except StorageError as exc:  # the database is away for a moment: beat again later
-                log_event(logger, logging.WARNING, "execution heartbeat failed",
-                          execution_id=execution_id, error=str(exc))
+                log_event(
+                    logger,
+                    logging.WARNING,
+                    "execution heartbeat failed",
+                    execution_id=execution_id,
+                    error=str(exc),
+                )
                 return True
 
         return repeating(lease_seconds / 3, beat, name=f"heartbeat-{execution_id}")

@@ -22,8 +22,10 @@ from typing import Any, Protocol, TypeVar
 
 from claude_pool.core.errors import ClaudePoolError, StorageError
 from claude_pool.core.logs import log_event
+from claude_pool.events.execution_scope import execution_scope
 from claude_pool.pool import Pool
 from claude_pool.pool.models import AttemptRecord, DelegationRequest, DelegationResult
+from claude_pool.pool.relay import EventRelay
 from claude_pool.quota.slack import SlackNotifier
 from claude_pool.records.attempt_trail import AttemptTrail
 from claude_pool.records.executions import (
@@ -47,6 +49,9 @@ T = TypeVar("T")
 #: minute in all).
 RECORD_RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
+#: How long a call on the line runs before its row is written running (see run_on_the_line).
+ON_THE_LINE_START_AFTER = 0.5
+
 #: What a cancelled call leaves in its row (the server or the worker shut down mid-call).
 CANCELLED = ExecutionFailure("Cancelled", "the delegation was cancelled mid-call (shutting down)")
 
@@ -64,6 +69,7 @@ class Recorded:
 
     execution: ExecutionView
     error: Exception | None = None
+    result: DelegationResult | None = None
 
 
 class RecordedDelegation:
@@ -118,9 +124,10 @@ class RecordedDelegation:
         self._running = running and self.created
         return ExecutionView.of(row)
 
-    async def run(self, pool: Pool) -> Recorded:
+    async def run(self, pool: Pool, *, relay: EventRelay | None = None) -> Recorded:
         """Delegate and record the outcome (starting the row first when :meth:`start` was not
-        called). A row that succeeded already is returned as it is: nothing is sent twice."""
+        called). A row that succeeded already is returned as it is: nothing is sent twice.
+        ``relay``: where a streamed pass-through request's events go (see ``Pool.delegate``)."""
         if self.row is None:
             try:
                 await self.start(running=True)
@@ -133,24 +140,81 @@ class RecordedDelegation:
             return Recorded(await self._view(pool, self.row))
         if not self._running:
             await self._write(
-                self.retry_delays, self.executions.mark_running, self.execution_id, flow_run_id=self.flow_run_id
+                self.retry_delays,
+                self.executions.mark_running,
+                self.execution_id,
+                flow_run_id=self.flow_run_id,
             )
-        outcome = await self._call(pool)
+        return await self._recorded(pool, await self._call(pool, relay))
+
+    async def run_on_the_line(
+        self,
+        pool: Pool,
+        answer: Callable[[DelegationResult | Exception], None],
+        *,
+        relay: EventRelay | None = None,
+        start_after: float = ON_THE_LINE_START_AFTER,
+    ) -> Recorded:
+        """:meth:`run` for a caller waiting on the line (the drop-in endpoint), whose time is the
+        point: the call goes out at once, ``answer`` hears the outcome before it is recorded, and
+        a call that ends within ``start_after`` seconds is written once, finished, instead of
+        started and then finished (a longer one is written running first, so that a crash
+        mid-call leaves its trace). The row is ``execution_id``, known before any of it. Not for
+        a request with an idempotency key: nothing looks for its earlier execution first."""
+        if self.request.idempotency_key:
+            raise ValueError(
+                "a request with an idempotency key runs with run(), which finds its earlier execution"
+            )
+        call = asyncio.ensure_future(self._call(pool, relay))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=start_after)
+            if not done:
+                await self._start_quietly()
+            outcome = await call
+        except BaseException:
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            raise
+        answer(outcome)
+        return await self._recorded(pool, outcome)
+
+    async def _start_quietly(self) -> None:
+        try:
+            await self.start(running=True)
+        except (
+            StorageError
+        ) as exc:  # the call is under way: its outcome is recorded all the same, if it can be
+            log_event(logger, logging.ERROR, "an execution could not be started", error=str(exc)[:300])
+
+    async def _recorded(self, pool: Pool, outcome: DelegationResult | Exception) -> Recorded:
+        """Write the outcome: onto the started row, or (a short call on the line) as one finished row."""
+        started = self.row is not None
         if isinstance(outcome, Exception):
-            recorded = Recorded(await self._view(pool, await self._record_failure(outcome)), outcome)
+            row = await (self._record_failure(outcome) if started else self._add_finished(outcome))
+            recorded = Recorded(await self._view(pool, row), outcome)
         else:
-            row = await self._record_success(outcome)
-            recorded = Recorded(ExecutionView.of(row, account_name=outcome.account_name))
+            row = await (self._record_success(outcome) if started else self._add_finished(outcome))
+            recorded = Recorded(ExecutionView.of(row, account_name=outcome.account_name), result=outcome)
         await self._note(recorded.execution)
         return recorded
 
-    async def _call(self, pool: Pool) -> DelegationResult | Exception:
+    async def _add_finished(self, outcome: DelegationResult | Exception) -> OrchestratorExecution:
+        row = self._row_as_started()
+        if isinstance(outcome, Exception):
+            apply_failure(row, ExecutionFailure.of(outcome), attempts=self._attempts)
+        else:
+            apply_success(row, outcome)
+        await self._write_quietly(self.executions.add_finished, row)
+        return row
+
+    async def _call(self, pool: Pool, relay: EventRelay | None) -> DelegationResult | Exception:
         lease = pool.config.capacity.lease_timeout_seconds
         trail = AttemptTrail.of(pool)
         self._attempts = trail.follow(self.request)
         try:
             async with self.executions.kept_alive(self.execution_id, lease_seconds=lease):
-                return await pool.delegate(self.request)
+                with execution_scope(self.execution_id):  # the pool's events name this execution
+                    return await pool.delegate(self.request, relay=relay)
         except asyncio.CancelledError:
             # Shutting down mid-call: say so in the row rather than leave it running.
             await self._record_cancelled()
@@ -167,18 +231,22 @@ class RecordedDelegation:
     async def _record_success(self, result: DelegationResult) -> OrchestratorExecution:
         row = await self._write_quietly(self.executions.succeed, self.execution_id, result)
         if row is None:  # the database never took it: the result stands, described all the same
-            assert self.row is not None
-            row = self.row
+            row = self._row_as_started()
             apply_success(row, result)
         return row
 
     async def _record_failure(self, error: Exception) -> OrchestratorExecution:
         row = await self._write_quietly(self._fail, self.execution_id, error)
         if row is None:
-            assert self.row is not None
-            row = self.row
+            row = self._row_as_started()
             apply_failure(row, ExecutionFailure.of(error), attempts=self._attempts)
         return row
+
+    def _row_as_started(self) -> OrchestratorExecution:
+        """The row as it was started, or as it would have been where the database never took it."""
+        if self.row is not None:
+            return self.row
+        return new_execution(self.request, execution_id=self.execution_id, flow_run_id=self.flow_run_id)
 
     def _fail(self, execution_id: str, error: Exception) -> OrchestratorExecution:
         # Each account's answer, not only the last: the record says why every one failed.
@@ -217,9 +285,7 @@ class RecordedDelegation:
         else:
             self.spawn(note, name=f"slack-note-{self.execution_id}")
 
-    async def _write(
-        self, delays: Sequence[float], write: Callable[..., T], *args: Any, **kwargs: Any
-    ) -> T:
+    async def _write(self, delays: Sequence[float], write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``write`` on a worker thread, tried again after each of ``delays`` while the database is
         unreachable."""
         for delay in (*delays, None):
