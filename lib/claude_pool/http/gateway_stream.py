@@ -11,7 +11,11 @@ error response; after it, events go out as they arrive, and a failure ends the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
 
 from claude_pool.http.anthropic_errors import anthropic_error_event
 from claude_pool.pool.models import DelegationResult
@@ -21,6 +25,9 @@ __all__ = ["QueuedRelay"]
 
 _END = b""  # put when the delegation ends: no event is empty
 
+#: How long a recording waits for its answer to go out before it goes ahead anyway.
+DELIVERY_WAIT = 2.0
+
 
 class QueuedRelay:
     """The pool's :class:`~claude_pool.pool.upstream.EventRelay` for one client."""
@@ -29,15 +36,30 @@ class QueuedRelay:
         self.headers: Mapping[str, str] = {}
         self.started = asyncio.Event()
         self.answered = asyncio.Event()
+        self._delivered = asyncio.Event()
         self.outcome: DelegationResult | Exception | None = None
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._ended_with_error = False
 
-    def answer(self, outcome: DelegationResult | Exception) -> None:
-        """The delegation's outcome, as soon as it is known."""
+    async def answer(self, outcome: DelegationResult | Exception) -> None:
+        """The delegation's outcome, as soon as it is known; returns once the answer has gone out
+        (:meth:`delivered`, at most ``DELIVERY_WAIT`` seconds later), so that the recording that
+        follows it does not hold the event loop while the client waits."""
         self.outcome = outcome
         self.answered.set()
         self._queue.put_nowait(_END)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._delivered.wait(), DELIVERY_WAIT)
+
+    def on_delivery(self, response: Response) -> Response:
+        """``response``, which tells this relay once it has been sent (a client that went away
+        never sends it: the delivery wait's bound applies)."""
+
+        async def delivered() -> None:
+            self._delivered.set()
+
+        response.background = BackgroundTask(delivered)
+        return response
 
     async def start(self, headers: Mapping[str, str]) -> None:
         self.headers = headers

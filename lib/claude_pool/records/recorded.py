@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
@@ -150,13 +150,14 @@ class RecordedDelegation:
     async def run_on_the_line(
         self,
         pool: Pool,
-        answer: Callable[[DelegationResult | Exception], None],
+        answer: Callable[[DelegationResult | Exception], Awaitable[None]],
         *,
         relay: EventRelay | None = None,
         start_after: float = ON_THE_LINE_START_AFTER,
     ) -> Recorded:
         """:meth:`run` for a caller waiting on the line (the drop-in endpoint), whose time is the
-        point: the call goes out at once, ``answer`` hears the outcome before it is recorded, and
+        point: the call goes out at once, ``answer`` hears the outcome before it is recorded (and
+        returns once the caller has it), and
         a call that ends within ``start_after`` seconds is written once, finished, instead of
         started and then finished (a longer one is written running first, so that a crash
         mid-call leaves its trace). The row is ``execution_id``, known before any of it. Not for
@@ -175,7 +176,7 @@ class RecordedDelegation:
             call.cancel()
             await asyncio.gather(call, return_exceptions=True)
             raise
-        answer(outcome)
+        await answer(outcome)  # returns once the answer is on its way: the recording does not delay it
         return await self._recorded(pool, outcome)
 
     async def _start_quietly(self) -> None:
