@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scenario, SlackConfig
+from claude_pool.simulator import KeySpec, RunningSimulator, RunningSlackSimulator, Scenario, SlackConfig
 from tests.plugins.closing import closed_after
 
 __all__ = [
     "DEFAULT_TEST_SCENARIO",
     "anthropic_sim",
     "anthropic_sim_factory",
+    "drain_key",
     "slack_sim",
     "slack_sim_factory",
 ]
@@ -57,3 +58,22 @@ def slack_sim_factory() -> Iterator[Callable[..., RunningSlackSimulator]]:
 @pytest.fixture
 def slack_sim(slack_sim_factory: Callable[..., RunningSlackSimulator]) -> RunningSlackSimulator:
     return slack_sim_factory()
+
+
+def drain_key(sim: RunningSimulator, key: KeySpec, *, most: int = 1000) -> None:
+    """Another client spends ``key``'s requests until upstream refuses one (a 429), then the
+    simulator forgets the counts (not the buckets): a pool starting now meets a drained key."""
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=key.key, base_url=sim.base_url, max_retries=0)
+    try:
+        for _ in range(most):
+            try:
+                client.messages.create(
+                    model="claude-sonnet-5-5", max_tokens=1, messages=[{"role": "user", "content": "x"}]
+                )
+            except anthropic.RateLimitError:
+                break
+    finally:
+        client.close()
+    sim.reset(counters=True, buckets=False)

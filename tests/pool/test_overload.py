@@ -7,13 +7,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import anthropic
 import pytest
 
 from claude_pool.core.config import PoolConfig
 from claude_pool.core.errors import NoAccountAvailable
 from claude_pool.pool.models import DelegationRequest
 from claude_pool.simulator import FaultRule, Scenario
+from tests.plugins.simulators import drain_key
 from tests.pool.conftest import PoolWorld
 
 # One key of 60 requests a minute (one back every second); tokens never bind.
@@ -22,26 +22,9 @@ REQ = DelegationRequest(organization_id="tenant-a", message="hello", max_tokens=
 COLD_EMPTY = PoolConfig.model_validate({"capacity": {"coldStart": "empty"}})
 
 
-def _drain_upstream(world: PoolWorld) -> None:
-    """Another client spends the key's whole minute, then the counts are forgotten."""
-    (key,) = world.sim.keys
-    client = anthropic.Anthropic(api_key=key.key, base_url=world.sim.base_url, max_retries=0)
-    try:
-        for _ in range(70):
-            try:
-                client.messages.create(
-                    model="claude-sonnet-5-5", max_tokens=1, messages=[{"role": "user", "content": "x"}]
-                )
-            except anthropic.RateLimitError:
-                break
-    finally:
-        client.close()
-    world.sim.reset(counters=True, buckets=False)
-
-
 async def test_a_pool_started_on_a_drained_key_meets_no_429(make_world: Callable[..., PoolWorld]) -> None:
     world = make_world(ONE_KEY, config=COLD_EMPTY)
-    _drain_upstream(world)
+    drain_key(world.sim, world.sim.keys[0])
     async with world.open_pool() as pool:
         deadline = time.time() + 20
         results = await asyncio.gather(
@@ -57,7 +40,7 @@ async def test_the_same_pool_trusting_its_limits_would_have_met_429s(
 ) -> None:
     """The control of the test above: what the cold start prevents is real."""
     world = make_world(ONE_KEY)  # the tests' world: buckets start as full as the limits say
-    _drain_upstream(world)
+    drain_key(world.sim, world.sim.keys[0])
     async with world.open_pool() as pool:
         await asyncio.gather(*(pool.delegate(REQ) for _ in range(4)), return_exceptions=True)
     assert world.sim.stats().rate_limited > 0

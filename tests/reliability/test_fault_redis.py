@@ -22,6 +22,7 @@ from claude_pool.pool.models import DelegationRequest
 from claude_pool.records.batch import run_batch
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.simulator import Latency, Scenario
+from tests.plugins.simulators import drain_key
 from tests.reliability.conftest import TENANT, execution_rows, wait_until
 from tests.reliability.netfaults import RedisServer, TcpProxy
 
@@ -203,7 +204,6 @@ async def test_a_restart_of_redis_under_load_fails_nothing_and_overruns_nothing(
     """One key of 60 RPM that another client has drained; an open-loop load at half its rate, each
     request with 20 s to live; Redis killed for 2 s in the middle and started again empty. Requests
     wait for the store instead of failing, and the rebuilt bucket is taken as drained, not full."""
-    import anthropic
 
     server = RedisServer(tmp_path / "redis").start()
     try:
@@ -213,17 +213,7 @@ async def test_a_restart_of_redis_under_load_fails_nothing_and_overruns_nothing(
             redis_prefix=redis_prefix,
             config={"capacity": {"coldStart": "empty"}},  # a bucket rebuilt empty, never as full
         )
-        (key,) = sim.keys
-        drainer = anthropic.Anthropic(api_key=key.key, base_url=sim.base_url, max_retries=0)
-        for _ in range(70):
-            try:
-                drainer.messages.create(
-                    model="claude-sonnet-5-5", max_tokens=1, messages=[{"role": "user", "content": "x"}]
-                )
-            except anthropic.RateLimitError:
-                break
-        drainer.close()
-        sim.reset(counters=True, buckets=False)
+        drain_key(sim, sim.keys[0])
 
         async def restart() -> None:
             await asyncio.sleep(5.0)
