@@ -137,18 +137,26 @@ local function pick(tied)
   return tied[math.min(#tied, math.floor(r * #tied) + 1)]
 end
 
-local function least_loaded()
-  local best = -math.huge
-  for _, e in ipairs(eligible) do
-    best = math.max(best, e.score)
+-- One of the entries of `list` whose `value` is the best (the highest when `highest`, else the
+-- lowest), ties within TIE_EPSILON broken by r: the one rule of least-loaded, priority and
+-- shortest-wait choices (the Python twin: _rules._pick over the same filter).
+local function best_of(list, value, highest)
+  local sign = highest and -1 or 1
+  local top = math.huge
+  for _, e in ipairs(list) do
+    top = math.min(top, sign * value(e))
   end
   local tied = {}
-  for _, e in ipairs(eligible) do
-    if e.score >= best - TIE_EPSILON then
+  for _, e in ipairs(list) do
+    if sign * value(e) <= top + TIE_EPSILON then
       tied[#tied + 1] = e
     end
   end
   return pick(tied)
+end
+
+local function least_loaded()
+  return best_of(eligible, function(e) return e.score end, true)
 end
 
 local function choose()
@@ -179,17 +187,7 @@ local function choose()
     end
     return eligible[#eligible]
   elseif strategy == 'priority' then
-    local best = math.huge
-    for _, e in ipairs(eligible) do
-      best = math.min(best, e.priority)
-    end
-    local tied = {}
-    for _, e in ipairs(eligible) do
-      if e.priority == best then
-        tied[#tied + 1] = e
-      end
-    end
-    return pick(tied)
+    return best_of(eligible, function(e) return e.priority end, false)
   elseif strategy == 'sticky' then
     local mapped = redis.call('GET', KEYS[4])
     if mapped then
@@ -204,17 +202,7 @@ local function choose()
 end
 
 local function shortest_wait()
-  local best = math.huge
-  for _, e in ipairs(queued) do
-    best = math.min(best, e.wait)
-  end
-  local tied = {}
-  for _, e in ipairs(queued) do
-    if e.wait <= best + TIE_EPSILON then
-      tied[#tied + 1] = e
-    end
-  end
-  return pick(tied)
+  return best_of(queued, function(e) return e.wait end, false)
 end
 
 local out = {0, '', fmt(now), '0'}
