@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-compare clean
+.PHONY: install demo test test-fast lint bench bench-compare bench-gateway clean
 
 # -qq: errors only. What pip would print besides is informational (setuptools' note that an editable
 # install maps folders, this machine's pip config naming a local index without pip in it).
@@ -43,14 +43,23 @@ bench: $(STAMP)
 BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-$(BENCH_STAMP): pyproject.toml
+# bench/litellm-proxy.txt: what LiteLLM's proxy needs to run (its [proxy] extra, as far as the
+# registry has it), for the gateway benchmark.
+$(BENCH_STAMP): pyproject.toml bench/litellm-proxy.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]' 'litellm==1.110.*' 'matplotlib>=3.8,<4'
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]' 'litellm==1.110.*' -r bench/litellm-proxy.txt 'matplotlib>=3.8,<4'
 	touch $(BENCH_STAMP)
 
-bench-compare: $(BENCH_STAMP)
+# Then the gateway benchmark (below), whose table goes to bench/results/gateway.md.
+bench-compare: $(BENCH_STAMP) $(STAMP)
 	$(BENCH_VENV)/bin/python -m bench.compare
+	$(BENCH_VENV)/bin/python -m bench.compare.gateway
+
+# claude-pool's /v1/messages (claude-pool serve from .venv) beside LiteLLM's proxy (from .venv-bench)
+# and the simulator called directly: added latency, time to first byte, CPU, goodput, 429s (2-3 min).
+bench-gateway: $(BENCH_STAMP) $(STAMP)
+	$(BENCH_VENV)/bin/python -m bench.compare.gateway
 
 clean:
 	rm -rf $(VENV) .claude-pool logs .pytest_cache
