@@ -61,5 +61,26 @@ bench-compare: $(BENCH_STAMP) $(STAMP)
 bench-gateway: $(BENCH_STAMP) $(STAMP)
 	$(BENCH_VENV)/bin/python -m bench.compare.gateway
 
+# The Prefect UI screenshots of a delegate run in docs/ (linked from the README): the simulator, a
+# Prefect server and serve-flows, photographed by headless Chromium (about half a minute). Chromium is
+# Debian's package; Playwright, which drives it, lives in its own virtualenv, never in the project's
+# dependencies (and never `playwright install`: the browser is Debian's).
+DOCS_VENV  := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
+
+$(DOCS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -qq --upgrade pip
+	$(DOCS_VENV)/bin/pip install -qq -e . 'playwright>=1.65,<1.66'
+	touch $(DOCS_STAMP)
+
+/usr/bin/chromium:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+.PHONY: docs-screenshot
+docs-screenshot: $(DOCS_STAMP) /usr/bin/chromium
+	$(DOCS_VENV)/bin/python docs/ui_screenshot.py
+
 clean:
 	rm -rf $(VENV) .claude-pool logs .pytest_cache
