@@ -1,4 +1,5 @@
-"""Capacity sync steps: snapshot the live view, publish it, reclaim dead workers' leases."""
+"""Capacity sync steps: snapshot the live view, compare the Admin API's usage with the pool's records,
+publish the view, reclaim dead workers' leases."""
 
 from __future__ import annotations
 
@@ -10,23 +11,20 @@ from prefect import task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from claude_pool.maintenance.capacity_sync import (
-    capacity_table,
-    read_usage_report,
-    snapshot_pool,
-    store_snapshot,
-)
+from claude_pool.maintenance.capacity_sync import capacity_table, snapshot_pool, store_snapshot
 from claude_pool.maintenance.retention import prune_capacity_snapshots
+from claude_pool.maintenance.usage_drift import check_usage_drift
 from claude_pool.records.executions import ExecutionStore
 from claude_pool_tasks.context import open_pool, retry_on_infrastructure, runtime
+from claude_pool_tasks.prefect_events import emit_usage_drift
 
 __all__ = [
+    "compare_usage",
     "prune_old_snapshots",
     "publish_capacity_table",
     "reap_stale_executions",
     "reclaim_expired_leases",
     "snapshot_capacity",
-    "usage_report",
 ]
 
 
@@ -40,9 +38,10 @@ async def snapshot_capacity() -> list[dict[str, Any]]:
 
 
 @task(cache_policy=NO_CACHE)
-async def publish_capacity_table(rows: list[dict[str, Any]], usage: dict[str, Any] | None) -> None:
-    """The Prefect UI's view of the pool: one row per account."""
-    table, description = capacity_table(rows, usage)
+async def publish_capacity_table(rows: list[dict[str, Any]], usage: dict[str, Any]) -> None:
+    """The Prefect UI's view of the pool: one row per account, with the usage comparison's notes
+    (a drift, or why the Admin API could not be read)."""
+    table, description = capacity_table(rows, usage["usage"], notes=usage["notes"])
     await acreate_table_artifact(table, key="pool-capacity", description=description)
 
 
@@ -62,10 +61,15 @@ def reap_stale_executions() -> int:
     )
 
 
-@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
-async def usage_report() -> dict[str, Any] | None:
-    """The Admin API's usage per key over the last hour, when ANTHROPIC_ADMIN_API_KEY is set."""
-    return await read_usage_report(runtime().settings)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
+async def compare_usage() -> dict[str, Any]:
+    """The Admin API's usage per pooled key over the last hour against what the pool recorded
+    (when ANTHROPIC_ADMIN_API_KEY is set): a key another client spends from raises a usage-drift
+    account alert and a ``claude-pool.account.usage-drift`` event. An admin key that fails is a
+    warning in the run's logs and the table's notes, never a failed task."""
+    check = await check_usage_drift(runtime())
+    emit_usage_drift(check)
+    return check.as_dict()
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)

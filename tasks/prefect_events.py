@@ -3,7 +3,8 @@
 
 Every event is named under ``claude-pool.account.`` and names the account as its resource and as a
 related resource (role ``account``); Prefect adds the flow run, flow and deployment it was emitted
-in. An automation matches on the name, e.g. ``claude-pool.account.breaker-opened``.
+in. An automation matches on the name, e.g. ``claude-pool.account.breaker-opened``; capacity sync
+emits ``claude-pool.account.usage-drift`` when another client spends from a pooled key.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from prefect.events import emit_event
 
 from claude_pool.breaker import BreakerListener, State, Transition
 from claude_pool.core.redaction import redact
+from claude_pool.maintenance.usage_drift import DriftCheck
 from claude_pool.pool.directory import AccountDirectory
 from claude_pool.pool.listeners import AccountStatusChange, PoolListener
 from claude_pool.records.names import account_name
 from claude_pool.storage import AccountStatus, QuotaAlert
 
-__all__ = ["EVENT_PREFIX", "PrefectEventBridge", "emit_account_event", "emit_quota_alerts"]
+__all__ = [
+    "EVENT_PREFIX",
+    "PrefectEventBridge",
+    "emit_account_event",
+    "emit_quota_alerts",
+    "emit_usage_drift",
+]
 
 EVENT_PREFIX = "claude-pool.account."
 _BREAKER_EVENTS = {State.OPEN: "breaker-opened", State.CLOSED: "breaker-closed", State.HALF_OPEN: "breaker-half-open"}
@@ -58,6 +66,20 @@ def emit_quota_alerts(alerts: list[QuotaAlert], names: Mapping[str, str]) -> Non
         emit_account_event("quota-alert-raised", alert.account_id, names.get(alert.account_id), payload)
         if alert.metric in BUDGETS and alert.kind == "threshold" and alert.threshold >= 1.0:
             emit_account_event("budget-exhausted", alert.account_id, names.get(alert.account_id), payload)
+
+
+def emit_usage_drift(check: DriftCheck) -> None:
+    """``usage-drift`` for each key another client started spending from (one per incident, as its
+    alert), ``usage-drift-ended`` when upstream's count agrees with the pool's again."""
+    window = {"window_start": check.window_start.isoformat(), "window_end": check.window_end.isoformat()}
+    for what, comparisons in (("usage-drift", check.raised), ("usage-drift-ended", check.ended)):
+        for c in comparisons:
+            payload = {
+                "organization_id": c.organization_id, "api_key_id": c.api_key_id,
+                "upstream_tokens": c.upstream.total, "pool_tokens": c.pool.total,
+                "excess_tokens": c.excess, "tolerance_tokens": c.tolerance, **window,
+            }
+            emit_account_event(what, c.account_id, c.account_name, payload)
 
 
 class PrefectEventBridge(PoolListener, BreakerListener):

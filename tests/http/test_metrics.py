@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from claude_pool.simulator import FaultRule
+from claude_pool.simulator import FaultRule, Limits
 from tests.http.harness import ApiServer
 
 ORG, REFUSED_ORG = "org-m", "org-r"
 RUNS = 6
+# Two accounts of one Anthropic organization share a capacity group (one bucket); their bucket is
+# cooling down when the first of GROUP_RUNS delegations arrives, so that one waits for its place.
+GROUP_ORG, GROUP, GROUP_RUNS, COOLDOWN = "org-g", "metrics-group", 3, 3.0
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -51,6 +55,7 @@ def run(api: ApiServer) -> Iterator[dict[str, Any]]:
         response = admin.post("/api/orchestrator/execute", json=body)
         assert response.status_code == 200, response.text
         answers.append(response.json())
+    _run_the_group(api)
     refusal = admin.post("/api/orchestrator/execute", json={"message": "x", "organizationId": REFUSED_ORG})
     assert refusal.status_code >= 400
     wrong_model = {"message": "x", "organizationId": ORG, "model": "no-such-model"}
@@ -64,6 +69,22 @@ def run(api: ApiServer) -> Iterator[dict[str, Any]]:
         "names": {"ok": ok["name"], "limited": limited["name"], "spare": spare["name"]},
         "limited_key": keys[1].name,
     }
+
+
+def _run_the_group(api: ApiServer) -> None:
+    admin = api.client("admin")
+    limits = Limits(rpm=10_000, itpm=10_000_000, otpm=2_000_000)
+    for n in (1, 2):
+        spec = api.sim.add_key(f"metrics-g{n}", "sim-org-g", limits=limits)
+        api.register(admin, GROUP_ORG, spec.key, spec.name, capacityGroup=GROUP)
+    # Another worker met a 429 on the group's bucket a moment ago: it cools down for COOLDOWN s.
+    capacity = api.app.state.ctx.pool.capacity
+    api.server.call(capacity.cool_down(f"group:{GROUP}", time.time() + COOLDOWN))
+    for n in range(GROUP_RUNS):
+        body = {"message": f"grouped {n}", "organizationId": GROUP_ORG, "maxTokens": 20}
+        response = admin.post("/api/orchestrator/execute", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["attempts"] == 1
 
 
 def test_metrics_parse_and_count_the_run(api: ApiServer, run: dict[str, Any]) -> None:
@@ -99,12 +120,45 @@ def test_metrics_show_breakers_headroom_and_the_outbox(run: dict[str, Any]) -> N
     assert _value(samples, "claude_pool_breaker_state", organization=ORG, account="metrics-ok") == 0
     assert _value(samples, "claude_pool_breaker_transitions_total", **spare, to_state="open") == 1
     headrooms = [v for (name, _), v in samples.items() if name == "claude_pool_headroom_ratio"]
-    assert len(headrooms) == 4 and all(0.0 <= h <= 1.0 for h in headrooms)
+    assert len(headrooms) == 6 and all(0.0 <= h <= 1.0 for h in headrooms)
     assert _value(samples, "claude_pool_account_active", organization=REFUSED_ORG, account="metrics-off", status="disabled") == 0
     # The forced opening is an account alert waiting for the quota sweep to send it.
     assert _value(samples, "claude_pool_alert_outbox_depth", table="account_alerts") == 1
     assert _value(samples, "claude_pool_alert_outbox_depth", table="quota_alerts") == 0
     assert _value(samples, "claude_pool_scrape_errors", source="capacity") == 0
+
+
+def test_metrics_show_the_admission_wait_of_each_call(run: dict[str, Any]) -> None:
+    samples = _samples(run["text"])
+
+    def total(name: str, organization: str, **labels: str) -> float:
+        wanted = {("organization", organization), *labels.items()}
+        return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+    wait = "claude_pool_admission_wait_seconds"
+    # every admitted call is observed once: one per delegation here (no fail-over in org-g)
+    assert total(f"{wait}_count", GROUP_ORG) == GROUP_RUNS
+    # the first waited out the cool-down (at most its length), the others went at once
+    assert total(f"{wait}_bucket", GROUP_ORG, le="0.0") == GROUP_RUNS - 1
+    assert 0.0 < total(f"{wait}_sum", GROUP_ORG) <= COOLDOWN
+    assert total(f"{wait}_bucket", GROUP_ORG, le="+Inf") == GROUP_RUNS
+    # org-m's calls, fail-overs and the one with a wrong model were all admitted at once
+    attempts = sum(a["attempts"] for a in run["answers"]) + 1
+    assert total(f"{wait}_count", ORG) == total(f"{wait}_bucket", ORG, le="0.0") == attempts
+
+
+def test_metrics_show_the_headroom_of_each_capacity_group(run: dict[str, Any]) -> None:
+    samples = _samples(run["text"])
+    groups = {
+        dict(ls)["group"]: v for (n, ls), v in samples.items() if n == "claude_pool_capacity_group_headroom_ratio"
+    }
+    assert list(groups) == [GROUP]  # accounts without a group have their per-account series only
+    members = [
+        _value(samples, "claude_pool_headroom_ratio", organization=GROUP_ORG, account=f"metrics-g{n}")
+        for n in (1, 2)
+    ]
+    # one bucket: the group's headroom is its accounts'
+    assert 0.0 <= groups[GROUP] <= 1.0 and groups[GROUP] == min(members)
 
 
 def test_metrics_hold_no_key_material(api: ApiServer, run: dict[str, Any]) -> None:

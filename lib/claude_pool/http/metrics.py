@@ -4,9 +4,12 @@ Two sources, one registry per server:
 
 - what happens, counted as it happens by :class:`PoolMetrics`, a pool and breaker listener:
   requests (calls to Anthropic) per account and outcome, tokens, upstream 429s, fail-overs,
-  admission refusals, failed delegations, breaker transitions, call and delegation latency;
+  failed delegations, breaker transitions, call and delegation latency, and how long each
+  admitted call waited for its place in its account's queue;
 - what is, read from the stores when Prometheus scrapes: breaker state, headroom and requests in
-  flight per account, and the alert outbox's depth.
+  flight per account, headroom per capacity group (the bucket that the accounts of one Anthropic
+  organization share), the alert outbox's depth, and the admission refusals recorded by every
+  worker (a refused request never reaches a listener: it is refused before any attempt).
 
 Flow workers serve no HTTP: each keeps one :class:`PoolMetrics` (without the store reads) for the
 process and pushes it to a Pushgateway (``PROMETHEUS_PUSHGATEWAY_URL``) after each task run.
@@ -59,6 +62,10 @@ _ACCOUNT = ("organization", "account")
 # The error types a refused delegation is recorded with, and the reason label each becomes.
 _REFUSALS = {"NoAccountAvailable": "no_account", "DeadlineExceeded": "deadline"}
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# A first bucket at 0 counts the calls served at once; the queue is bounded by
+# admission.maxQueueSeconds (30 s by default), a request's own bound by at most an hour.
+_WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_GROUP_PREFIX = "group:"  # the bucket id of a capacity group (claude_pool.pool.directory)
 
 
 def _label(value: str) -> str:
@@ -122,6 +129,13 @@ class PoolMetrics(PoolListener, BreakerListener):
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.admission_wait = Histogram(
+            "claude_pool_admission_wait_seconds",
+            "How long an admitted call waited for its place in its account's queue (0: at once).",
+            _ACCOUNT,
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
         self.execution_seconds = Histogram(
             "claude_pool_execution_seconds",
             "Duration of an answered delegation, admission and fail-overs included.",
@@ -140,7 +154,11 @@ class PoolMetrics(PoolListener, BreakerListener):
         return self._names.get(account_id, ("", account_id))
 
     async def on_selection(self, request: DelegationRequest, selected: Selected) -> None:
-        self._names[selected.account_id] = (_label(selected.organization_id), _label(selected.account_name))
+        account = self._names[selected.account_id] = (
+            _label(selected.organization_id),
+            _label(selected.account_name),
+        )
+        self.admission_wait.labels(*account).observe(max(0.0, selected.wait_seconds))
         if selected.attempt > 1:
             self.failovers.labels(_label(request.organization_id)).inc()
 
@@ -288,7 +306,26 @@ def _account_gauges(rows: list[CapacityRow]) -> Iterator[Metric]:
         headroom.add_metric(account, row.headroom)
         in_flight.add_metric(account, row.in_flight)
         active.add_metric([*account, row.status], 1 if row.status == "active" else 0)
-    yield from (state, headroom, in_flight, active)
+    yield from (state, headroom, in_flight, active, _group_headroom(rows))
+
+
+def _group_headroom(rows: list[CapacityRow]) -> GaugeMetricFamily:
+    """The accounts of a capacity group share one bucket: its headroom is theirs (the least any of
+    them reports, should their configured limits differ). Accounts without a group are the
+    per-account series only."""
+    groups: dict[str, float] = {}
+    for row in rows:
+        if row.bucket_id.startswith(_GROUP_PREFIX):
+            group = _label(row.bucket_id.removeprefix(_GROUP_PREFIX))
+            groups[group] = min(groups.get(group, 1.0), row.headroom)
+    family = GaugeMetricFamily(
+        "claude_pool_capacity_group_headroom_ratio",
+        "Share of the tightest per-minute limit still free, per capacity group (shared bucket).",
+        labels=["group"],
+    )
+    for group, value in sorted(groups.items()):
+        family.add_metric([group], value)
+    return family
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -1,23 +1,19 @@
-"""The live view of the pool, written to ``capacity_snapshots`` (history for the UI and sweeps).
-
-Also reads Anthropic's Admin API usage report when an admin key is configured: the organization's
-own account of what each key spent, which includes clients outside this pool.
+"""The live view of the pool, written to ``capacity_snapshots`` (history for the UI and sweeps), and
+the table capacity-sync publishes of it (with what the Admin API's usage report said, see
+``claude_pool.maintenance.usage_drift``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from claude_pool.core.errors import UpstreamFailure
-from claude_pool.core.settings import Settings
 from claude_pool.pool import Pool
 from claude_pool.storage import CapacitySnapshot, Database
 
-__all__ = ["CapacityRow", "capacity_table", "read_usage_report", "snapshot_pool", "store_snapshot"]
+__all__ = ["CapacityRow", "capacity_table", "snapshot_pool", "store_snapshot"]
 
 
 @dataclass(frozen=True)
@@ -100,56 +96,6 @@ def store_snapshot(db: Database, rows: list[CapacityRow], *, taken_at: datetime 
     return len(rows)
 
 
-async def read_usage_report(settings: Settings, *, minutes: int = 60) -> dict[str, dict[str, int]] | None:
-    """Tokens per API key id over the last ``minutes`` (1-minute buckets); None without an admin key."""
-    if settings.anthropic_admin_api_key is None:
-        return None
-    import httpx
-
-    base = (settings.anthropic_base_url or "https://api.anthropic.com").rstrip("/")
-    start = (datetime.now(UTC) - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    headers = {"x-api-key": settings.anthropic_admin_api_key.reveal(), "anthropic-version": "2023-06-01"}
-    params: dict[str, Any] = {
-        "starting_at": start,
-        "bucket_width": "1m",
-        "group_by[]": "api_key_id",
-        "limit": 1440,
-    }
-    totals: dict[str, dict[str, int]] = {}
-    async with httpx.AsyncClient(timeout=30) as client:
-        page: str | None = None
-        while True:
-            if page:
-                params["page"] = page
-            try:
-                reply = await client.get(
-                    f"{base}/v1/organizations/usage_report/messages", params=params, headers=headers
-                )
-            except httpx.HTTPError as exc:
-                raise UpstreamFailure(f"usage report unreachable: {type(exc).__name__}") from exc
-            if reply.status_code != 200:
-                raise UpstreamFailure(
-                    f"usage report answered {reply.status_code}", status_code=reply.status_code
-                )
-            body = reply.json()
-            for bucket in body.get("data", []):
-                for result in bucket.get("results", []):
-                    key_id = result.get("api_key_id") or "unknown"
-                    row = totals.setdefault(
-                        key_id, {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0}
-                    )
-                    cache = result.get("cache_creation") or {}
-                    row["input_tokens"] += int(result.get("uncached_input_tokens") or 0) + sum(
-                        int(v or 0) for v in cache.values() if isinstance(v, int)
-                    )
-                    row["output_tokens"] += int(result.get("output_tokens") or 0)
-                    row["cache_read_input_tokens"] += int(result.get("cache_read_input_tokens") or 0)
-            page = body.get("next_page") if body.get("has_more") else None
-            if not page:
-                return totals
-            await asyncio.sleep(0)
-
-
 def _until(epoch: float | None, now: datetime) -> str:
     if not epoch or epoch <= now.timestamp():
         return "-"
@@ -157,10 +103,16 @@ def _until(epoch: float | None, now: datetime) -> str:
 
 
 def capacity_table(
-    rows: Sequence[Mapping[str, Any]], usage: Mapping[str, Any] | None, *, now: datetime | None = None
+    rows: Sequence[Mapping[str, Any]],
+    usage: Mapping[str, Any] | None,
+    *,
+    notes: Sequence[str] = (),
+    now: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The live view as a person reads it (one row per account, ``CapacityRow.as_dict()`` in) and
-    a line describing it: what the capacity-sync flow publishes as a table."""
+    the text describing it: what the capacity-sync flow publishes as a table. ``usage`` is the
+    Admin API's report per key id (None: not read); ``notes`` follow, one line each (usage drift,
+    an admin key that failed)."""
     now = now or datetime.now(UTC)
     table = [
         {
@@ -180,4 +132,6 @@ def capacity_table(
     description = f"{len(rows)} accounts at {now.isoformat(timespec='seconds')}"
     if usage is not None:
         description += f"; Admin API usage report covers {len(usage)} keys"
+    if notes:
+        description += "\n\n" + "\n".join(f"- {note}" for note in notes)
     return table, description

@@ -396,7 +396,8 @@ class Pool(AsyncClosing):
             attempt=number,
             probe=probe or None,
         )
-        selected = Selected(account.id, account.name, account.organization_id, strategy, number, probe)
+        wait = attempt.reservation.wait_seconds
+        selected = Selected(account.id, account.name, account.organization_id, strategy, number, probe, wait)
         await self._notify("on_selection", state.request, selected)
 
     async def _send(

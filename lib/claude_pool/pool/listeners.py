@@ -19,6 +19,9 @@ class Selected:
     strategy: str
     attempt: int
     probe: bool
+    #: How long the request waited for its place in the account's queue before this call could go
+    #: out (0: served at once); see ``Reservation.wait_seconds``.
+    wait_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """Account alerts: an account's trouble, stored for Slack once per incident, with a recovery note.
 
-Four kinds, each an incident that starts and ends:
+Five kinds, each an incident that starts and ends:
 
 - ``breaker_open``: the circuit breaker opened (and ends when it closes again);
 - ``credentials_rejected``: Anthropic refused the key (ends when the key is rotated or the account
   enabled again);
 - ``budget_exhausted``: the spend cap was reached (ends when the cap resets or the account is
   enabled again);
-- ``account_disabled``: an operator disabled the account (ends when it is enabled again).
+- ``account_disabled``: an operator disabled the account (ends when it is enabled again);
+- ``usage_drift``: Anthropic's usage report counts clearly more tokens on the account's key than
+  the pool sent, so another client spends from it (raised and ended by capacity sync, see
+  ``claude_pool.maintenance.usage_drift``).
 
 Rows go to ``account_alerts``; :class:`~claude_pool.quota.outbox.AlertOutbox` sends them with the
 quota alerts (stored first, sent once, never lost). An incident already open is not raised again,
@@ -42,6 +45,7 @@ __all__ = [
     "KIND_BUDGET_EXHAUSTED",
     "KIND_CREDENTIALS_REJECTED",
     "KIND_DISABLED",
+    "KIND_USAGE_DRIFT",
     "PHASE_DIGEST",
     "PHASE_INCIDENT",
     "PHASE_RECOVERY",
@@ -55,7 +59,14 @@ KIND_BREAKER_OPEN = "breaker_open"
 KIND_CREDENTIALS_REJECTED = "credentials_rejected"
 KIND_BUDGET_EXHAUSTED = "budget_exhausted"
 KIND_DISABLED = "account_disabled"
-ACCOUNT_ALERT_KINDS = (KIND_BREAKER_OPEN, KIND_CREDENTIALS_REJECTED, KIND_BUDGET_EXHAUSTED, KIND_DISABLED)
+KIND_USAGE_DRIFT = "usage_drift"
+ACCOUNT_ALERT_KINDS = (
+    KIND_BREAKER_OPEN,
+    KIND_CREDENTIALS_REJECTED,
+    KIND_BUDGET_EXHAUSTED,
+    KIND_DISABLED,
+    KIND_USAGE_DRIFT,
+)
 
 PHASE_INCIDENT = "incident"
 PHASE_RECOVERY = "recovery"
@@ -152,6 +163,10 @@ class AccountAlerts:
                 if row is not None:
                     stored.append(row)
         return stored
+
+    def open_accounts(self, kind: str) -> set[str]:
+        """The accounts with an incident of ``kind`` open now (whoever raised it)."""
+        return {account for account, open_kind in self._open_incidents() if open_kind == kind}
 
     # -- the rule -----------------------------------------------------------------------------
 

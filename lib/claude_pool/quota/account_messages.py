@@ -12,6 +12,7 @@ from claude_pool.quota.account_alerts import (
     KIND_BUDGET_EXHAUSTED,
     KIND_CREDENTIALS_REJECTED,
     KIND_DISABLED,
+    KIND_USAGE_DRIFT,
     PHASE_DIGEST,
     PHASE_RECOVERY,
 )
@@ -38,19 +39,30 @@ _WORDING = {
         "was set aside: its spend limit is reached",
     ),
     KIND_DISABLED: ("⏸️ Account disabled", "▶️ Account re-enabled", "was taken out of the pool"),
+    KIND_USAGE_DRIFT: (
+        "🕵️ Usage drift",
+        "✅ Usage matches again",
+        "is spent by a client outside the pool: Anthropic counts clearly more tokens on its key "
+        "than the pool sent (rotate the key if nobody else should hold it: "
+        "`claude-pool accounts rotate-key`)",
+    ),
 }
 _SUBJECT = {
     KIND_BREAKER_OPEN: "circuit breaker",
     KIND_CREDENTIALS_REJECTED: "credentials",
     KIND_BUDGET_EXHAUSTED: "budget",
     KIND_DISABLED: "disabled / enabled",
+    KIND_USAGE_DRIFT: "usage drift",
 }
 _NOUN = {
     KIND_BREAKER_OPEN: ("opened", "closed"),
     KIND_CREDENTIALS_REJECTED: ("rejected", "accepted again"),
     KIND_BUDGET_EXHAUSTED: ("exhausted", "available again"),
     KIND_DISABLED: ("disabled", "re-enabled"),
+    KIND_USAGE_DRIFT: ("drifted", "matched again"),
 }
+# What a recovery note says of the account: only a drift leaves it in the pool all along.
+_RECOVERED = {KIND_USAGE_DRIFT: "is spent by the pool alone again"}
 
 
 def _when(value: datetime | None) -> str:
@@ -75,7 +87,8 @@ def _summary(alert: AccountAlert, name: str) -> str:
             f"{_when(alert.created_at)}; one message instead of {alert.openings + alert.recoveries}.{state}"
         )
     if alert.phase == PHASE_RECOVERY:
-        return f"{who} is back in the pool ({closed}; incident #{alert.sequence})."
+        recovered = _RECOVERED.get(alert.kind, "is back in the pool")
+        return f"{who} {recovered} ({closed}; incident #{alert.sequence})."
     until = f" Until {_when(alert.until)}." if alert.until else ""
     return f"{who} {_mrkdwn(meaning)}.{until}"
 
