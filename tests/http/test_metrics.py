@@ -110,6 +110,9 @@ def test_metrics_parse_and_count_the_run(api: ApiServer, run: dict[str, Any]) ->
     )
     assert _value(samples, "claude_pool_execution_seconds_count", organization=ORG) == RUNS
     assert _value(samples, "claude_pool_admission_refusals_total", organization=REFUSED_ORG, reason="no_account") == 1
+    # The refusal at admission is also told to the pool's listeners as it happens (the live counter).
+    refused = {"organization": REFUSED_ORG, "error": "NoAccountAvailable"}
+    assert _value(samples, "claude_pool_delegation_failures_total", **refused) == 1
     assert _value(samples, "claude_pool_delegation_failures_total", organization=ORG, error="CallerRequestError") == 1
 
 

@@ -43,6 +43,7 @@ from claude_pool.core.config import PoolConfig, Strategy
 from claude_pool.core.errors import (
     AccountUnavailability,
     BackendUnavailable,
+    ClaudePoolError,
     DeadlineExceeded,
     NoAccountAvailable,
     UpstreamFailure,
@@ -153,6 +154,15 @@ class Pool(AsyncClosing):
         at most ``selection.max_attempts`` times; raises the last attempt's error. A streamed
         ``passthrough`` request hands its events to ``relay`` as they arrive."""
         state = RequestState.of(request, self.config.selection.strategy, on_text, relay)
+        try:
+            return await self._serve(state)
+        except ClaudePoolError as error:
+            # Every way a delegation ends without an answer is told, a refusal at admission included.
+            await self._notify("on_failure", request, error)
+            raise
+
+    async def _serve(self, state: RequestState) -> DelegationResult:
+        request = state.request
         while len(state.attempts) < self.config.selection.max_attempts:
             async with await self._admit_after(state) as attempt:
                 if not await self._wait_for_turn(state.request, attempt):
@@ -171,9 +181,7 @@ class Pool(AsyncClosing):
                 state.tried.add(attempt.account.id)
             elif end.outcome.backoff_seconds:
                 await self._sleep_within_deadline(request, end.outcome.backoff_seconds)
-        error = state.last_error or UpstreamFailure("no attempt could be made")
-        await self._notify("on_failure", request, error)
-        raise error
+        raise state.last_error or UpstreamFailure("no attempt could be made")
 
     # --- admission: an account, its capacity reserved, its breaker's permit -----------------
     async def _admit_after(self, state: RequestState) -> Attempt:
