@@ -72,18 +72,56 @@ class RelayTransport:
         """``body`` to ``/v1/messages`` with the client's ``headers``: upstream's message and its
         response headers. A streamed body's events go to ``events`` as they arrive (see
         :class:`StreamReader` for what counts as before and after the first byte)."""
-        url = f"{self.base_url}/v1/messages"
-        sent = {
-            "x-api-key": api_key,
-            "content-type": "application/json",
-            "anthropic-version": DEFAULT_ANTHROPIC_VERSION,
-            **headers,
-        }
-        request = httpx2.Request("POST", url)  # what the SDK's exceptions name; it carries no key
+        to = None
+        if body.get("stream") is True:
+            if events is None:
+                raise ValueError("a streamed relay needs somewhere to send its events")
+            to = events
+        response, request = await self._open(api_key, "POST", "/v1/messages", body, None, headers, timeout)
+        async with response:
+            if to is None:
+                return await _read_json(response, request), response.headers
+            return await StreamReader(response, to, request).read(), response.headers
+
+    async def call(
+        self,
+        api_key: str,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> httpx2.Response:
+        """Any other call (token counting, the model list), answered as it came."""
+        response, request = await self._open(api_key, method, path, body, params, headers, timeout)
+        async with response:
+            return _as_httpx(response, await response.read(), request)
+
+    async def _open(
+        self,
+        api_key: str,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> tuple[aiohttp.ClientResponse, httpx2.Request]:
+        """The response to a call, open, once its status says it was answered (an error status
+        raises the SDK's status error, with upstream's body; no answer, its connection error)."""
+        url = f"{self.base_url}{path}"
+        sent = {"x-api-key": api_key, "anthropic-version": DEFAULT_ANTHROPIC_VERSION, **headers}
+        data = None
+        if body is not None:
+            sent["content-type"] = "application/json"
+            data = json.dumps(body)
+        request = httpx2.Request(method, url)  # what the SDK's exceptions name; it carries no key
         limits = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 30.0), sock_read=timeout)
         try:
-            response = await self._open_session().post(
-                url, data=json.dumps(body), headers=sent, timeout=limits
+            response = await self._open_session().request(
+                method, url, data=data, params=params, headers=sent, timeout=limits
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise anthropic.APITimeoutError(request) from exc
@@ -91,14 +129,10 @@ class RelayTransport:
             raise anthropic.APIConnectionError(
                 message=f"connection error: {type(exc).__name__}", request=request
             ) from exc
-        async with response:
-            if response.status >= 400:
+        if response.status >= 400:
+            async with response:
                 raise await _status_error(response, request)
-            if body.get("stream") is not True:
-                return await _read_json(response, request), response.headers
-            if events is None:
-                raise ValueError("a streamed relay needs somewhere to send its events")
-            return await StreamReader(response, events, request).read(), response.headers
+        return response, request
 
     def _open_session(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the event loop it was made on.

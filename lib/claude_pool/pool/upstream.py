@@ -98,15 +98,8 @@ class UpstreamClient:
     ) -> httpx2.Response:
         """A call that reserves no capacity (token counting, the model list), sent and answered as
         is; an error status raises the SDK's status error, as for messages."""
-        client = self._base.with_options(api_key=api_key, timeout=timeout)
-        if method == "GET":
-            return await client.get(
-                path,
-                cast_to=httpx2.Response,
-                options={"headers": dict(headers), "params": dict(params or {})},
-            )
-        return await client.post(
-            path, cast_to=httpx2.Response, body=dict(body or {}), options={"headers": dict(headers)}
+        return await self._relay.call(
+            api_key, method, path, body=body, params=params, headers=headers, timeout=timeout
         )
 
     async def stream(
