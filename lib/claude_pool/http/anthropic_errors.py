@@ -9,7 +9,6 @@ such a client in those terms, with ``Retry-After`` where waiting helps (the SDKs
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 
 from fastapi.responses import JSONResponse
@@ -29,6 +28,7 @@ from claude_pool.core.errors import (
     UpstreamError,
 )
 from claude_pool.core.redaction import redact
+from claude_pool.http.errors import retry_after_header
 
 __all__ = ["ANTHROPIC_PATHS", "anthropic_error", "anthropic_error_event", "gateway_error"]
 
@@ -81,7 +81,7 @@ def _status_of(exc: Exception) -> tuple[int, str, int | None]:
     """(status, Anthropic error type, Retry-After seconds or None) for a library error."""
     if isinstance(exc, NoAccountAvailable):
         if exc.retry_after is not None:
-            return 429, "rate_limit_error", max(1, math.ceil(exc.retry_after))
+            return 429, "rate_limit_error", retry_after_header(exc.retry_after)
         if not exc.reasons:  # the organization has no account at all: waiting will not help
             return 403, "permission_error", None
         return 529, "overloaded_error", None
@@ -99,7 +99,7 @@ def _status_of(exc: Exception) -> tuple[int, str, int | None]:
 
 
 def _upstream_status(exc: UpstreamError) -> tuple[int, str, int | None]:
-    retry_after = None if exc.retry_after is None else max(1, math.ceil(exc.retry_after))
+    retry_after = None if exc.retry_after is None else retry_after_header(exc.retry_after)
     if isinstance(exc, Overloaded):
         return 529, "overloaded_error", retry_after
     if isinstance(exc, RateLimited):

@@ -32,7 +32,13 @@ from claude_pool.core.errors import (
 from claude_pool.core.redaction import redact
 from claude_pool.http.schemas import UNKNOWN_FIELD, camel
 
-__all__ = ["ApiError", "install_error_handlers", "library_error_response", "status_for"]
+__all__ = [
+    "ApiError",
+    "install_error_handlers",
+    "library_error_response",
+    "retry_after_header",
+    "status_for",
+]
 
 logger = logging.getLogger("claude_pool.http")
 
@@ -131,7 +137,7 @@ def _retry_after(exc: ClaudePoolError, status: int) -> int | None:
     """Whole seconds for the Retry-After header: when an account can take the request again, or a
     short pause for a store that is away; none when waiting cannot help (no account can serve)."""
     if isinstance(exc, NoAccountAvailable):
-        return None if exc.retry_after is None else max(1, math.ceil(exc.retry_after))
+        return None if exc.retry_after is None else retry_after_header(exc.retry_after)
     return 5 if status == 503 else None
 
 
@@ -140,6 +146,12 @@ def _validation_field(loc: tuple[Any, ...]) -> str:
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts) or "body"
+
+
+def retry_after_header(seconds: float) -> int:
+    """A wait in whole seconds for ``Retry-After``: rounded up, and at least one (a client told 0
+    retries at once, into the same refusal)."""
+    return max(1, math.ceil(seconds))
 
 
 def _is_json(content_type: str | None) -> bool:
