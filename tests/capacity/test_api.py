@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 import claude_pool.capacity as capacity
 from claude_pool.capacity import (
@@ -14,11 +15,13 @@ from claude_pool.capacity import (
     EmbeddedCapacityStore,
     RateLimitSnapshot,
     RedisCapacityStore,
+    Usage,
     open_capacity_store,
 )
+from claude_pool.capacity.ratelimit import MetricSnapshot
 from claude_pool.core.errors import BackendUnavailable
 from claude_pool.core.settings import Settings
-from tests.capacity.conftest import cand
+from tests.capacity.conftest import FakeClock, cand
 
 
 def test_snapshot_from_headers_tolerates_missing_and_malformed() -> None:
@@ -82,3 +85,24 @@ async def test_closed_embedded_store_refuses(tmp_path: Path) -> None:
     await store.aclose()
     with pytest.raises(BackendUnavailable, match="closed"):
         await store.view([cand("a")])
+
+
+async def test_a_redis_server_that_lost_its_scripts_still_settles_and_calibrates_in_one_go(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A restarted Redis knows no script: the settlement's pipelined pair is loaded and run again."""
+    store = RedisCapacityStore.from_url(redis_url, prefix=redis_prefix, clock=FakeClock())
+    try:
+        a = cand("a")
+        sel = await store.acquire([a], Demand(1000, 200))
+        assert sel.reservation is not None
+        flusher = aioredis.Redis.from_url(redis_url)
+        await flusher.script_flush()
+        await flusher.aclose()
+        snap = RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=50))
+        await store.settle(sel.reservation, Usage(800, 50), snapshot=snap)
+        (view,) = await store.view([a])
+        assert (view.requests, view.input_tokens, view.output_tokens) == (50, 5200, 550)
+        assert await store.reclaim_expired() == 0  # the lease is gone: settled once
+    finally:
+        await store.aclose()

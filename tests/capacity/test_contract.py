@@ -152,6 +152,23 @@ async def test_calibration_lowers_never_raises_and_adopts_limits(store: Capacity
     assert (await store.acquire([A], Demand(0, 301))).refusals[0].reason == REASON_DEMAND_EXCEEDS_LIMIT
 
 
+async def test_settle_with_the_answers_headers_also_calibrates(store: CapacityStore) -> None:
+    sel = await store.acquire([A], Demand(1000, 200))
+    assert sel.reservation
+    snap = RateLimitSnapshot(
+        requests=MetricSnapshot(limit=60, remaining=50),  # another client spent 9 requests
+        input_tokens=MetricSnapshot(limit=6000, remaining=5200),
+        output_tokens=MetricSnapshot(limit=300, remaining=300),  # the organization's tier changed
+    )
+    await store.settle(sel.reservation, Usage(800, 50), snapshot=snap)
+    # settled first (input 5000 + 200 back, output 400 + 150 back), then lowered to upstream's word
+    assert await levels(store) == (50, 5200, 300)
+    (view,) = await store.view([A])
+    assert view.limits.otpm == 300
+    await store.settle(sel.reservation, Usage(800, 50), snapshot=snap)  # idempotent still
+    assert await levels(store) == (50, 5200, 300)
+
+
 async def test_calibrating_an_unseen_bucket(store: CapacityStore) -> None:
     await store.calibrate("a", RateLimitSnapshot(input_tokens=MetricSnapshot(limit=6000, remaining=1000)))
     assert await levels(store) == (60, 1000, 600)

@@ -83,10 +83,21 @@ class EmbeddedCapacityStore(CapacityStore):
         )
 
     async def settle(
-        self, reservation: Reservation, usage: Usage | None, *, request_sent: bool = True
+        self,
+        reservation: Reservation,
+        usage: Usage | None,
+        *,
+        request_sent: bool = True,
+        snapshot: RateLimitSnapshot | None = None,
     ) -> None:
         used = (float(usage.input_tokens), float(usage.output_tokens)) if usage is not None else None
-        await self._run("settle", lambda core: core.settle(reservation.reservation_id, used, request_sent))
+
+        def settle(core: SqliteCore) -> None:
+            core.settle(reservation.reservation_id, used, request_sent)
+            if snapshot is not None:
+                core.calibrate(reservation.bucket_id, snapshot)
+
+        await self._run("settle", settle)
 
     async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
         rid = reservation.reservation_id

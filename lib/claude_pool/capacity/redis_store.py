@@ -149,7 +149,12 @@ class RedisCapacityStore(CapacityStore):
         return entry
 
     async def settle(
-        self, reservation: Reservation, usage: Usage | None, *, request_sent: bool = True
+        self,
+        reservation: Reservation,
+        usage: Usage | None,
+        *,
+        request_sent: bool = True,
+        snapshot: RateLimitSnapshot | None = None,
     ) -> None:
         k = self._keys
         mode = 2 if not request_sent else (1 if usage is None else 0)
@@ -160,7 +165,11 @@ class RedisCapacityStore(CapacityStore):
             k.bucket(reservation.bucket_id),
             k.leases(reservation.bucket_id),
         ]
-        await self._call("settle", keys, [BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used])
+        settle = ("settle", keys, [BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used])
+        if snapshot is None:
+            await self._call(*settle)
+        else:
+            await self._scripts.call_many([settle, self._calibration(reservation.bucket_id, snapshot)])
 
     async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
         k = self._keys
@@ -169,12 +178,14 @@ class RedisCapacityStore(CapacityStore):
         return None if out in (0, b"0", "0") else _f(out)
 
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
+        await self._call(*self._calibration(bucket_id, snapshot))
+
+    def _calibration(self, bucket_id: str, snapshot: RateLimitSnapshot) -> tuple[str, list[str], list[Any]]:
         args: list[Any] = [BUCKET_TTL_SECONDS, self._cold]
         for metric in (snapshot.requests, snapshot.input_tokens, snapshot.output_tokens):
             args += [_num(metric.limit), _num(metric.remaining)]
         k = self._keys
-        keys = [k.bucket(bucket_id), k.leases(bucket_id), k.reservations()]
-        await self._call("calibrate", keys, args)
+        return "calibrate", [k.bucket(bucket_id), k.leases(bucket_id), k.reservations()], args
 
     async def cool_down(self, bucket_id: str, until: float) -> None:
         await self._call(

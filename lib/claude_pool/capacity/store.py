@@ -81,12 +81,19 @@ class CapacityStore(AsyncClosing):
 
     @abstractmethod
     async def settle(
-        self, reservation: Reservation, usage: Usage | None, *, request_sent: bool = True
+        self,
+        reservation: Reservation,
+        usage: Usage | None,
+        *,
+        request_sent: bool = True,
+        snapshot: RateLimitSnapshot | None = None,
     ) -> None:
         """Refund what the reservation held but the call did not use, and release its lease.
 
         ``usage`` given: refund the difference. ``usage`` None and ``request_sent``: keep the request
-        charged, refund the tokens. Not sent: refund everything. Idempotent."""
+        charged, refund the tokens. Not sent: refund everything. Idempotent. ``snapshot``: the
+        answer's rate-limit headers, which then :meth:`calibrate` the bucket right after, in the
+        same round trip (every answered call does both)."""
 
     @abstractmethod
     async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:

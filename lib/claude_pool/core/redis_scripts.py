@@ -8,12 +8,13 @@ the one helper every store shares (:data:`CLOCK_LUA`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from claude_pool.core.backend_errors import redis_errors
 
@@ -83,6 +84,25 @@ class StoreScripts:
         """Run the script named ``operation``: ARGV is the time, then ``args``."""
         with redis_errors(f"{self._subject} {operation}"):
             return await self._scripts[operation](keys=keys, args=[self._now_arg(), *args])
+
+    async def call_many(self, calls: Sequence[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Several scripts in one round trip, in order: a pipeline of EVALSHAs, not a transaction
+        (each script is atomic on its own, as with :meth:`call`). A script the server does not know
+        (it restarted) is run again on its own by :meth:`call`, which loads it; any other failure
+        raises, after the scripts before it ran."""
+        operation = "+".join(name for name, _, _ in calls)
+        with redis_errors(f"{self._subject} {operation}"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name, keys, args in calls:
+                    pipe.evalsha(self._scripts[name].sha, len(keys), *keys, self._now_arg(), *args)
+                results = list(await pipe.execute(raise_on_error=False))
+        for n, (result, (name, keys, args)) in enumerate(zip(results, calls, strict=True)):
+            if isinstance(result, NoScriptError):
+                results[n] = await self.call(name, keys, args)
+            elif isinstance(result, Exception):
+                with redis_errors(f"{self._subject} {name}"):
+                    raise result
+        return results
 
     async def now(self) -> float:
         """The time the scripts would read (for steps outside a script); a round trip unless a

@@ -103,12 +103,9 @@ class Attempt:
             usage = usage_of(reply)
         elif keep_reserved:
             usage = Usage(self.reservation.demand.input_tokens, self.reservation.demand.output_tokens)
+        snapshot = RateLimitSnapshot.from_headers(headers) if headers and calibrate else None
         # A connection that never opened sent nothing; any other failure may have been counted upstream.
-        await self._capacity.settle(self.reservation, usage, request_sent=True)
-        if headers and calibrate:
-            snapshot = RateLimitSnapshot.from_headers(headers)
-            if snapshot is not None:
-                await self._capacity.calibrate(self.reservation.bucket_id, snapshot)
+        await self._capacity.settle(self.reservation, usage, request_sent=True, snapshot=snapshot)
         if outcome.cooldown_until is not None:
             await self._capacity.cool_down(self.reservation.bucket_id, outcome.cooldown_until)
         await self._breaker.record(self.account.id, outcome.breaker, permit=self.permit)
