@@ -280,6 +280,30 @@ async def test_results_of_calls_let_through_before_an_opening_are_stale(
     assert (await cb.state(ACCOUNT)).consecutive_failures == 0
 
 
+async def test_a_closed_view_is_a_permit_that_goes_stale_like_allows(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    """The pool takes a closed circuit's permit from the view it read (no second store round):
+    it counts as allow's would, and a result from before a trip counts for nothing."""
+    cb = breaker(make_store)
+    await cb.reset(ACCOUNT)  # a later epoch than the first: the view must carry it
+    await fail(cb, 4)
+    permit = cb.closed_permit(await cb.state(ACCOUNT))
+    assert permit is not None and not permit.probe
+    assert await cb.record(ACCOUNT, BreakerEffect.SUCCESS, permit=permit) is None
+    assert (await cb.state(ACCOUNT)).consecutive_failures == 0  # counted: the streak is broken
+    early = cb.closed_permit(await cb.state(ACCOUNT))
+    await open_and_wait(cb, clock)
+    assert cb.closed_permit(await cb.state(ACCOUNT)) is None  # half-open: probes come from allow
+    probe = await cb.allow(ACCOUNT)
+    assert isinstance(probe, Permit) and probe.probe
+    await cb.record(ACCOUNT, BreakerEffect.SUCCESS, permit=probe)
+    await cb.record(ACCOUNT, BreakerEffect.FAILURE, permit=early)
+    assert (await cb.state(ACCOUNT)).consecutive_failures == 0
+    await fail(cb, CONFIG.failure_threshold)
+    assert cb.closed_permit(await cb.state(ACCOUNT)) is None  # open
+
+
 async def test_results_while_open_do_not_close_or_extend(make_store: StoreFactory) -> None:
     cb = breaker(make_store)
     permits = [await cb.allow(ACCOUNT) for _ in range(7)]

@@ -84,6 +84,17 @@ class CircuitBreaker:
         # The token travels in the permit only for probes: that is how record() knows which slot.
         return Permit(account_id, probe=probe, token=token if probe else None, epoch=result.record.epoch)
 
+    def closed_permit(self, view: BreakerView) -> Permit | None:
+        """The permit :meth:`allow` would give, without its store round, when ``view`` (read just
+        before, on the call path) shows a closed circuit: a closed breaker lets every call through
+        and changes nothing when it does, so asking again could only differ if another worker
+        opened it in between, a race that ``allow`` itself has with the call that follows it.
+        The permit carries the view's epoch: if the circuit opened meanwhile, the result counts for
+        nothing. None otherwise (open or half-open: probe slots are taken in the store)."""
+        if view.state is not State.CLOSED:
+            return None
+        return Permit(view.account_id, probe=False, token=None, epoch=view.epoch)
+
     async def record(
         self,
         account_id: str,

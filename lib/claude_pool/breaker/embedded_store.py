@@ -240,6 +240,7 @@ class EmbeddedBreakerStore(BreakerStore):
                     open_until=rec.open_until,
                     trips=rec.trips,
                     probes_in_flight=live,
+                    epoch=rec.epoch,
                 )
             return views
 

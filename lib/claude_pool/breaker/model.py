@@ -122,6 +122,9 @@ class BreakerView:
     open_until: float | None = None
     trips: int = 0
     probes_in_flight: int = 0
+    #: Which run of the breaker this is (each trip and each reset starts a new one): a result
+    #: recorded with an older epoch's permit counts for nothing.
+    epoch: int = 0
 
     @property
     def available(self) -> bool:

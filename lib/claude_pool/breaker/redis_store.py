@@ -129,14 +129,14 @@ class RedisBreakerStore(BreakerStore):
             return {}
         keys = [key for account_id in ids for key in self._account_keys(account_id)]
         rows = list(await self._call("views", keys, []))[1:]
-        return {account_id: _view(account_id, rows[6 * i : 6 * i + 6]) for i, account_id in enumerate(ids)}
+        return {account_id: _view(account_id, rows[7 * i : 7 * i + 7]) for i, account_id in enumerate(ids)}
 
     async def aclose(self) -> None:
         await self._scripts.aclose()
 
 
 def _view(account_id: str, row: Sequence[Any]) -> BreakerView:
-    state, failures, opened_at, open_until, trips, probes = row
+    state, failures, opened_at, open_until, trips, probes, epoch = row
     return BreakerView(
         account_id=account_id,
         state=State(_text(state)),
@@ -145,4 +145,5 @@ def _view(account_id: str, row: Sequence[Any]) -> BreakerView:
         open_until=_number(open_until),
         trips=int(_text(trips)),
         probes_in_flight=int(_text(probes)),
+        epoch=int(_text(epoch)),
     )

@@ -7,13 +7,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from claude_pool.capacity import Refusal
+from claude_pool.breaker import BreakerView
+from claude_pool.capacity import Candidate, Refusal
 from claude_pool.core.config import AdmissionConfig
 from claude_pool.core.errors import AccountUnavailability, NoAccountAvailable
 from claude_pool.pool.directory import PoolAccount
 
 __all__ = [
     "PROBE_TAKEN",
+    "Eligible",
     "NoAccountNow",
     "QueueWatch",
     "StoreOutage",
@@ -23,6 +25,17 @@ __all__ = [
 ]
 
 PROBE_TAKEN = "half-open: its probe slot is taken by another call"
+
+
+@dataclass(frozen=True)
+class Eligible:
+    """A tenant's accounts on one admission pass: every one by id, those that may serve now as the
+    capacity store's candidates, why each other may not, and the breakers as read on the way."""
+
+    accounts: Mapping[str, PoolAccount]
+    candidates: list[Candidate]
+    reasons: list[AccountUnavailability]
+    breakers: Mapping[str, BreakerView]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from claude_pool.breaker import (
 from claude_pool.breaker.history import BreakerHistoryListener
 from claude_pool.capacity import (
     REASON_EXCLUDED,
-    Candidate,
     CapacityStore,
     Reservation,
     open_capacity_store,
@@ -51,6 +50,7 @@ from claude_pool.core.errors import (
 from claude_pool.core.logs import log_event
 from claude_pool.pool._admission import (
     PROBE_TAKEN,
+    Eligible,
     NoAccountNow,
     QueueWatch,
     StoreOutage,
@@ -240,10 +240,10 @@ class Pool(AsyncClosing):
             log_event(logger, logging.WARNING, "store back", away_seconds=round(away, 3))
 
     async def _try_admit(self, state: RequestState) -> Attempt | NoAccountNow:
-        by_id, candidates, reasons = await self._candidates(state.request)
-        if not candidates:
-            return NoAccountNow(reasons)
-        return await self._reserve(state, by_id, candidates, reasons)
+        eligible = await self._eligible(state.request)
+        if not eligible.candidates:
+            return NoAccountNow(eligible.reasons)
+        return await self._reserve(state, eligible)
 
     def _max_wait(self, request: DelegationRequest) -> float:
         """How long this request may be queued: its own bound, else the pool's adaptive one; never
@@ -284,9 +284,7 @@ class Pool(AsyncClosing):
             )
         return True
 
-    async def _candidates(
-        self, request: DelegationRequest
-    ) -> tuple[dict[str, PoolAccount], list[Candidate], list[AccountUnavailability]]:
+    async def _eligible(self, request: DelegationRequest) -> Eligible:
         """The tenant's accounts that may serve now, and why each other one may not."""
         # A tenant's requests run on its own accounts only: never on another's keys or spend.
         accounts = [a for a in await self.directory.all() if a.organization_id == request.organization_id]
@@ -312,20 +310,14 @@ class Pool(AsyncClosing):
                 reasons.append(AccountUnavailability(acc.id, acc.name, "circuit open", until))
             else:
                 candidates.append(acc.candidate)
-        return {a.id: a for a in accounts}, candidates, reasons
+        return Eligible({a.id: a for a in accounts}, candidates, reasons, views)
 
-    async def _reserve(
-        self,
-        state: RequestState,
-        by_id: dict[str, PoolAccount],
-        candidates: list[Candidate],
-        reasons: list[AccountUnavailability],
-    ) -> Attempt | NoAccountNow:
-        """Choose and reserve in one atomic step, then take the breaker's permit; ``reasons`` are
-        the refusals so far, which the store's own are added to when no candidate can serve now."""
+    async def _reserve(self, state: RequestState, eligible: Eligible) -> Attempt | NoAccountNow:
+        """Choose and reserve in one atomic step, then take the breaker's permit; the store's
+        refusals are added to the eligible's reasons when no candidate can serve now."""
         sticky = state.strategy is Strategy.STICKY
         selection = await self.capacity.acquire(
-            candidates,
+            eligible.candidates,
             state.demand,
             strategy=state.strategy,
             sticky_key=state.request.effective_sticky_key() if sticky else None,
@@ -340,16 +332,19 @@ class Pool(AsyncClosing):
             recovery = selection.earliest_recovery
             if recovery is not None:  # the wait it would have needed: the queue it found
                 watch.observe(time.monotonic(), recovery - time.time() + max_wait)
-            return NoAccountNow([*reasons, *refusal_reasons(selection.refusals, by_id)])
+            return NoAccountNow([*eligible.reasons, *refusal_reasons(selection.refusals, eligible.accounts)])
         watch.observe(time.monotonic(), reservation.wait_seconds)
-        account = by_id[reservation.account_id]
-        permit = await self._permit(account, reservation)
+        account = eligible.accounts[reservation.account_id]
+        view = eligible.breakers.get(account.id)
+        # A circuit just read as closed needs no second store round for its permit.
+        closed = self.breaker.closed_permit(view) if view is not None else None
+        permit = closed or await self._permit(account, reservation)
         if not permit:
             # Half-open with its probe slot taken by another worker: give the capacity back.
             await self.capacity.settle(reservation, None, request_sent=False)
             state.tried.add(account.id)
             taken = AccountUnavailability(account.id, account.name, PROBE_TAKEN, as_datetime(permit.until))
-            return NoAccountNow([*reasons, taken], retry_at_once=True)
+            return NoAccountNow([*eligible.reasons, taken], retry_at_once=True)
         return Attempt(account, reservation, permit, capacity=self.capacity, breaker=self.breaker)
 
     async def _permit(self, account: PoolAccount, reservation: Reservation) -> Permit | Denied:

@@ -1,6 +1,6 @@
 -- views(account_ids): many accounts' breakers at one instant; writes nothing.
 -- KEYS: breaker hash and probe slots of each account, in pairs. ARGV: now ('' = server time).
--- Reply: now, then per account: state, failures, opened_at, open_until, trips, live probes.
+-- Reply: now, then per account: state, failures, opened_at, open_until, trips, live probes, epoch.
 local now = clock(ARGV[1])
 local out = {fmt(now)}
 for i = 1, #KEYS, 2 do
@@ -21,5 +21,6 @@ for i = 1, #KEYS, 2 do
   out[#out + 1] = fmt(until_)
   out[#out + 1] = tostring(r.trips)
   out[#out + 1] = tostring(live)
+  out[#out + 1] = tostring(r.epoch)
 end
 return out
