@@ -28,7 +28,7 @@ from claude_pool.http.auth import Principal, current_principal
 from claude_pool.http.context import ApiContext, get_context
 from claude_pool.http.gateway_stream import QueuedRelay
 from claude_pool.pool.light_calls import RawAnswer
-from claude_pool.pool.models import FORWARDED_HEADERS, DelegationRequest, DelegationResult
+from claude_pool.pool.models import FORWARDED_HEADERS, DelegationRequest
 from claude_pool.records.recorded import RecordedDelegation
 
 __all__ = ["ORGANIZATION_HEADER", "router"]
@@ -63,24 +63,21 @@ async def messages(request: Request) -> Response:
         return refusal.response
     recorded = RecordedDelegation(ctx.executions, delegation, notifier=ctx.slack, spawn=ctx.spawn)
     relay = QueuedRelay()
-    run = recorded.run_on_the_line(ctx.pool, relay.answer, relay=relay if delegation.stream else None)
+    run = recorded.run_on_the_line(ctx.pool, relay.answer, relay=relay)
     task = ctx.spawn(run, name=f"gateway-{recorded.execution_id}")
     headers = {EXECUTION_HEADER: recorded.execution_id}
-    if await relay.first(task):
-        headers["cache-control"] = "no-cache"
-        if request_id := relay.headers.get("request-id"):
-            headers["request-id"] = request_id
-        media_type = "text/event-stream; charset=utf-8"
-        return relay.on_delivery(StreamingResponse(relay.events(), media_type=media_type, headers=headers))
-    outcome = relay.outcome
-    if not isinstance(outcome, DelegationResult) or outcome.message is None:
+    if not await relay.first(task):
+        outcome = relay.outcome
         failure = outcome if isinstance(outcome, Exception) else RuntimeError("no answer came")
         return relay.on_delivery(gateway_error(failure, execution_id=recorded.execution_id))
-    headers["x-claude-pool-account"] = outcome.account_name
-    if outcome.upstream_request_id:
-        headers["request-id"] = outcome.upstream_request_id
-    answer = Response(json.dumps(outcome.message), media_type="application/json", headers=headers)
-    return relay.on_delivery(answer)
+    if request_id := relay.headers.get("request-id"):
+        headers["request-id"] = request_id
+    if relay.content is not None:
+        answer = Response(relay.content, media_type="application/json", headers=headers)
+        return relay.on_delivery(answer)
+    headers["cache-control"] = "no-cache"
+    media_type = "text/event-stream; charset=utf-8"
+    return relay.on_delivery(StreamingResponse(relay.events(), media_type=media_type, headers=headers))
 
 
 @router.post("/messages/count_tokens", summary="Count tokens, through one of the tenant's accounts")

@@ -151,8 +151,9 @@ class Pool(AsyncClosing):
         self, request: DelegationRequest, *, on_text: OnText | None = None, relay: EventRelay | None = None
     ) -> DelegationResult:
         """Serve ``request`` on one of its tenant's accounts, failing over as each outcome says,
-        at most ``selection.max_attempts`` times; raises the last attempt's error. A streamed
-        ``passthrough`` request hands its events to ``relay`` as they arrive."""
+        at most ``selection.max_attempts`` times; raises the last attempt's error. A
+        ``passthrough`` request hands ``relay`` its stream's events as they arrive, or its whole
+        answer as soon as it is read (before the settlement)."""
         state = RequestState.of(request, self.config.selection.strategy, on_text, relay)
         try:
             return await self._serve(state)

@@ -34,12 +34,17 @@ _API = "https://api.anthropic.com"
 
 
 class EventRelay(Protocol):
-    """Where a relayed stream goes (the drop-in endpoint's client): ``start`` once, with upstream's
-    response headers, just before the first event; then each server-sent event's bytes as they came."""
+    """Where a relayed answer goes (the drop-in endpoint's client). A stream: ``start`` once, with
+    upstream's response headers, just before the first event; then each server-sent event's bytes
+    as they came. A whole answer: ``whole`` once, with its headers and its bytes as they came, as
+    soon as they are read: a 200 with a JSON object is the answer whatever the pool's bookkeeping
+    (settlement, breaker) that follows it, so the client need not wait for that."""
 
     async def start(self, headers: Mapping[str, str]) -> None: ...
 
     async def event(self, raw: bytes) -> None: ...
+
+    async def whole(self, headers: Mapping[str, str], content: bytes) -> None: ...
 
 
 class StreamBrokeAfterStart(ClaudePoolError):
@@ -71,17 +76,21 @@ class RelayTransport:
     ) -> tuple[dict[str, Any], Mapping[str, str]]:
         """``body`` to ``/v1/messages`` with the client's ``headers``: upstream's message and its
         response headers. A streamed body's events go to ``events`` as they arrive (see
-        :class:`StreamReader` for what counts as before and after the first byte)."""
-        to = None
-        if body.get("stream") is True:
-            if events is None:
-                raise ValueError("a streamed relay needs somewhere to send its events")
-            to = events
+        :class:`StreamReader` for what counts as before and after the first byte); a whole answer
+        goes to ``events`` (when given) as soon as it is read."""
+        streamed = body.get("stream") is True
+        if streamed and events is None:
+            raise ValueError("a streamed relay needs somewhere to send its events")
         response, request = await self._open(api_key, "POST", "/v1/messages", body, None, headers, timeout)
         async with response:
-            if to is None:
-                return await _read_json(response, request), response.headers
-            return await StreamReader(response, to, request).read(), response.headers
+            if streamed:
+                assert events is not None
+                return await StreamReader(response, events, request).read(), response.headers
+            content = await response.read()
+            message = _json_message(response, content, request)
+        if events is not None:
+            await events.whole(response.headers, content)
+        return message, response.headers
 
     async def call(
         self,
@@ -262,8 +271,9 @@ async def _status_error(
     return anthropic.APIStatusError(message, response=_as_httpx(response, content, request), body=body)
 
 
-async def _read_json(response: aiohttp.ClientResponse, request: httpx2.Request) -> dict[str, Any]:
-    content = await response.read()
+def _json_message(
+    response: aiohttp.ClientResponse, content: bytes, request: httpx2.Request
+) -> dict[str, Any]:
     try:
         message = json.loads(content)
     except ValueError as exc:

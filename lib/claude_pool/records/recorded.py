@@ -127,7 +127,7 @@ class RecordedDelegation:
     async def run(self, pool: Pool, *, relay: EventRelay | None = None) -> Recorded:
         """Delegate and record the outcome (starting the row first when :meth:`start` was not
         called). A row that succeeded already is returned as it is: nothing is sent twice.
-        ``relay``: where a streamed pass-through request's events go (see ``Pool.delegate``)."""
+        ``relay``: where a pass-through request's answer goes as it comes (see ``Pool.delegate``)."""
         if self.row is None:
             try:
                 await self.start(running=True)
