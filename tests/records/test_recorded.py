@@ -106,6 +106,69 @@ async def test_a_cancelled_call_is_recorded_as_cancelled(records_world: Callable
     assert world.rows() == [(recorded.execution_id, "cancelled", "Cancelled")]
 
 
+class Answered:
+    """What the caller on the line heard, and which rows existed when it heard it."""
+
+    def __init__(self, world: RecordsWorld) -> None:
+        self.world = world
+        self.outcomes: list[object] = []
+        self.rows_then: list[list[tuple[str, str, str | None]]] = []
+
+    async def __call__(self, outcome: object) -> None:
+        self.outcomes.append(outcome)
+        self.rows_then.append(self.world.rows())
+
+
+async def test_a_call_on_the_line_is_answered_first_and_written_once(
+    records_world: Callable[..., RecordsWorld],
+) -> None:
+    world = records_world()
+    answered = Answered(world)
+    async with Pool.open(world.runtime) as pool:
+        on_the_line = RecordedDelegation(world.executions, _request())
+        recorded = await on_the_line.run_on_the_line(pool, answered)
+    assert recorded.execution.succeeded and len(answered.outcomes) == 1
+    assert answered.rows_then == [[]]  # the caller had its answer before anything was written
+    assert world.rows() == [(on_the_line.execution_id, "succeeded", None)]
+
+
+async def test_a_long_call_on_the_line_is_written_running_while_it_runs(
+    records_world: Callable[..., RecordsWorld],
+) -> None:
+    world = records_world(
+        Scenario.uniform(accounts=1, rpm=10_000, itpm=10_000_000, otpm=1_000_000, latency=Latency(ttft_ms=600))
+    )
+    answered = Answered(world)
+    async with Pool.open(world.runtime) as pool:
+        on_the_line = RecordedDelegation(world.executions, _request())
+        call = asyncio.create_task(on_the_line.run_on_the_line(pool, answered, start_after=0.1))
+        deadline = time.monotonic() + 10
+        while not world.rows() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert world.rows() == [(on_the_line.execution_id, "running", None)]  # a crash now leaves a trace
+        recorded = await call
+    assert recorded.execution.succeeded
+    assert world.rows() == [(on_the_line.execution_id, "succeeded", None)]
+
+
+async def test_a_call_on_the_line_cancelled_mid_call_is_recorded_as_cancelled(
+    records_world: Callable[..., RecordsWorld],
+) -> None:
+    world = records_world(
+        Scenario.uniform(accounts=1, rpm=10_000, itpm=10_000_000, otpm=1_000_000, latency=Latency(ttft_ms=30_000))
+    )
+    async with Pool.open(world.runtime) as pool:
+        on_the_line = RecordedDelegation(world.executions, _request())
+        call = asyncio.create_task(on_the_line.run_on_the_line(pool, Answered(world), start_after=0.05))
+        deadline = time.monotonic() + 10
+        while (world.sim.stats().total["received"] < 1 or not world.rows()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert world.rows() == [(on_the_line.execution_id, "cancelled", "Cancelled")]
+
+
 async def test_a_request_whose_row_cannot_be_written_is_never_sent(
     records_world: Callable[..., RecordsWorld],
 ) -> None:
