@@ -22,6 +22,7 @@ from claude_pool.events.publisher import open_publishing_pool
 from claude_pool.http import admin, events_sse, execute, gateway, health, metrics, slack_app
 from claude_pool.http.auth import ApiTokens, AuthMiddleware, Principal, current_principal
 from claude_pool.http.context import ApiContext
+from claude_pool.http.direct_route import DirectRoute
 from claude_pool.http.errors import install_error_handlers
 from claude_pool.http.metrics import PoolMetrics
 from claude_pool.pool.light_calls import LightCalls
@@ -86,6 +87,8 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    # Added first, so inside the authentication (the last added runs first).
+    app.add_middleware(DirectRoute, method="POST", path="/v1/messages", endpoint=gateway.messages)
     app.add_middleware(AuthMiddleware, tokens=tokens)
     # The drop-in endpoint first: routes are matched in order, and each one tried before the
     # right one costs every request a few microseconds (measured: 40 routers ahead of a route
