@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from claude_pool.breaker import BreakerView
+from claude_pool.breaker import BreakerView, CircuitBreaker, open_breaker_store
 from claude_pool.capacity import BucketView
 from claude_pool.core.config import load_config
 from claude_pool.core.errors import CallerRequestError, DecryptionError, NoAccountAvailable, UpstreamFailure
@@ -366,3 +366,30 @@ async def test_a_stream_cut_by_our_own_text_handler_fails_uncounted_and_keeps_it
     assert world.sim.stats().total["received"] == 1
     assert view.in_flight == 0 and view.output_tokens < LIMITS["otpm"] - MAX_TOKENS / 2
     assert breaker.consecutive_failures == 0
+
+
+async def test_a_circuit_opened_by_another_worker_since_the_last_reading_is_never_sent_to(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """The pool chooses among the accounts whose circuit let calls through when it last read them,
+    while it reads them again: an account opened meanwhile by another worker gets nothing, its
+    place is given back whole, and another account serves."""
+    world = make_world(Scenario.uniform(accounts=2, **LIMITS))
+    round_robin = REQ.model_copy(update={"strategy": "round_robin", "max_tokens": MAX_TOKENS})
+    async with world.open_pool() as pool:
+        first = await pool.delegate(round_robin)  # this pool has now read both circuits closed
+        entries = {a.id: a for a in await pool.directory.all()}
+        [other] = [a for a in entries if a != first.account_id]  # round robin's next choice
+        another_worker = CircuitBreaker(open_breaker_store(world.runtime.settings))
+        try:
+            await another_worker.force_open(other, "opened by another worker")
+        finally:
+            await another_worker.aclose()
+        result = await pool.delegate(round_robin)
+        (view,) = await pool.capacity.view([entries[other].candidate])
+    assert result.account_id == first.account_id
+    assert [a.account_id for a in result.attempts] == [first.account_id]
+    names = {v: k for k, v in world.account_ids.items()}
+    assert world.sim.stats().key(names[other])["received"] == 0
+    assert view.in_flight == 0  # its reservation given back, unsent: all of it
+    assert (view.requests, view.output_tokens) == pytest.approx((LIMITS["rpm"], LIMITS["otpm"]), rel=1e-3)

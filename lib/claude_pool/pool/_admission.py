@@ -12,6 +12,7 @@ from claude_pool.capacity import Candidate, Refusal
 from claude_pool.core.config import AdmissionConfig
 from claude_pool.core.errors import AccountUnavailability, NoAccountAvailable
 from claude_pool.pool.directory import PoolAccount
+from claude_pool.storage import AccountStatus
 
 __all__ = [
     "PROBE_TAKEN",
@@ -19,12 +20,52 @@ __all__ = [
     "NoAccountNow",
     "QueueWatch",
     "StoreOutage",
+    "TenantAccounts",
     "as_datetime",
     "refusal_reasons",
     "refused",
 ]
 
 PROBE_TAKEN = "half-open: its probe slot is taken by another call"
+
+
+@dataclass(frozen=True)
+class TenantAccounts:
+    """An organization's accounts in the pool: every one by id, the active ones (in the directory's
+    order) and why each other one may not serve."""
+
+    accounts: Mapping[str, PoolAccount]
+    active: list[PoolAccount]
+    reasons: list[AccountUnavailability]
+
+    @classmethod
+    def of(cls, every: Sequence[PoolAccount], organization_id: str) -> TenantAccounts:
+        # A tenant's requests run on its own accounts only: never on another's keys or spend.
+        accounts = [a for a in every if a.organization_id == organization_id]
+        if not accounts:
+            raise NoAccountAvailable(
+                [], message=f"organization {organization_id!r} has no account in the pool; register one first"
+            )
+        active, reasons = [], []
+        for acc in accounts:
+            if acc.status == AccountStatus.ACTIVE:
+                active.append(acc)
+            else:
+                status = acc.status.replace("_", " ")
+                reasons.append(AccountUnavailability(acc.id, acc.name, status, as_datetime(acc.status_until)))
+        return cls({a.id: a for a in accounts}, active, reasons)
+
+    def eligible(self, breakers: Mapping[str, BreakerView]) -> Eligible:
+        """The active accounts whose circuit lets a call through (closed, or half-open with a probe
+        slot that may be free), given the breakers as just read."""
+        reasons, candidates = list(self.reasons), []
+        for acc in self.active:
+            view = breakers.get(acc.id)
+            if view is not None and not view.available:
+                reasons.append(AccountUnavailability(acc.id, acc.name, "circuit open", as_datetime(view.open_until)))
+            else:
+                candidates.append(acc.candidate)
+        return Eligible(self.accounts, candidates, reasons, breakers)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from claude_pool.accounts.registry import AccountService
 from claude_pool.breaker import (
     BreakerListener,
+    BreakerView,
     CircuitBreaker,
     Denied,
     LoggingListener,
@@ -33,8 +34,10 @@ from claude_pool.breaker import (
 from claude_pool.breaker.history import BreakerHistoryListener
 from claude_pool.capacity import (
     REASON_EXCLUDED,
+    Candidate,
     CapacityStore,
     Reservation,
+    Selection,
     open_capacity_store,
 )
 from claude_pool.core.closing import AsyncClosing
@@ -54,6 +57,7 @@ from claude_pool.pool._admission import (
     NoAccountNow,
     QueueWatch,
     StoreOutage,
+    TenantAccounts,
     as_datetime,
     refusal_reasons,
     refused,
@@ -75,7 +79,6 @@ from claude_pool.pool.listeners import AccountStatusChange, PoolListener, Select
 from claude_pool.pool.models import DelegationRequest, DelegationResult, TokenUsage
 from claude_pool.pool.upstream import EventRelay, UpstreamClient, UpstreamReply
 from claude_pool.runtime import Runtime
-from claude_pool.storage import AccountStatus
 
 __all__ = ["Pool"]
 
@@ -107,6 +110,9 @@ class Pool(AsyncClosing):
         self.call_timeout = call_timeout
         # The queue bound of each organization's accounts (see QueueWatch).
         self._queues: dict[str, QueueWatch] = {}
+        # Whether each account's circuit let calls through when this pool last read it: the
+        # accounts an admission chooses among while it reads them again (see _try_admit).
+        self._circuit_let_through: dict[str, bool] = {}
         # When a call of this pool last met a 429 on each bucket (see _wait_for_turn).
         self._cooled_at: dict[str, float] = {}
         # Since when a store (capacity or breaker) has not answered; None while it answers.
@@ -241,10 +247,49 @@ class Pool(AsyncClosing):
             log_event(logger, logging.WARNING, "store back", away_seconds=round(away, 3))
 
     async def _try_admit(self, state: RequestState) -> Attempt | NoAccountNow:
-        eligible = await self._eligible(state.request)
-        if not eligible.candidates:
+        """One admission pass. The breakers are read while the capacity is reserved, not before:
+        the choice is made among the accounts whose circuit let calls through when this pool last
+        read them, which the reading then confirms. When it does not (a circuit opened or went
+        half-open meanwhile, rare), the place is given back and the choice made again among the
+        accounts as read."""
+        tenant = TenantAccounts.of(await self.directory.all(), state.request.organization_id)
+        if not tenant.active:
+            return NoAccountNow(tenant.reasons)
+        hopeful = [a.candidate for a in tenant.active if self._circuit_let_through.get(a.id, True)]
+        max_wait = self._max_wait(state.request)
+        selection, breakers = await self._acquire_reading_breakers(state, hopeful, tenant.active, max_wait)
+        eligible = tenant.eligible(breakers)
+        if [c.account_id for c in eligible.candidates] != [c.account_id for c in hopeful]:
+            if selection is not None and selection.reservation is not None:
+                await self.capacity.settle(selection.reservation, None, request_sent=False)
+            selection = None
+            if eligible.candidates:
+                selection = await self._acquire(state, eligible.candidates, max_wait)
+        if selection is None:
             return NoAccountNow(eligible.reasons)
-        return await self._reserve(state, eligible)
+        return await self._admitted(state, eligible, selection, max_wait)
+
+    async def _acquire_reading_breakers(
+        self, state: RequestState, hopeful: list[Candidate], active: list[PoolAccount], max_wait: float
+    ) -> tuple[Selection | None, Mapping[str, BreakerView]]:
+        """A reservation among ``hopeful`` (None when there is none to choose from) and the active
+        accounts' breakers, the two store rounds at once; either failing, the other's work is
+        undone (a reservation given back) before the failure is raised."""
+        reading = asyncio.ensure_future(self.breaker.states([a.id for a in active]))
+        try:
+            selection = await self._acquire(state, hopeful, max_wait) if hopeful else None
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
+        try:
+            breakers = await reading
+        except BaseException:
+            if selection is not None and selection.reservation is not None:
+                await asyncio.shield(self.capacity.settle(selection.reservation, None, request_sent=False))
+            raise
+        self._circuit_let_through.update((account_id, view.available) for account_id, view in breakers.items())
+        return selection, breakers
 
     def _max_wait(self, request: DelegationRequest) -> float:
         """How long this request may be queued: its own bound, else the pool's adaptive one; never
@@ -285,48 +330,25 @@ class Pool(AsyncClosing):
             )
         return True
 
-    async def _eligible(self, request: DelegationRequest) -> Eligible:
-        """The tenant's accounts that may serve now, and why each other one may not."""
-        # A tenant's requests run on its own accounts only: never on another's keys or spend.
-        accounts = [a for a in await self.directory.all() if a.organization_id == request.organization_id]
-        if not accounts:
-            raise NoAccountAvailable(
-                [],
-                message=f"organization {request.organization_id!r} has no account in the pool; register one first",
-            )
-        reasons: list[AccountUnavailability] = []
-        active = []
-        for acc in accounts:
-            if acc.status == AccountStatus.ACTIVE:
-                active.append(acc)
-            else:
-                status = acc.status.replace("_", " ")
-                reasons.append(AccountUnavailability(acc.id, acc.name, status, as_datetime(acc.status_until)))
-        views = await self.breaker.states([a.id for a in active]) if active else {}
-        candidates = []
-        for acc in active:
-            view = views.get(acc.id)
-            if view is not None and not view.available:
-                until = as_datetime(view.open_until)
-                reasons.append(AccountUnavailability(acc.id, acc.name, "circuit open", until))
-            else:
-                candidates.append(acc.candidate)
-        return Eligible({a.id: a for a in accounts}, candidates, reasons, views)
-
-    async def _reserve(self, state: RequestState, eligible: Eligible) -> Attempt | NoAccountNow:
-        """Choose and reserve in one atomic step, then take the breaker's permit; the store's
-        refusals are added to the eligible's reasons when no candidate can serve now."""
+    async def _acquire(self, state: RequestState, candidates: list[Candidate], max_wait: float) -> Selection:
+        """Choose among ``candidates`` and reserve, in one atomic step of the capacity store."""
         sticky = state.strategy is Strategy.STICKY
-        selection = await self.capacity.acquire(
-            eligible.candidates,
+        return await self.capacity.acquire(
+            candidates,
             state.demand,
             strategy=state.strategy,
             sticky_key=state.request.effective_sticky_key() if sticky else None,
             sticky_ttl=self.config.selection.sticky_ttl_seconds,
             lease_ttl=self.config.capacity.lease_timeout_seconds,
             exclude=state.tried,
-            max_wait=(max_wait := self._max_wait(state.request)),
+            max_wait=max_wait,
         )
+
+    async def _admitted(
+        self, state: RequestState, eligible: Eligible, selection: Selection, max_wait: float
+    ) -> Attempt | NoAccountNow:
+        """The store's answer made an attempt: its reservation with the breaker's permit; or why
+        not, the store's refusals added to the eligible's reasons."""
         reservation = selection.reservation
         watch = self._watch(state.request.organization_id)
         if reservation is None:
