@@ -35,6 +35,26 @@ async def test_a_pool_started_on_a_drained_key_meets_no_429(make_world: Callable
     assert stats.rate_limited == 0 and stats.total["served"] == 4
 
 
+async def test_a_cold_pool_on_a_rested_key_serves_its_queue_once_the_first_answer_shows_it(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """A cold pool takes an unseen bucket as empty and queues eight requests at the refill rate
+    (one a second: the last place 8 s away); the first answer says the key is rested, and the
+    requests queued on the guess ask again and are served at once, not at their places."""
+    world = make_world(ONE_KEY, config=COLD_EMPTY)
+    async with world.open_pool() as pool:
+        started = time.monotonic()
+        deadline = time.time() + 20
+        results = await asyncio.gather(
+            *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(8))
+        )
+        took = time.monotonic() - started
+    assert all(r.text for r in results)
+    stats = world.sim.stats()
+    assert stats.rate_limited == 0 and stats.total["served"] == 8
+    assert took < 4.5, f"the queue kept its places on the guess: {took:.1f} s"  # kept: 8 s
+
+
 async def test_the_same_pool_trusting_its_limits_would_have_met_429s(
     make_world: Callable[..., PoolWorld],
 ) -> None:

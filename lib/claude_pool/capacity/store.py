@@ -61,6 +61,8 @@ class CapacityStore(AsyncClosing):
     """Shared, exact per-account capacity. Every method may raise ``BackendUnavailable``."""
 
     backend: ClassVar[str]
+    #: What the store assumes of a bucket it has never seen (see the module docstring).
+    cold_start: ColdStart = "full"
 
     @abstractmethod
     async def acquire(

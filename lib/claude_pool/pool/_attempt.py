@@ -88,14 +88,15 @@ class Attempt:
 
     async def settle(
         self, outcome: Outcome, reply: UpstreamReply | None, *, keep_reserved: bool, calibrate: bool
-    ) -> None:
+    ) -> bool:
         """Settle the reservation with what the call used, correct the bucket from upstream's
         headers (``calibrate``), cool it down if the outcome says so and feed the breaker.
 
         ``keep_reserved``: the call's fate upstream is unknown; refund nothing of its reservation
         (an over-charge costs a little throughput once, an under-charge costs 429s). Once begun the
         attempt counts as settled: if a step fails, the lease's expiry returns what is left, never
-        a release that would refund what upstream may have charged."""
+        a release that would refund what upstream may have charged. True when upstream's headers
+        calibrated the bucket."""
         self._open = False
         headers = reply.headers if reply is not None else (outcome.error.headers if outcome.error else {})
         usage = None
@@ -109,6 +110,7 @@ class Attempt:
         if outcome.cooldown_until is not None:
             await self._capacity.cool_down(self.reservation.bucket_id, outcome.cooldown_until)
         await self._breaker.record(self.account.id, outcome.breaker, permit=self.permit)
+        return snapshot is not None
 
     def lease_kept(self, ttl: float) -> AbstractAsyncContextManager[None]:
         """Renew the call's lease every third of its period while the call runs: a long stream

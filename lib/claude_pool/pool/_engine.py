@@ -115,6 +115,10 @@ class Pool(AsyncClosing):
         self._circuit_let_through: dict[str, bool] = {}
         # When a call of this pool last met a 429 on each bucket (see _wait_for_turn).
         self._cooled_at: dict[str, float] = {}
+        # The requests of this pool sleeping until their place in a bucket's queue comes, and the
+        # buckets whose levels an answer of this pool has told (see _wait_for_turn).
+        self._queued: dict[str, set[asyncio.Future[None]]] = {}
+        self._calibrated: set[str] = set()
         # Since when a store (capacity or breaker) has not answered; None while it answers.
         self._store_away_since: float | None = None
         # A running average of how long an answered call takes: a request does not wait for
@@ -318,7 +322,8 @@ class Pool(AsyncClosing):
         if wait <= 0:
             return True
         queued_at = time.time()
-        await asyncio.sleep(wait)
+        if await self._woken_early(attempt.reservation.bucket_id, wait):
+            return False  # the bucket's first calibration came: its place may now be much nearer
         cooled = self._cooled_at.get(attempt.reservation.bucket_id)
         if cooled is not None and cooled >= queued_at:
             return False
@@ -329,6 +334,22 @@ class Pool(AsyncClosing):
                 f"{attempt.account.name!r} came, less than a call takes; the place was given back"
             )
         return True
+
+    async def _woken_early(self, bucket_id: str, wait: float) -> bool:
+        """Sleep ``wait`` seconds; True when woken before, by the bucket's first calibration (a cold
+        store's bucket is taken as empty until then, so a place given before it was a guess)."""
+        if self.capacity.cold_start == "full" or bucket_id in self._calibrated:
+            await asyncio.sleep(wait)
+            return False
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queued = self._queued.setdefault(bucket_id, set())
+        queued.add(woken)
+        try:
+            done, _ = await asyncio.wait({woken}, timeout=wait)
+        finally:
+            queued.discard(woken)
+            woken.cancel()
+        return bool(done)
 
     async def _acquire(self, state: RequestState, candidates: list[Candidate], max_wait: float) -> Selection:
         """Choose among ``candidates`` and reserve, in one atomic step of the capacity store."""
@@ -507,7 +528,14 @@ class Pool(AsyncClosing):
         self, attempt: Attempt, outcome: Outcome, reply: UpstreamReply | None, *, keep_reserved: bool
     ) -> None:
         calibrate = self.config.capacity.calibrate_from_headers
-        await attempt.settle(outcome, reply, keep_reserved=keep_reserved, calibrate=calibrate)
+        calibrated = await attempt.settle(outcome, reply, keep_reserved=keep_reserved, calibrate=calibrate)
+        bucket_id = attempt.reservation.bucket_id
+        if calibrated and bucket_id not in self._calibrated:
+            # A cold bucket's levels are upstream's now: the requests queued on the guess ask again.
+            self._calibrated.add(bucket_id)
+            for woken in self._queued.pop(bucket_id, set()):
+                if not woken.done():
+                    woken.set_result(None)
         if outcome.cooldown_until is not None:
             self._cooled_at[attempt.reservation.bucket_id] = time.time()
         if outcome.account_status is not None:
