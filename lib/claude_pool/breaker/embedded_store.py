@@ -25,6 +25,7 @@ from claude_pool.breaker.model import (
 )
 from claude_pool.breaker.store import BreakerStore
 from claude_pool.core.sqlite_thread import SqliteThread
+from claude_pool.core.sqlite_wal import use_wal
 
 __all__ = ["EmbeddedBreakerStore"]
 
@@ -73,7 +74,7 @@ class EmbeddedBreakerStore(BreakerStore):
         conn = sqlite3.connect(
             self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn, timeout=self._busy_timeout)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
         return conn

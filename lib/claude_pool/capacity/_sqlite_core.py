@@ -19,6 +19,7 @@ from claude_pool.capacity._rules import BucketState, Entry
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
 from claude_pool.core.config import Strategy
 from claude_pool.core.redis_keys import BUCKET_TTL_SECONDS  # the same idle lifetime as on Redis
+from claude_pool.core.sqlite_wal import use_wal
 
 __all__ = ["SqliteCore"]
 
@@ -86,7 +87,7 @@ class SqliteCore:
         self.clock = clock
         self.cold_empty = cold_empty
         self.db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        use_wal(self.db, timeout=busy_timeout)
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         with self.transaction():
             # not executescript(): it would COMMIT first and run outside the lock

@@ -17,19 +17,22 @@ from sqlmodel import Session
 
 from claude_pool.core.errors import StorageError
 from claude_pool.core.settings import Settings, normalize_database_url
+from claude_pool.core.sqlite_wal import use_wal
 
 __all__ = ["Database"]
+
+_BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers go on while a flow run in another process writes; busy_timeout waits
     # for the lock instead of failing at once.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    use_wal(cursor, timeout=_BUSY_TIMEOUT_SECONDS)
     # In WAL mode NORMAL survives a process crash (a flow run killed mid-write) and skips the
     # fsync per commit that would cap the embedded default at ~100 writes/s.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_SECONDS * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
