@@ -54,6 +54,51 @@ def random_unit() -> float:
 
 
 @dataclass(frozen=True)
+class CanonicalList:
+    """A candidate list in canonical order: what does not change from one call with it to the next."""
+
+    candidates: tuple[Candidate, ...]
+    bucket_ids: tuple[str, ...]
+    bucket_limits: tuple[BucketLimits, ...]
+    bucket_of: tuple[int, ...]  # per candidate, 0-based bucket number
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate]) -> CanonicalList:
+        unique: dict[str, Candidate] = {}
+        for cand in candidates:
+            unique.setdefault(cand.account_id, cand)
+        ordered = tuple(unique[k] for k in sorted(unique))
+        bucket_index: dict[str, int] = {}
+        limits: list[BucketLimits] = []
+        bucket_of = []
+        for cand in ordered:
+            if cand.bucket_id not in bucket_index:
+                bucket_index[cand.bucket_id] = len(limits)
+                limits.append(cand.limits)
+            bucket_of.append(bucket_index[cand.bucket_id])
+        return cls(ordered, tuple(bucket_index), tuple(limits), tuple(bucket_of))
+
+
+_RECENT_LISTS = 64
+# Callers pass the same list object again and again (1,000 accounts: sorting and hashing them was
+# most of an acquire's time in Python); keyed by its id, kept with a copy of what it held, so a list
+# changed or dead and its id reused is seen by the comparison (which is by identity first).
+_recent: dict[int, tuple[tuple[Candidate, ...], CanonicalList]] = {}
+
+
+def canonical(candidates: Sequence[Candidate]) -> CanonicalList:
+    held = tuple(candidates)
+    hit = _recent.get(id(candidates))
+    if hit is not None and hit[0] == held:
+        return hit[1]
+    made = CanonicalList.of(held)
+    if len(_recent) >= _RECENT_LISTS:
+        _recent.pop(next(iter(_recent)))
+    _recent[id(candidates)] = (held, made)
+    return made
+
+
+@dataclass(frozen=True)
 class AcquirePlan:
     candidates: tuple[Candidate, ...]
     bucket_ids: tuple[str, ...]
@@ -74,28 +119,19 @@ class AcquirePlan:
         exclude: Collection[str],
         max_wait: float = 0.0,
     ) -> AcquirePlan:
-        unique: dict[str, Candidate] = {}
-        for cand in candidates:
-            unique.setdefault(cand.account_id, cand)
-        ordered = tuple(unique[k] for k in sorted(unique))
-        bucket_index: dict[str, int] = {}
-        limits: list[BucketLimits] = []
-        bucket_of = []
-        for cand in ordered:
-            if cand.bucket_id not in bucket_index:
-                bucket_index[cand.bucket_id] = len(limits)
-                limits.append(cand.limits)
-            bucket_of.append(bucket_index[cand.bucket_id])
+        listed = canonical(candidates)
         resolved = to_strategy(strategy)
         if resolved is Strategy.STICKY and not sticky_key:
             resolved = Strategy.LEAST_LOADED  # nothing to stick to: the documented fallback
         excluded = frozenset(exclude)
         return cls(
-            candidates=ordered,
-            bucket_ids=tuple(bucket_index),
-            bucket_limits=tuple(limits),
-            bucket_of=tuple(bucket_of),
-            excluded=tuple(c.account_id in excluded for c in ordered),
+            candidates=listed.candidates,
+            bucket_ids=listed.bucket_ids,
+            bucket_limits=listed.bucket_limits,
+            bucket_of=listed.bucket_of,
+            excluded=tuple(c.account_id in excluded for c in listed.candidates)
+            if excluded
+            else (False,) * len(listed.candidates),
             strategy=resolved,
             need=(demand.requests, demand.input_tokens, demand.output_tokens),
             max_wait=max(0.0, float(max_wait)),

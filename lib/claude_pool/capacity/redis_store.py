@@ -5,9 +5,10 @@ Time comes from the server unless a ``clock`` is injected (see :class:`StoreScri
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, cast
 
 import redis.asyncio as aioredis
@@ -37,6 +38,19 @@ _SCRIPTS = ("acquire", "settle", "renew", "calibrate", "cool_down", "view", "rec
 _RECLAIM_BATCH = 256
 _STATIC_CACHE_SIZE = 64
 _US, _RS = "\x1f", "\x1e"  # unit and record separators of the packed acquire arguments
+# From this many buckets on, least-loaded walks the fullness index instead of reading every bucket
+# (see acquire.lua's walk): below it a scan costs less than a walk, and breaks ties among them all.
+WALK_FROM_BUCKETS = 32
+
+
+@dataclass(frozen=True)
+class _PackedList:
+    """A candidate list as the acquire script takes it, built once per list (see ``_static``)."""
+
+    buckets: str
+    candidates: str
+    bucket_count: int
+    registration: str  # the key of its registration for the walk
 
 
 def _num(value: float | int | None) -> str:
@@ -65,7 +79,8 @@ class RedisCapacityStore(CapacityStore):
         self._keys = RedisKeys(prefix)
         self._random = random
         self._fixed_keys = [self._keys.reservations(), self._keys.lease_index(), self._keys.round_robin()]
-        self._static_cache: dict[tuple[Candidate, ...], tuple[list[str], str, str]] = {}
+        # by the id of the canonical tuple, which _plan keeps alive and the same while a list is
+        self._static_cache: dict[int, tuple[tuple[Candidate, ...], _PackedList]] = {}
         self._scripts = StoreScripts(client, "capacity", _SCRIPTS, clock=clock, owns_client=owns_client)
         self._call = self._scripts.call
 
@@ -101,14 +116,17 @@ class RedisCapacityStore(CapacityStore):
     async def _reserve(
         self, plan: AcquirePlan, reservation_id: str, lease_ttl: float, sticky: tuple[str, float] | None
     ) -> Reserved:
-        static_keys, buckets, cands = self._static(plan.candidates)
+        packed = self._static(plan.candidates)
         # No sticky key: the strategy is not sticky (see AcquirePlan), and the script reads neither.
         sticky_key, sticky_ttl = sticky or ("", 0.0)
-        keys = [*self._fixed_keys, self._keys.sticky(sticky_key), *static_keys]
-        excluded = _US.join(str(c + 1) for c, ex in enumerate(plan.excluded) if ex)
+        k = self._keys
+        keys = [*self._fixed_keys, k.sticky(sticky_key), k.fullness(), packed.registration]
+        excluded = _US.join(str(c + 1) for c, ex in enumerate(plan.excluded) if ex) if any(plan.excluded) else ""
+        walk = plan.strategy is Strategy.LEAST_LOADED and packed.bucket_count >= WALK_FROM_BUCKETS
         args: list[Any] = [
             BUCKET_TTL_SECONDS, plan.strategy.value, repr(self._random()), reservation_id,
-            _num(lease_ttl), _num(sticky_ttl), *plan.need, buckets, cands, excluded, _num(plan.max_wait), self._cold,
+            _num(lease_ttl), _num(sticky_ttl), *plan.need, packed.buckets, packed.candidates, excluded,
+            _num(plan.max_wait), self._cold, k.bucket_prefix(), k.leases_prefix(), "1" if walk else "0",
         ]  # fmt: skip
         out = await self._call("acquire", keys, args)
         chosen = int(out[0])
@@ -120,16 +138,15 @@ class RedisCapacityStore(CapacityStore):
             return None, 0.0, 0.0, refusals
         return chosen - 1, _f(out[1]), _f(out[3]), refusals
 
-    def _static(self, ordered: tuple[Candidate, ...]) -> tuple[list[str], str, str]:
-        """The keys and packed data of a candidate list, cached: callers send the same list again and
-        again, and building thousands of strings per call was most of the cost at 1,000 accounts."""
-        hit = self._static_cache.get(ordered)
-        if hit is not None:
-            return hit
+    def _static(self, ordered: tuple[Candidate, ...]) -> _PackedList:
+        """The packed data of a candidate list, cached: callers send the same list again and again,
+        and building thousands of strings per call was most of the cost at 1,000 accounts."""
+        hit = self._static_cache.get(id(ordered))
+        if hit is not None and hit[0] is ordered:
+            return hit[1]
         numbers: dict[str, int] = {}
         bucket_recs: list[str] = []
         cand_recs: list[str] = []
-        keys: list[str] = []
         for cand in ordered:
             for text in (cand.account_id, cand.bucket_id):
                 if _US in text or _RS in text:
@@ -137,15 +154,16 @@ class RedisCapacityStore(CapacityStore):
             if cand.bucket_id not in numbers:
                 numbers[cand.bucket_id] = len(numbers) + 1
                 lim = cand.limits
-                keys += [self._keys.bucket(cand.bucket_id), self._keys.leases(cand.bucket_id)]
                 fields = (cand.bucket_id, lim.rpm, lim.itpm, lim.otpm, lim.max_in_flight or 0)
                 bucket_recs.append(_US.join(map(str, fields)))
             cand_fields = (cand.account_id, numbers[cand.bucket_id], cand.priority, cand.weight)
             cand_recs.append(_US.join(map(str, cand_fields)))
-        entry = (keys, _RS.join(bucket_recs), _RS.join(cand_recs))
+        buckets, cands = _RS.join(bucket_recs), _RS.join(cand_recs)
+        digest = hashlib.blake2b(f"{buckets}{_RS}{_RS}{cands}".encode(), digest_size=16).hexdigest()
+        entry = _PackedList(buckets, cands, len(bucket_recs), self._keys.candidate_list(digest))
         if len(self._static_cache) >= _STATIC_CACHE_SIZE:
             self._static_cache.pop(next(iter(self._static_cache)))
-        self._static_cache[ordered] = entry
+        self._static_cache[id(ordered)] = (ordered, entry)
         return entry
 
     async def settle(
@@ -164,6 +182,7 @@ class RedisCapacityStore(CapacityStore):
             k.lease_index(),
             k.bucket(reservation.bucket_id),
             k.leases(reservation.bucket_id),
+            k.fullness(),
         ]
         settle = ("settle", keys, [BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used])
         if snapshot is None:
@@ -185,11 +204,13 @@ class RedisCapacityStore(CapacityStore):
         for metric in (snapshot.requests, snapshot.input_tokens, snapshot.output_tokens):
             args += [_num(metric.limit), _num(metric.remaining)]
         k = self._keys
-        return "calibrate", [k.bucket(bucket_id), k.leases(bucket_id), k.reservations()], args
+        return "calibrate", [k.bucket(bucket_id), k.leases(bucket_id), k.reservations(), k.fullness()], args
 
     async def cool_down(self, bucket_id: str, until: float) -> None:
         await self._call(
-            "cool_down", [self._keys.bucket(bucket_id)], [BUCKET_TTL_SECONDS, repr(float(until))]
+            "cool_down",
+            [self._keys.bucket(bucket_id), self._keys.fullness()],
+            [BUCKET_TTL_SECONDS, repr(float(until))],
         )
 
     async def view(self, candidates: Sequence[Candidate]) -> list[BucketView]:
@@ -248,7 +269,7 @@ class RedisCapacityStore(CapacityStore):
                     bucket_id = json.loads(raw)["b"]
                     b = buckets.setdefault(bucket_id, len(buckets) + 1)
                 args += [rid, b]
-            keys = [k.reservations(), k.lease_index()]
+            keys = [k.reservations(), k.lease_index(), k.fullness()]
             for bucket_id in buckets:
                 keys += [k.bucket(bucket_id), k.leases(bucket_id)]
             total += int(await self._call("reclaim_expired", keys, args))

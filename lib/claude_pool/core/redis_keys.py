@@ -28,7 +28,21 @@ class RedisKeys:
     # --- capacity --------------------------------------------------------------------------
     def bucket(self, bucket_id: str) -> str:
         """Hash: the continuous token buckets (rpm/itpm/otpm level and last refill), cooldown."""
-        return f"{self.tag}:bucket:{bucket_id}"
+        return self.bucket_prefix() + bucket_id
+
+    def bucket_prefix(self) -> str:
+        """What a bucket's key is made of before its id: the acquire script makes the keys of the
+        buckets it reads (same hash tag, so the same Cluster slot) rather than take thousands."""
+        return f"{self.tag}:bucket:"
+
+    def fullness(self) -> str:
+        """Sorted set: bucket keys scored by when each is full again (the acquire script's walk)."""
+        return f"{self.tag}:fullness"
+
+    def candidate_list(self, digest: str) -> str:
+        """Hash: one candidate list registered for the walk, bucket key -> its candidates; named by
+        the digest of the list, so a changed list is a new key and an unused one expires."""
+        return f"{self.tag}:candidates:{digest}"
 
     def account(self, account_id: str) -> str:
         """Hash: an account's static view for selection (bucket id, limits, weight, priority)."""
@@ -36,7 +50,10 @@ class RedisKeys:
 
     def leases(self, bucket_id: str) -> str:
         """Sorted set: in-flight leases scored by their expiry time."""
-        return f"{self.tag}:leases:{bucket_id}"
+        return self.leases_prefix() + bucket_id
+
+    def leases_prefix(self) -> str:
+        return f"{self.tag}:leases:"
 
     def reservations(self) -> str:
         """Hash: reservation id -> what it holds, so settle and expiry refund exactly once."""

@@ -53,6 +53,27 @@ local function refill(s, caps, now, cold)
   return out
 end
 
+-- The pool's fullness index (a sorted set of bucket keys, see RedisKeys.fullness): each script that
+-- writes a bucket names it first, from its KEYS.
+local fullness_key = nil
+local function index_fullness_in(key)
+  fullness_key = key
+end
+
+-- When a bucket's every metric is full again, and its cooldown over, from what save_bucket writes.
+-- Refill raises each metric's share of its cap by 1/60 a second, so ordering buckets by this time is
+-- ordering them by their fullest-possible least-loaded score (1 - (time - now)/60, at most 1) at any
+-- later moment, until the next write: the order acquire walks in (see acquire.lua).
+local function full_again_at(s, levels, caps, now)
+  local at = math.max(now, s.cd)
+  for m = 1, 3 do
+    if levels[m] ~= nil and caps[m] ~= nil then
+      at = math.max(at, now + (caps[m] - levels[m]) * 60 / caps[m])
+    end
+  end
+  return at
+end
+
 local function save_bucket(key, s, levels, caps, now, ttl)
   local args = {'t', fmt(now)}
   for m = 1, 3 do
@@ -68,6 +89,8 @@ local function save_bucket(key, s, levels, caps, now, ttl)
   redis.call('HSET', key, unpack(args))
   -- a cooldown longer than the idle TTL must outlive it
   redis.call('EXPIRE', key, math.max(ttl, math.ceil(s.cd - now) + 60))
+  redis.call('ZADD', fullness_key, fmt(full_again_at(s, levels, caps, now)), key)
+  redis.call('EXPIRE', fullness_key, ttl)
 end
 
 -- Add delta per metric (rules.clamp_add: up to the cap; a charge stops at 0, or at the level when it

@@ -4,12 +4,13 @@
 -- not in upstream's count yet);
 -- except the first time a cold store hears of a metric (rules.first_calibration): then the level is
 -- set to the remaining, less the rounding margin and what the bucket's live leases hold.
--- KEYS: bucket hash, bucket's leases, reservations hash. ARGV: now, idle ttl, cold start ('1'),
+-- KEYS: bucket hash, bucket's leases, reservations hash, fullness index. ARGV: now, idle ttl, cold start ('1'),
 -- then per metric (requests, input, output): limit, remaining ('' when the header was missing).
 local now = clock(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local cold = ARGV[3] == '1'
 local ROUNDING = {0, 1000, 1000}
+index_fullness_in(KEYS[4])
 
 -- What the live leases of the bucket hold reserved, per metric; unsent_only: only those queued to
 -- send later (records written before queueing existed have no s: sent).

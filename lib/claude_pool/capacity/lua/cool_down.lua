@@ -1,5 +1,6 @@
 -- cool_down(bucket_id, until): a 429 sets the bucket aside until `until`; the later end wins.
--- KEYS[1] bucket hash. ARGV: now ('' = server time), idle ttl, until.
+-- KEYS: bucket hash, fullness index (a bucket set aside goes down it: see full_again_at).
+-- ARGV: now ('' = server time), idle ttl, until.
 local now = clock(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local till = tonumber(ARGV[3])
@@ -9,5 +10,7 @@ if till > current then
   redis.call('HSET', KEYS[1], 'cd', fmt(till))
   current = till
 end
+redis.call('ZADD', KEYS[2], 'GT', fmt(current), KEYS[1])
+redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[1], math.max(ttl, math.ceil(current - now) + 60))
 return fmt(current)

@@ -1,7 +1,7 @@
 -- settle(reservation, usage, request_sent): refund what was reserved but not used, release the
 -- lease. Idempotent: an unknown reservation (settled or reclaimed already) changes nothing; one whose
 -- lease has expired is reclaimed exactly as reclaim_expired would (its usage is ignored).
--- KEYS: reservations hash, lease index, bucket hash, bucket's leases.
+-- KEYS: reservations hash, lease index, bucket hash, bucket's leases, fullness index.
 -- ARGV: now, idle ttl, reservation id, mode (0 usage given, 1 sent without usage, 2 not sent),
 -- used input, used output.
 local now = clock(ARGV[1])
@@ -10,6 +10,8 @@ local rid = ARGV[3]
 local mode = tonumber(ARGV[4])
 local used_i = tonumber(ARGV[5])
 local used_o = tonumber(ARGV[6])
+
+index_fullness_in(KEYS[5])
 
 local rec = reservation_record(KEYS[1], rid)
 if not rec then
