@@ -4,14 +4,11 @@ kept and the refusals complete; the embedded store runs the same tests with its 
 
 from __future__ import annotations
 
-import asyncio
 import random
-import uuid
 from collections import Counter
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,11 +23,13 @@ from claude_pool.capacity import (
     Reservation,
     Usage,
 )
+from claude_pool.capacity._rules import WALK_FROM_BUCKETS
 from claude_pool.capacity.model import REASON_REQUESTS_EXHAUSTED
 from claude_pool.capacity.ratelimit import MetricSnapshot
-from claude_pool.capacity.redis_store import WALK_FROM_BUCKETS
+from claude_pool.core.config import Strategy
 from claude_pool.core.redis_keys import RedisKeys
 from tests.capacity.conftest import FakeClock, cand
+from tests.capacity.test_properties import _on_both_stores
 
 
 # 40 accounts over 36 buckets (four organizations of two keys), every fifth with an in-flight cap
@@ -97,39 +96,54 @@ ops_strategy = st.lists(
 )
 
 
-async def _apply(store: CapacityStore, op: tuple[Any, ...], clock: FakeClock, held: list[Reservation]) -> None:
+async def _acquire(
+    stores: list[CapacityStore], op: tuple[Any, ...], held: list[list[Reservation]]
+) -> None:
+    _, inp, out, exclude, max_wait = op
+    demand = Demand(inp, out)
+    for s in stores:
+        await s.reclaim_expired()  # so that the view below is what acquire will see
+    before = {v.account_id: v for v in await stores[0].view(MANY)}
+    best = best_now(list(before.values()), demand, set(exclude))
+    sels = [await s.acquire(MANY, demand, exclude=exclude, max_wait=max_wait, lease_ttl=5.0) for s in stores]
+    assert len({(sel.reservation.account_id, sel.reservation.wait_seconds) if sel.reservation else None for sel in sels}) == 1, sels
+    assert len({tuple((r.account_id, r.reason, r.until) for r in sel.refusals) for sel in sels}) == 1
+    res = sels[0].reservation
+    if res is None or res.wait_seconds > 0:
+        assert best is None, (op, res)  # someone could have sent at once
+    else:
+        assert res.account_id not in exclude
+        assert best is not None and score_of(before[res.account_id], demand) >= best - EPS, (op, res)
+    if res is None:  # a refusal names every candidate
+        assert sorted(r.account_id for r in sels[0].refusals) == sorted(NAMES)
+    else:
+        held.append([sel.reservation for sel in sels if sel.reservation])
+
+
+async def _apply(
+    stores: list[CapacityStore], op: tuple[Any, ...], clock: FakeClock, held: list[list[Reservation]]
+) -> None:
     kind = op[0]
     bucket_of = {c.account_id: c.bucket_id for c in MANY}
     if kind == "acquire":
-        _, inp, out, exclude, max_wait = op
-        demand = Demand(inp, out)
-        await store.reclaim_expired()  # so that the view below is what acquire will see
-        before = {v.account_id: v for v in await store.view(MANY)}
-        best = best_now(list(before.values()), demand, set(exclude))
-        sel = await store.acquire(MANY, demand, exclude=exclude, max_wait=max_wait, lease_ttl=5.0)
-        res = sel.reservation
-        if res is None or res.wait_seconds > 0:
-            assert best is None, (op, res)  # someone could have sent at once
-        else:
-            assert res.account_id not in exclude
-            assert best is not None and score_of(before[res.account_id], demand) >= best - EPS, (op, res)
-        if res is None:  # a refusal names every candidate
-            assert sorted(r.account_id for r in sel.refusals) == sorted(NAMES)
-        if res is not None:
-            held.append(res)
+        await _acquire(stores, op, held)
     elif kind == "settle" and held:
-        res = held.pop(op[1] % len(held))
-        usage = Usage(res.demand.input_tokens // 2, res.demand.output_tokens // 2)
-        await store.settle(res, usage if op[2] == "usage" else None, request_sent=op[2] != "unsent")
+        for s, res in zip(stores, held.pop(op[1] % len(held)), strict=True):
+            usage = Usage(res.demand.input_tokens // 2, res.demand.output_tokens // 2)
+            await s.settle(res, usage if op[2] == "usage" else None, request_sent=op[2] != "unsent")
     elif kind == "advance":
         clock.advance(op[1])
-    elif kind == "cool":
-        await store.cool_down(bucket_of[op[1]], clock.now + op[2])
-    elif kind == "calibrate":
-        snap = RateLimitSnapshot(input_tokens=MetricSnapshot(limit=None, remaining=op[2]))
-        await store.calibrate(bucket_of[op[1]], snap)
-    elif kind == "reclaim":
-        await store.reclaim_expired()
+    for s in stores:
+        if kind == "cool":
+            await s.cool_down(bucket_of[op[1]], clock.now + op[2])
+        elif kind == "calibrate":
+            await s.calibrate(bucket_of[op[1]], RateLimitSnapshot(input_tokens=MetricSnapshot(None, op[2])))
+        elif kind == "reclaim":
+            await s.reclaim_expired()
+
+
+def _levels(views: list[BucketView]) -> list[tuple[float, ...]]:
+    return [(v.requests, v.input_tokens, v.output_tokens, v.in_flight) for v in views]
 
 
 def _check_bounds(views: list[BucketView]) -> None:
@@ -138,39 +152,34 @@ def _check_bounds(views: list[BucketView]) -> None:
         assert 0 <= v.requests <= lim.rpm and 0 <= v.input_tokens <= lim.itpm and 0 <= v.output_tokens <= lim.otpm
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("cold_start", ["full", "empty"])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops_strategy, seed=st.integers(0, 2**32))
-def test_the_walk_chooses_the_least_loaded_keeps_limits_and_leaks_nothing(
-    redis_url: str, ops: list, seed: int
+def test_the_walks_choose_the_least_loaded_agree_keep_limits_and_leak_nothing(
+    redis_url: str, cold_start: str, ops: list, seed: int
 ) -> None:
+    """Redis's walk and the embedded store's twin, same clock and random numbers: the same choice
+    every time, the least loaded of those that could send at once, every level in bounds, and every
+    bucket full again once the leases of dead workers expire."""
     clock = FakeClock()
-    prefix = f"claude-pool-test-{uuid.uuid4().hex[:12]}"
 
-    async def run() -> None:
-        store = RedisCapacityStore.from_url(redis_url, prefix=prefix, clock=clock, random=random.Random(seed).random)
-        try:
-            held: list[Reservation] = []
-            for op in ops:
-                await _apply(store, op, clock, held)
-                _check_bounds(await store.view(MANY))
-            clock.advance(31)  # the leases of dead workers expire; refill does the rest
-            await store.reclaim_expired()
-            clock.advance(600)
-            views = await store.view(MANY)
-            assert [(v.requests, v.input_tokens, v.output_tokens, v.in_flight) for v in views] == [
-                (c.limits.rpm, c.limits.itpm, c.limits.otpm, 0) for c in MANY
-            ]
-        finally:
-            await store.aclose()
+    async def run(stores: list[CapacityStore]) -> None:
+        held: list[list[Reservation]] = []
+        for op in ops:
+            await _apply(stores, op, clock, held)
+            views = [await s.view(MANY) for s in stores]
+            assert _levels(views[0]) == _levels(views[1]), op
+            _check_bounds(views[0])
+        clock.advance(31)
+        for s in stores:
+            await s.reclaim_expired()
+            # a cold bucket refills from its first sight: a scan sees them all (a walk, those it reads)
+            await s.acquire(MANY, Demand(0, 0, requests=0), strategy=Strategy.ROUND_ROBIN)
+        clock.advance(600)
+        for s in stores:
+            assert _levels(await s.view(MANY)) == [(c.limits.rpm, c.limits.itpm, c.limits.otpm, 0) for c in MANY]
 
-    try:
-        asyncio.run(run())
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match="{" + prefix + "}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    _on_both_stores(redis_url, clock, seed, run, cold_start=cold_start)
 
 
 async def test_least_loaded_among_many_spreads_real_use(store: CapacityStore) -> None:

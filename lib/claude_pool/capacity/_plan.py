@@ -7,10 +7,12 @@ numbered in order of first appearance and take the limits of their first candida
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from claude_pool.capacity.model import (
     REASON_BY_CODE,
@@ -26,6 +28,7 @@ from claude_pool.core.errors import InvalidInput
 
 __all__ = [
     "AcquirePlan",
+    "CanonicalList",
     "Reserve",
     "Reserved",
     "acquire_with",
@@ -61,6 +64,23 @@ class CanonicalList:
     bucket_ids: tuple[str, ...]
     bucket_limits: tuple[BucketLimits, ...]
     bucket_of: tuple[int, ...]  # per candidate, 0-based bucket number
+
+    @cached_property
+    def bucket_number(self) -> dict[str, int]:
+        return {b: n for n, b in enumerate(self.bucket_ids)}
+
+    @cached_property
+    def members(self) -> tuple[tuple[int, ...], ...]:
+        """Per bucket, its candidates' numbers, in order."""
+        of: list[list[int]] = [[] for _ in self.bucket_ids]
+        for c, b in enumerate(self.bucket_of):
+            of[b].append(c)
+        return tuple(map(tuple, of))
+
+    @cached_property
+    def digest(self) -> str:
+        """Names the list's bucket ids (a store registers a list's buckets once)."""
+        return hashlib.blake2b("\x1e".join(self.bucket_ids).encode(), digest_size=16).hexdigest()
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate]) -> CanonicalList:
@@ -100,14 +120,27 @@ def canonical(candidates: Sequence[Candidate]) -> CanonicalList:
 
 @dataclass(frozen=True)
 class AcquirePlan:
-    candidates: tuple[Candidate, ...]
-    bucket_ids: tuple[str, ...]
-    bucket_limits: tuple[BucketLimits, ...]
-    bucket_of: tuple[int, ...]  # per candidate, 0-based bucket number
+    listed: CanonicalList
     excluded: tuple[bool, ...]
     strategy: Strategy
     need: tuple[int, int, int]
     max_wait: float = 0.0  # the longest a request may be queued for (see _rules.admission)
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return self.listed.candidates
+
+    @property
+    def bucket_ids(self) -> tuple[str, ...]:
+        return self.listed.bucket_ids
+
+    @property
+    def bucket_limits(self) -> tuple[BucketLimits, ...]:
+        return self.listed.bucket_limits
+
+    @property
+    def bucket_of(self) -> tuple[int, ...]:
+        return self.listed.bucket_of
 
     @classmethod
     def build(
@@ -125,10 +158,7 @@ class AcquirePlan:
             resolved = Strategy.LEAST_LOADED  # nothing to stick to: the documented fallback
         excluded = frozenset(exclude)
         return cls(
-            candidates=listed.candidates,
-            bucket_ids=listed.bucket_ids,
-            bucket_limits=listed.bucket_limits,
-            bucket_of=listed.bucket_of,
+            listed=listed,
             excluded=tuple(c.account_id in excluded for c in listed.candidates)
             if excluded
             else (False,) * len(listed.candidates),

@@ -15,9 +15,12 @@ from claude_pool.capacity.model import BucketLimits
 from claude_pool.core.config import Strategy
 
 __all__ = [
+    "MAX_TIES",
     "QUEUEABLE",
     "REMAINING_ROUNDING",
     "TIE_EPSILON",
+    "WALK_BATCH",
+    "WALK_FROM_BUCKETS",
     "BucketState",
     "Entry",
     "admission",
@@ -26,10 +29,13 @@ __all__ = [
     "choose",
     "clamp_add",
     "first_calibration",
+    "full_again_at",
+    "fullness_bound",
     "headroom_after",
     "lowered",
     "refill",
     "settle_refund",
+    "walks",
 ]
 
 # Upstream rounds the token counts of its remaining headers to the thousand (UPSTREAM.md): a
@@ -80,6 +86,38 @@ def refill(
         level = state.levels[m] if state.levels is not None else None
         out.append(cap * unseen if level is None else min(cap, level + elapsed * cap / SECONDS_PER_MINUTE))
     return out
+
+
+# Least-loaded among this many buckets or more walks the fullness index (see ``full_again_at``)
+# instead of reading every bucket: below it a read of all costs less, and breaks ties among all.
+WALK_FROM_BUCKETS = 32
+WALK_BATCH = 16  # buckets read from the index at a time
+MAX_TIES = 16  # the walk stops once this many ready candidates tie for the best score
+
+
+def walks(strategy: Strategy, bucket_count: int) -> bool:
+    return strategy is Strategy.LEAST_LOADED and bucket_count >= WALK_FROM_BUCKETS
+
+
+def full_again_at(
+    levels: Sequence[float | None], caps: Sequence[float | None], now: float, cooldown_until: float
+) -> float:
+    """When a bucket with these levels at ``now`` is full again in every metric, its cooldown over:
+    its score in the fullness index. Refill raises every metric's share of its cap by 1/60 a second,
+    so ordering buckets by this time orders them by ``fullness_bound`` at any later moment, until
+    the bucket is next written; a metric without level or cap does not count."""
+    at = max(now, cooldown_until)
+    for m in range(3):
+        level, cap = levels[m], caps[m]
+        if level is not None and cap is not None:
+            at = max(at, now + (cap - level) * SECONDS_PER_MINUTE / cap)
+    return at
+
+
+def fullness_bound(full_at: float, now: float) -> float:
+    """The best least-loaded score (``headroom_after``) that a bucket scored ``full_at`` in the
+    fullness index can have at ``now``: its least-full metric's share of its cap."""
+    return min(1.0, 1.0 - (full_at - now) / SECONDS_PER_MINUTE)
 
 
 def lowered(level: float, remaining: float, unsent: float) -> float:

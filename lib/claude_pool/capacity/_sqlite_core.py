@@ -8,13 +8,13 @@ timeout makes a writer wait for the lock instead of failing. The rules are those
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from claude_pool.capacity import _rules as rules
-from claude_pool.capacity._plan import AcquirePlan
+from claude_pool.capacity._plan import AcquirePlan, CanonicalList
 from claude_pool.capacity._rules import BucketState, Entry
 from claude_pool.capacity.ratelimit import RateLimitSnapshot
 from claude_pool.core.config import Strategy
@@ -26,7 +26,8 @@ __all__ = ["SqliteCore"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
     bucket_id TEXT PRIMARY KEY, r REAL, i REAL, o REAL, t REAL NOT NULL DEFAULT 0,
-    lr REAL, li REAL, lo REAL, ur REAL, ui REAL, uo REAL, cd REAL NOT NULL DEFAULT 0);
+    lr REAL, li REAL, lo REAL, ur REAL, ui REAL, uo REAL, cd REAL NOT NULL DEFAULT 0,
+    full_at REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS leases (
     reservation_id TEXT PRIMARY KEY, bucket_id TEXT NOT NULL, account_id TEXT NOT NULL,
     r REAL NOT NULL, i REAL NOT NULL, o REAL NOT NULL, expires_at REAL NOT NULL,
@@ -34,7 +35,11 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE INDEX IF NOT EXISTS leases_by_bucket ON leases (bucket_id, expires_at);
 CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires_at);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS registered_lists (digest TEXT PRIMARY KEY);
 """
+# The fullness index of acquire.lua's walk: buckets in order of rules.full_again_at, then of id (the
+# order of a Redis sorted set's equal scores).
+_FULLNESS_INDEX = "CREATE INDEX IF NOT EXISTS buckets_by_fullness ON buckets (full_at, bucket_id)"
 _COLUMNS = "bucket_id, r, i, o, t, lr, li, lo, ur, ui, uo, cd"
 _CHUNK = 500  # stay far below SQLite's bound on variables per statement
 
@@ -48,7 +53,7 @@ _Assessed = tuple[list[float], list[float], int, float | None, float, float]
 
 
 def _sort_out(
-    plan: AcquirePlan, assessed: Sequence[_Assessed]
+    plan: AcquirePlan, assessed: Mapping[int, _Assessed]
 ) -> tuple[list[Entry], list[int], list[tuple[int, int, float | None]]]:
     """The eligible candidates (as entries for rules.choose, and their numbers in the plan) and
     the refusals of the others, in the plan's order."""
@@ -79,6 +84,37 @@ def _state(row: _BucketRow | None) -> BucketState:
     )
 
 
+_Save = tuple[str, list[float], list[float]]  # a first sight to save: bucket id, levels, caps
+_Walked = tuple[list[Entry], list[int], dict[int, _Assessed]]
+
+
+class _Walk:
+    """Where a walk stands: the candidates read (entries, their numbers, their buckets), the best
+    ready score and how many ready candidates tie for it."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.numbers: list[int] = []
+        self.assessed: dict[int, _Assessed] = {}
+        self.best: float | None = None
+        self.ties = 0
+        self.visited: set[str] = set()  # a refund met on the way (an expired lease) moves a bucket up
+        self.misplaced: list[tuple[float, str]] = []  # buckets fuller-looking in the index than they are
+        self.first_sights: list[_Save] = []
+
+    def over(self, bound: float) -> bool:
+        return bound < cast(float, self.best) - rules.TIE_EPSILON or self.ties >= rules.MAX_TIES
+
+    def count(self, score: float, ready: int) -> None:
+        if ready == 0:
+            return
+        if self.best is None or score > self.best + rules.TIE_EPSILON:
+            self.best = score
+            self.ties = sum(1 for e in self.entries if e.wait <= 0 and e.score >= score - rules.TIE_EPSILON)
+        elif score >= self.best - rules.TIE_EPSILON:
+            self.ties += ready
+
+
 class SqliteCore:
     def __init__(
         self, path: Path, *, clock: Callable[[], float], busy_timeout: float, cold_empty: bool = False
@@ -96,6 +132,10 @@ class SqliteCore:
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(leases)")}
             if "sends_at" not in columns:  # a store file written before reservations could be queued
                 self.db.execute("ALTER TABLE leases ADD COLUMN sends_at REAL NOT NULL DEFAULT 0")
+            if "full_at" not in {row[1] for row in self.db.execute("PRAGMA table_info(buckets)")}:
+                # a store file written before the walk: every bucket looks full, the walk corrects it
+                self.db.execute("ALTER TABLE buckets ADD COLUMN full_at REAL NOT NULL DEFAULT 0")
+            self.db.execute(_FULLNESS_INDEX)
 
     def close(self) -> None:
         self.db.close()
@@ -123,13 +163,14 @@ class SqliteCore:
     def save(
         self, bucket_id: str, levels: Sequence[float | None], caps: Sequence[float | None], now: float
     ) -> None:
-        # COALESCE: like the Lua HSET, an unknown value never erases a known one
+        # COALESCE: like the Lua HSET, an unknown value never erases a known one; the cooldown is
+        # the row's (rules.full_again_at takes the later of the two)
         self.db.execute(
-            "INSERT INTO buckets (bucket_id, r, i, o, t, lr, li, lo) VALUES (?,?,?,?,?,?,?,?) "
+            "INSERT INTO buckets (bucket_id, r, i, o, t, lr, li, lo, full_at) VALUES (?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (bucket_id) DO UPDATE SET r=COALESCE(excluded.r, r), i=COALESCE(excluded.i, i), "
             "o=COALESCE(excluded.o, o), t=excluded.t, lr=COALESCE(excluded.lr, lr), "
-            "li=COALESCE(excluded.li, li), lo=COALESCE(excluded.lo, lo)",
-            (bucket_id, *levels, now, *caps),
+            "li=COALESCE(excluded.li, li), lo=COALESCE(excluded.lo, lo), full_at=MAX(excluded.full_at, cd)",
+            (bucket_id, *levels, now, *caps, rules.full_again_at(levels, caps, now, 0.0)),
         )
 
     def apply_refund(self, bucket_id: str, delta: rules.Triple, now: float) -> None:
@@ -184,8 +225,13 @@ class SqliteCore:
         self, plan: AcquirePlan, rid: str, r: float, lease_ttl: float, sticky: tuple[str, float] | None
     ) -> tuple[int | None, float, float, list[tuple[int, int, float | None]]]:
         with self.transaction() as now:
-            assessed = self._assess(plan, now)
-            entries, numbers, refusals = _sort_out(plan, assessed)
+            walked = self._walk(plan, now) if rules.walks(plan.strategy, len(plan.bucket_ids)) else None
+            if walked is not None:  # a walk's refusals would be of the buckets it read only
+                entries, numbers, assessed = walked
+                refusals: list[tuple[int, int, float | None]] = []
+            else:
+                assessed = dict(enumerate(self._assess(plan, now)))
+                entries, numbers, refusals = _sort_out(plan, assessed)
             if not entries:
                 return None, 0.0, 0.0, refusals
             rr = self.cursor("rr", now) if plan.strategy is Strategy.ROUND_ROBIN else None
@@ -212,23 +258,98 @@ class SqliteCore:
             if lim.max_in_flight:  # only an in-flight cap can block for ever (see acquire.lua)
                 self.drop_expired(now, bucket_id)
         states = self.load(list(plan.bucket_ids))
-        assessed: list[_Assessed] = []
-        for bucket_id, lim in zip(plan.bucket_ids, plan.bucket_limits, strict=True):
-            state = states[bucket_id]
-            # A plan's limits are all configured (positive), so no cap and no level is unknown.
-            caps = cast(list[float], rules.caps_of(lim, state))
-            levels = cast(list[float], rules.refill(state, caps, now, cold_empty=self.cold_empty))
-            if self.cold_empty and any(lv is None for lv in state.levels or (None,)):
-                # first sight of a cold bucket: its refill starts now, admitted or not
-                self.save(bucket_id, levels, caps, now)
-            count, earliest = self.in_flight(bucket_id) if lim.max_in_flight else (0, None)
-            code, until, wait = rules.admission(
-                levels, caps, plan.need, now, state.cooldown_until, count, lim.max_in_flight, earliest,
-                plan.max_wait,
-            )  # fmt: skip
-            score = rules.headroom_after(levels, caps, plan.need) if code == 0 else 0.0
-            assessed.append((caps, levels, code, until, score, wait))
+        assessed = [
+            self._assess_one(plan, b, states[b], now, first_sights=None) for b in plan.bucket_ids
+        ]
         return assessed
+
+    def _assess_one(
+        self, plan: AcquirePlan, bucket_id: str, state: BucketState, now: float, first_sights: list[_Save] | None
+    ) -> _Assessed:
+        """One bucket of the plan: its caps and levels now, and whether it can serve. A cold bucket
+        seen for the first time starts its refill now, admitted or not: saved at once, or added to
+        ``first_sights`` when a walk must not reorder the index under its feet."""
+        lim = plan.bucket_limits[plan.listed.bucket_number[bucket_id]]
+        # A plan's limits are all configured (positive), so no cap and no level is unknown.
+        caps = cast(list[float], rules.caps_of(lim, state))
+        levels = cast(list[float], rules.refill(state, caps, now, cold_empty=self.cold_empty))
+        if self.cold_empty and any(lv is None for lv in state.levels or (None,)):
+            if first_sights is None:
+                self.save(bucket_id, levels, caps, now)
+            else:
+                first_sights.append((bucket_id, levels, caps))
+        count, earliest = self.in_flight(bucket_id) if lim.max_in_flight else (0, None)
+        code, until, wait = rules.admission(
+            levels, caps, plan.need, now, state.cooldown_until, count, lim.max_in_flight, earliest,
+            plan.max_wait,
+        )  # fmt: skip
+        score = rules.headroom_after(levels, caps, plan.need) if code == 0 else 0.0
+        return caps, levels, code, until, score, wait
+
+    # --- the walk (acquire.lua's twin, step for step) -------------------------------------------
+    def _register(self, listed: CanonicalList, now: float) -> None:
+        """Every bucket of the list in the fullness index, once: one never seen is full since ever,
+        or, cold, empty now (a row without levels is a bucket never seen)."""
+        if self.db.execute("SELECT 1 FROM registered_lists WHERE digest = ?", (listed.digest,)).fetchone():
+            return
+        unseen = now + rules.SECONDS_PER_MINUTE if self.cold_empty else 0.0
+        self.db.executemany(
+            "INSERT OR IGNORE INTO buckets (bucket_id, full_at) VALUES (?, ?)",
+            [(b, unseen) for b in listed.bucket_ids],
+        )
+        self.db.execute("INSERT INTO registered_lists VALUES (?)", (listed.digest,))
+
+    def _walk(self, plan: AcquirePlan, now: float) -> _Walked | None:
+        """Least-loaded without reading every bucket (acquire.lua's walk): buckets in index order,
+        until none further can beat, or past MAX_TIES tie, the best found; None when no candidate
+        could send at once (a scan then says when each could, and why not)."""
+        self._register(plan.listed, now)
+        walk = _Walk()
+        offset, found = 0, None
+        while found is None:
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS}, full_at FROM buckets ORDER BY full_at, bucket_id LIMIT ? OFFSET ?",  # noqa: S608
+                (rules.WALK_BATCH, offset),
+            ).fetchall()
+            if not rows:
+                found = walk.best is not None
+            for row in rows:
+                if walk.best is not None and walk.over(rules.fullness_bound(row[-1], now)):
+                    found = True
+                    break
+                if row[0] not in walk.visited and row[0] in plan.listed.bucket_number:
+                    self._walk_bucket(plan, walk, row, now)
+                walk.visited.add(row[0])
+            offset += rules.WALK_BATCH
+        for full_at, bucket_id in walk.misplaced:
+            self.db.execute("UPDATE buckets SET full_at = ? WHERE bucket_id = ?", (full_at, bucket_id))
+        if not found:
+            return None
+        for bucket_id, levels, caps in walk.first_sights:
+            self.save(bucket_id, levels, caps, now)
+        return walk.entries, walk.numbers, walk.assessed
+
+    def _walk_bucket(self, plan: AcquirePlan, walk: _Walk, row: tuple[Any, ...], now: float) -> None:
+        bucket_id = row[0]
+        b = plan.listed.bucket_number[bucket_id]
+        if plan.bucket_limits[b].max_in_flight:
+            self.drop_expired(now, bucket_id)
+            state = self.load([bucket_id])[bucket_id]
+        else:
+            state = _state(cast(_BucketRow, row[:-1]))
+        bucket = walk.assessed[b] = self._assess_one(plan, bucket_id, state, now, walk.first_sights)
+        caps, levels, code, _until, score, wait = bucket
+        due = rules.full_again_at(levels, caps, now, state.cooldown_until)
+        if due > row[-1] + 1e-6:
+            walk.misplaced.append((due, bucket_id))
+        ready = 0
+        for c in plan.listed.members[b]:
+            if not plan.excluded[c] and code == 0:
+                cand = plan.candidates[c]
+                walk.entries.append(Entry(cand.account_id, score, cand.priority, cand.weight, wait))
+                walk.numbers.append(c)
+                ready += wait <= 0
+        walk.count(score, ready)
 
     def _reserve(
         self, plan: AcquirePlan, chosen: int, bucket: _Assessed, rid: str, lease_ttl: float, now: float
@@ -304,8 +425,9 @@ class SqliteCore:
     def cool_down(self, bucket_id: str, until: float) -> None:
         with self.transaction():
             self.db.execute(
-                "INSERT INTO buckets (bucket_id, cd) VALUES (?, ?) ON CONFLICT (bucket_id) DO UPDATE SET cd = MAX(cd, excluded.cd)",
-                (bucket_id, until),
+                "INSERT INTO buckets (bucket_id, cd, full_at) VALUES (?, ?, ?) ON CONFLICT (bucket_id) "
+                "DO UPDATE SET cd = MAX(cd, excluded.cd), full_at = MAX(full_at, excluded.cd)",
+                (bucket_id, until, until),
             )
 
     def view(self, bucket_ids: Sequence[str]) -> tuple[float, dict[str, tuple[BucketState, int]]]:

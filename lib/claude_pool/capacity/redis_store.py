@@ -14,6 +14,7 @@ from typing import Any, ClassVar, cast
 import redis.asyncio as aioredis
 
 from claude_pool.capacity._plan import AcquirePlan, Reserved, acquire_with, random_unit
+from claude_pool.capacity._rules import walks
 from claude_pool.capacity.model import (
     BucketLimits,
     BucketView,
@@ -38,9 +39,6 @@ _SCRIPTS = ("acquire", "settle", "renew", "calibrate", "cool_down", "view", "rec
 _RECLAIM_BATCH = 256
 _STATIC_CACHE_SIZE = 64
 _US, _RS = "\x1f", "\x1e"  # unit and record separators of the packed acquire arguments
-# From this many buckets on, least-loaded walks the fullness index instead of reading every bucket
-# (see acquire.lua's walk): below it a scan costs less than a walk, and breaks ties among them all.
-WALK_FROM_BUCKETS = 32
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ class RedisCapacityStore(CapacityStore):
         k = self._keys
         keys = [*self._fixed_keys, k.sticky(sticky_key), k.fullness(), packed.registration]
         excluded = _US.join(str(c + 1) for c, ex in enumerate(plan.excluded) if ex) if any(plan.excluded) else ""
-        walk = plan.strategy is Strategy.LEAST_LOADED and packed.bucket_count >= WALK_FROM_BUCKETS
+        walk = walks(plan.strategy, packed.bucket_count)
         args: list[Any] = [
             BUCKET_TTL_SECONDS, plan.strategy.value, repr(self._random()), reservation_id,
             _num(lease_ttl), _num(sticky_ttl), *plan.need, packed.buckets, packed.candidates, excluded,
