@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import cast
 
 import pytest
+import redis.asyncio as aioredis
 
 from claude_pool.core.config import PoolConfig
 from claude_pool.core.errors import NoAccountAvailable
 from claude_pool.pool.models import DelegationRequest
 from claude_pool.simulator import FaultRule, Scenario
 from tests.plugins.simulators import drain_key
+from tests.plugins.stores import StoreBackend
 from tests.pool.conftest import PoolWorld
 
 # One key of 60 requests a minute (one back every second); tokens never bind.
@@ -52,6 +55,32 @@ async def test_a_cold_pool_on_a_rested_key_serves_its_queue_once_the_first_answe
     assert all(r.text for r in results)
     stats = world.sim.stats()
     assert stats.rate_limited == 0 and stats.total["served"] == 8
+    assert took < 4.5, f"the queue kept its places on the guess: {took:.1f} s"  # kept: 8 s
+
+
+@pytest.mark.parametrize("store_backend", ["redis"], indirect=True)
+async def test_a_store_restarted_empty_is_cold_again_and_its_queue_served_once_an_answer_shows_it(
+    make_world: Callable[..., PoolWorld], store_backend: StoreBackend
+) -> None:
+    """The same, after the first answers had calibrated the bucket and Redis then lost everything:
+    the places given on the new guess are not kept either (this worker's memory of the first
+    calibration must not outlive the store's)."""
+    world = make_world(ONE_KEY, config=COLD_EMPTY)
+    client = aioredis.Redis.from_url(cast(str, store_backend.redis_url))
+    async with world.open_pool() as pool:
+        deadline = time.time() + 30
+        await asyncio.gather(*(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(8)))
+        keys = [k async for k in client.scan_iter(match="{" + store_backend.redis_prefix + "}*")]
+        await client.delete(*keys)  # what a restart without persistence leaves
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(8))
+        )
+        took = time.monotonic() - started
+    await client.aclose()
+    assert all(r.text for r in results)
+    stats = world.sim.stats()
+    assert stats.rate_limited == 0 and stats.total["served"] == 16
     assert took < 4.5, f"the queue kept its places on the guess: {took:.1f} s"  # kept: 8 s
 
 

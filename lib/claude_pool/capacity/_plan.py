@@ -175,13 +175,14 @@ class AcquirePlan:
         lease_expires_at: float,
         wait: float,
         refusals: Sequence[tuple[int, int, float | None]],
+        levels_known: bool = True,
     ) -> Selection:
         """Build the result from 0-based candidate numbers and reason codes."""
         reservation = None
         if chosen is not None:
             cand = self.candidates[chosen]
             reservation = Reservation(
-                reservation_id, cand.account_id, cand.bucket_id, demand, lease_expires_at, wait
+                reservation_id, cand.account_id, cand.bucket_id, demand, lease_expires_at, wait, levels_known
             )
         return Selection(
             reservation,
@@ -194,8 +195,9 @@ class AcquirePlan:
 
 # A backend's atomic step of acquire: (plan, reservation id, lease ttl, (sticky key, its ttl) or None)
 # -> the chosen candidate (0-based, None: none can serve), its lease's expiry, its wait before sending,
-# and the refusals as (candidate number, reason code, until).
-Reserved = tuple[int | None, float, float, list[tuple[int, int, float | None]]]
+# the refusals as (candidate number, reason code, until), and whether the chosen bucket's levels are
+# known (see Reservation.levels_known).
+Reserved = tuple[int | None, float, float, list[tuple[int, int, float | None]], bool]
 Reserve = Callable[[AcquirePlan, str, float, tuple[str, float] | None], Awaitable[Reserved]]
 
 
@@ -217,5 +219,5 @@ async def acquire_with(
         return Selection(None, [])
     reservation_id = new_reservation_id()
     sticky = (sticky_key, float(sticky_ttl)) if sticky_key else None
-    chosen, expiry, wait, refusals = await reserve(plan, reservation_id, float(lease_ttl), sticky)
-    return plan.selection(chosen, reservation_id, demand, expiry, wait, refusals)
+    chosen, expiry, wait, refusals, known = await reserve(plan, reservation_id, float(lease_ttl), sticky)
+    return plan.selection(chosen, reservation_id, demand, expiry, wait, refusals, known)

@@ -223,7 +223,7 @@ class SqliteCore:
     # --- operations ----------------------------------------------------------------------------
     def acquire(
         self, plan: AcquirePlan, rid: str, r: float, lease_ttl: float, sticky: tuple[str, float] | None
-    ) -> tuple[int | None, float, float, list[tuple[int, int, float | None]]]:
+    ) -> tuple[int | None, float, float, list[tuple[int, int, float | None]], bool]:
         with self.transaction() as now:
             walked = self._walk(plan, now) if rules.walks(plan.strategy, len(plan.bucket_ids)) else None
             if walked is not None:  # a walk's refusals would be of the buckets it read only
@@ -233,7 +233,7 @@ class SqliteCore:
                 assessed = dict(enumerate(self._assess(plan, now)))
                 entries, numbers, refusals = _sort_out(plan, assessed)
             if not entries:
-                return None, 0.0, 0.0, refusals
+                return None, 0.0, 0.0, refusals, True
             rr = self.cursor("rr", now) if plan.strategy is Strategy.ROUND_ROBIN else None
             mapped = (
                 self.cursor("sticky:" + sticky[0], now)
@@ -250,7 +250,14 @@ class SqliteCore:
                 self.set_cursor("rr", cand.account_id, now + BUCKET_TTL_SECONDS)
             elif plan.strategy is Strategy.STICKY and sticky:
                 self.set_cursor("sticky:" + sticky[0], cand.account_id, now + sticky[1])
-            return chosen, expiry, bucket[5], refusals
+            return chosen, expiry, bucket[5], refusals, self._levels_known(cand.bucket_id)
+
+    def _levels_known(self, bucket_id: str) -> bool:
+        """False while a cold store's bucket has not been calibrated by upstream's headers."""
+        if not self.cold_empty:
+            return True
+        row = self.db.execute("SELECT ur, ui, uo FROM buckets WHERE bucket_id = ?", (bucket_id,)).fetchone()
+        return row is not None and any(limit is not None for limit in row)
 
     def _assess(self, plan: AcquirePlan, now: float) -> list[_Assessed]:
         """Each bucket of the plan, in order: its caps and levels now, and whether it can serve."""

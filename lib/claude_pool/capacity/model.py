@@ -100,7 +100,9 @@ class Usage:
 @dataclass(frozen=True)
 class Reservation:
     """Capacity held for one call. ``wait_seconds`` > 0: the call was given its place in the
-    bucket's queue and must not be sent before that many seconds after ``acquire`` answered."""
+    bucket's queue and must not be sent before that many seconds after ``acquire`` answered.
+    ``levels_known`` False: the place was computed on a cold store's guess (an unseen bucket is
+    empty until upstream's headers calibrate it), and may be much nearer once they have."""
 
     reservation_id: str
     account_id: str
@@ -108,6 +110,7 @@ class Reservation:
     demand: Demand
     lease_expires_at: float
     wait_seconds: float = 0.0
+    levels_known: bool = True
 
 
 @dataclass(frozen=True)

@@ -130,11 +130,11 @@ class RedisCapacityStore(CapacityStore):
         chosen = int(out[0])
         refusals = [
             (int(out[j]) - 1, int(out[j + 1]), _f(out[j + 2]) if out[j + 2] not in (b"", "") else None)
-            for j in range(4, len(out), 3)
+            for j in range(5, len(out), 3)
         ]
         if not chosen:
-            return None, 0.0, 0.0, refusals
-        return chosen - 1, _f(out[1]), _f(out[3]), refusals
+            return None, 0.0, 0.0, refusals, True
+        return chosen - 1, _f(out[1]), _f(out[3]), refusals, self.cold_start == "full" or int(out[4]) == 1
 
     def _static(self, ordered: tuple[Candidate, ...]) -> _PackedList:
         """The packed data of a candidate list, cached: callers send the same list again and again,

@@ -118,7 +118,6 @@ class Pool(AsyncClosing):
         # The requests of this pool sleeping until their place in a bucket's queue comes, and the
         # buckets whose levels an answer of this pool has told (see _wait_for_turn).
         self._queued: dict[str, set[asyncio.Future[None]]] = {}
-        self._calibrated: set[str] = set()
         # Since when a store (capacity or breaker) has not answered; None while it answers.
         self._store_away_since: float | None = None
         # A running average of how long an answered call takes: a request does not wait for
@@ -322,7 +321,7 @@ class Pool(AsyncClosing):
         if wait <= 0:
             return True
         queued_at = time.time()
-        if await self._woken_early(attempt.reservation.bucket_id, wait):
+        if await self._woken_early(attempt.reservation, wait):
             return False  # the bucket's first calibration came: its place may now be much nearer
         cooled = self._cooled_at.get(attempt.reservation.bucket_id)
         if cooled is not None and cooled >= queued_at:
@@ -335,14 +334,14 @@ class Pool(AsyncClosing):
             )
         return True
 
-    async def _woken_early(self, bucket_id: str, wait: float) -> bool:
-        """Sleep ``wait`` seconds; True when woken before, by the bucket's first calibration (a cold
-        store's bucket is taken as empty until then, so a place given before it was a guess)."""
-        if self.capacity.cold_start == "full" or bucket_id in self._calibrated:
+    async def _woken_early(self, reservation: Reservation, wait: float) -> bool:
+        """Sleep ``wait`` seconds; True when woken before by an answer that calibrated the bucket,
+        if the place was given on a cold store's guess (see ``Reservation.levels_known``)."""
+        if reservation.levels_known:
             await asyncio.sleep(wait)
             return False
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queued = self._queued.setdefault(bucket_id, set())
+        queued = self._queued.setdefault(reservation.bucket_id, set())
         queued.add(woken)
         try:
             done, _ = await asyncio.wait({woken}, timeout=wait)
@@ -529,11 +528,10 @@ class Pool(AsyncClosing):
     ) -> None:
         calibrate = self.config.capacity.calibrate_from_headers
         calibrated = await attempt.settle(outcome, reply, keep_reserved=keep_reserved, calibrate=calibrate)
-        bucket_id = attempt.reservation.bucket_id
-        if calibrated and bucket_id not in self._calibrated:
-            # A cold bucket's levels are upstream's now: the requests queued on the guess ask again.
-            self._calibrated.add(bucket_id)
-            for woken in self._queued.pop(bucket_id, set()):
+        if calibrated:
+            # The bucket's levels are upstream's now: the requests queued on a guess ask again (only
+            # places given before a bucket's first calibration, or since the store lost it, wait here).
+            for woken in self._queued.pop(attempt.reservation.bucket_id, set()):
                 if not woken.done():
                     woken.set_result(None)
         if outcome.cooldown_until is not None:

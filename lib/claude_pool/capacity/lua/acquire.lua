@@ -13,6 +13,9 @@
 -- excluded candidate numbers; then max wait (seconds a request may be queued for: see
 -- _rules.admission), cold start ('1': an unseen bucket is empty), the bucket and leases key
 -- prefixes, walk ('1': least-loaded among many buckets, see walk below).
+-- Returns the chosen candidate's number (0: none), its lease's expiry, now, its wait, whether its
+-- bucket is calibrated (1: upstream's headers set a limit), then per refusal: candidate number,
+-- reason code, until ('' = not by waiting).
 local now = clock(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local strategy = ARGV[3]
@@ -342,7 +345,7 @@ end
 for _, bucket in ipairs(first_sights) do
   save_bucket(bucket.key, bucket.s, bucket.lv, bucket.caps, now, ttl)
 end
-local out = {0, '', fmt(now), '0'}
+local out = {0, '', fmt(now), '0', 0}
 if #queued > 0 then
   local chosen
   if #eligible > 0 then
@@ -369,6 +372,7 @@ if #queued > 0 then
   out[1] = chosen.c
   out[2] = fmt(expiry)
   out[4] = fmt(bucket.wait)
+  out[5] = (bucket.s.up[1] or bucket.s.up[2] or bucket.s.up[3]) and 1 or 0 -- calibrated by upstream
 end
 for _, f in ipairs(walked and {} or refused) do -- a walk's refusals are of the buckets it read only
   out[#out + 1] = f[1]
