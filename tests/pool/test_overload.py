@@ -84,6 +84,30 @@ async def test_a_store_restarted_empty_is_cold_again_and_its_queue_served_once_a
     assert took < 4.5, f"the queue kept its places on the guess: {took:.1f} s"  # kept: 8 s
 
 
+async def test_another_workers_answer_wakes_the_requests_queued_on_the_guess(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """Two workers on one store and one cold key of 20 requests a minute (one back every 3 s): the
+    first worker's request has the first place (3 s); the second worker's eight queue behind it,
+    from 6 s on. The first answer (the first worker's) shows the key rested, and the second
+    worker's requests ask again and are served then, not at their own first answer (6 s)."""
+    world = make_world(Scenario.uniform(accounts=1, rpm=20, itpm=10_000_000, otpm=1_000_000), config=COLD_EMPTY)
+    async with world.open_pool() as first, world.open_pool() as second:
+        deadline = time.time() + 40
+        ahead = asyncio.create_task(first.delegate(REQ.model_copy(update={"deadline": deadline})))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(second.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(8))
+        )
+        took = time.monotonic() - started
+        assert (await ahead).text
+    assert all(r.text for r in results)
+    stats = world.sim.stats()
+    assert stats.rate_limited == 0 and stats.total["served"] == 9
+    assert took < 5.0, f"the second worker waited for its own first answer: {took:.1f} s"  # then: 6 s
+
+
 async def test_the_same_pool_trusting_its_limits_would_have_met_429s(
     make_world: Callable[..., PoolWorld],
 ) -> None:

@@ -82,8 +82,8 @@ class CapacityConfig(_Model):
     calibrate_from_headers: bool = True
     #: "full": trust the configured limits for a bucket the pool has never seen. "empty": it may have
     #: been drained by another client, so until upstream's headers calibrate it the pool sends only
-    #: what refill brings: no 429 at start-up; the requests a worker queued on that guess ask again
-    #: once its own first answer has calibrated the bucket (another worker's answer does not wake them).
+    #: what refill brings: no 429 at start-up; the requests queued on that guess ask again once any
+    #: worker's answer has calibrated the bucket.
     cold_start: Literal["empty", "full"] = "full"
 
 

@@ -72,6 +72,7 @@ from claude_pool.pool._attempt import (
     left_unanswered,
     outcome_of,
 )
+from claude_pool.pool._guessed_places import GuessedPlaces
 from claude_pool.pool._request import OnText, RequestState
 from claude_pool.pool.classify import ErrorPolicy, Outcome, Retry
 from claude_pool.pool.directory import AccountDirectory, PoolAccount
@@ -115,9 +116,8 @@ class Pool(AsyncClosing):
         self._circuit_let_through: dict[str, bool] = {}
         # When a call of this pool last met a 429 on each bucket (see _wait_for_turn).
         self._cooled_at: dict[str, float] = {}
-        # The requests of this pool sleeping until their place in a bucket's queue comes, and the
-        # buckets whose levels an answer of this pool has told (see _wait_for_turn).
-        self._queued: dict[str, set[asyncio.Future[None]]] = {}
+        # The requests of this pool whose place in a queue was given on a cold store's guess.
+        self._guessed = GuessedPlaces(capacity)
         # Since when a store (capacity or breaker) has not answered; None while it answers.
         self._store_away_since: float | None = None
         # A running average of how long an answered call takes: a request does not wait for
@@ -151,6 +151,7 @@ class Pool(AsyncClosing):
         )
 
     async def aclose(self) -> None:
+        await self._guessed.aclose()
         await self.upstream.aclose()
         await self.capacity.aclose()
         await self.breaker.aclose()
@@ -321,7 +322,7 @@ class Pool(AsyncClosing):
         if wait <= 0:
             return True
         queued_at = time.time()
-        if await self._woken_early(attempt.reservation, wait):
+        if await self._guessed.sleep(attempt.reservation, attempt.account.candidate, wait):
             return False  # the bucket's first calibration came: its place may now be much nearer
         cooled = self._cooled_at.get(attempt.reservation.bucket_id)
         if cooled is not None and cooled >= queued_at:
@@ -334,21 +335,6 @@ class Pool(AsyncClosing):
             )
         return True
 
-    async def _woken_early(self, reservation: Reservation, wait: float) -> bool:
-        """Sleep ``wait`` seconds; True when woken before by an answer that calibrated the bucket,
-        if the place was given on a cold store's guess (see ``Reservation.levels_known``)."""
-        if reservation.levels_known:
-            await asyncio.sleep(wait)
-            return False
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queued = self._queued.setdefault(reservation.bucket_id, set())
-        queued.add(woken)
-        try:
-            done, _ = await asyncio.wait({woken}, timeout=wait)
-        finally:
-            queued.discard(woken)
-            woken.cancel()
-        return bool(done)
 
     async def _acquire(self, state: RequestState, candidates: list[Candidate], max_wait: float) -> Selection:
         """Choose among ``candidates`` and reserve, in one atomic step of the capacity store."""
@@ -529,11 +515,7 @@ class Pool(AsyncClosing):
         calibrate = self.config.capacity.calibrate_from_headers
         calibrated = await attempt.settle(outcome, reply, keep_reserved=keep_reserved, calibrate=calibrate)
         if calibrated:
-            # The bucket's levels are upstream's now: the requests queued on a guess ask again (only
-            # places given before a bucket's first calibration, or since the store lost it, wait here).
-            for woken in self._queued.pop(attempt.reservation.bucket_id, set()):
-                if not woken.done():
-                    woken.set_result(None)
+            self._guessed.calibrated(attempt.reservation.bucket_id)
         if outcome.cooldown_until is not None:
             self._cooled_at[attempt.reservation.bucket_id] = time.time()
         if outcome.account_status is not None:
