@@ -8,7 +8,11 @@ Semantics shared by all backends:
 - ``acquire`` chooses among eligible candidates (not excluded, not cooling down, under
   max_in_flight, room for the whole demand in all three buckets) and reserves on the chosen bucket,
   atomically with the choice. It also reclaims the expired leases of the candidates' buckets, so a
-  dead worker never holds an in-flight slot past its lease.
+  dead worker never holds an in-flight slot past its lease. Least-loaded among many buckets
+  (``_rules.WALK_FROM_BUCKETS``) reads them in the order of a fullness index and stops once none
+  further can beat the best found: the same choice as reading all, but that a tie is broken among
+  the first ``_rules.MAX_TIES`` ready candidates of that order; and a selection that reserved
+  names no refusals then (it has not read every bucket).
 - **Reserving ahead** (``max_wait`` > 0): when no candidate can serve now but one's levels (or its
   cooldown) will allow the demand within ``max_wait`` seconds, the demand is reserved on it now and
   the reservation says how long to wait before sending (``Reservation.wait_seconds``): the levels go
@@ -30,8 +34,9 @@ Semantics shared by all backends:
   drained (another client may have spent it), so it admits only what refill brings from then on,
   until upstream's headers calibrate it: the first ``calibrate`` with a limit sets each level to
   upstream's remaining less what the store still holds reserved on the bucket (it may raise the
-  level; every later one only lowers it). ``"full"`` (the default) trusts the configured limits.
-  A view of a cold, uncalibrated bucket says ``levels_known=False``.
+  level; every later one only lowers it). ``"full"`` (the store's default; the pool's is
+  ``capacity.coldStart``) trusts the configured limits. A view of a cold, uncalibrated bucket says
+  ``levels_known=False``, and so does a reservation on one.
 - Levels never exceed the capacity, and only reservations made ahead take them below 0: refunds
   are clamped at the capacity; usage above the reservation is charged down to 0 at most
   (calibration from the headers brings in the rest), never deeper into a queue's debt.
