@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 
 from claude_pool.core.config import PoolConfig
 from claude_pool.core.errors import NoAccountAvailable
-from claude_pool.pool.models import DelegationRequest
+from claude_pool.pool import Pool
+from claude_pool.pool.models import DelegationRequest, DelegationResult
 from claude_pool.simulator import FaultRule, Scenario
 from tests.plugins.simulators import drain_key
 from tests.plugins.stores import StoreBackend
@@ -23,6 +24,15 @@ from tests.pool.conftest import PoolWorld
 ONE_KEY = Scenario.uniform(accounts=1, rpm=60, itpm=10_000_000, otpm=1_000_000)
 REQ = DelegationRequest(organization_id="tenant-a", message="hello", max_tokens=16)
 COLD_EMPTY = PoolConfig.model_validate({"capacity": {"coldStart": "empty"}})
+
+
+async def served_together(pool: Pool, count: int, deadline: float) -> tuple[list[DelegationResult], float]:
+    """``count`` requests at once with ``deadline``: their results, and the seconds until the last."""
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(count))
+    )
+    return list(results), time.monotonic() - started
 
 
 async def test_a_pool_started_on_a_drained_key_meets_no_429(make_world: Callable[..., PoolWorld]) -> None:
@@ -46,12 +56,7 @@ async def test_a_cold_pool_on_a_rested_key_serves_its_queue_once_the_first_answe
     requests queued on the guess ask again and are served at once, not at their places."""
     world = make_world(ONE_KEY, config=COLD_EMPTY)
     async with world.open_pool() as pool:
-        started = time.monotonic()
-        deadline = time.time() + 20
-        results = await asyncio.gather(
-            *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(8))
-        )
-        took = time.monotonic() - started
+        results, took = await served_together(pool, 8, time.time() + 20)
     assert all(r.text for r in results)
     stats = world.sim.stats()
     assert stats.rate_limited == 0 and stats.total["served"] == 8
@@ -69,14 +74,10 @@ async def test_a_store_restarted_empty_is_cold_again_and_its_queue_served_once_a
     client = aioredis.Redis.from_url(cast(str, store_backend.redis_url))
     async with world.open_pool() as pool:
         deadline = time.time() + 30
-        await asyncio.gather(*(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(8)))
+        await served_together(pool, 8, deadline)
         keys = [k async for k in client.scan_iter(match="{" + store_backend.redis_prefix + "}*")]
         await client.delete(*keys)  # what a restart without persistence leaves
-        started = time.monotonic()
-        results = await asyncio.gather(
-            *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(8))
-        )
-        took = time.monotonic() - started
+        results, took = await served_together(pool, 8, deadline)
     await client.aclose()
     assert all(r.text for r in results)
     stats = world.sim.stats()
@@ -96,11 +97,7 @@ async def test_another_workers_answer_wakes_the_requests_queued_on_the_guess(
         deadline = time.time() + 40
         ahead = asyncio.create_task(first.delegate(REQ.model_copy(update={"deadline": deadline})))
         await asyncio.sleep(0.2)
-        started = time.monotonic()
-        results = await asyncio.gather(
-            *(second.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(8))
-        )
-        took = time.monotonic() - started
+        results, took = await served_together(second, 8, deadline)
         assert (await ahead).text
     assert all(r.text for r in results)
     stats = world.sim.stats()
@@ -111,7 +108,8 @@ async def test_another_workers_answer_wakes_the_requests_queued_on_the_guess(
 async def test_the_same_pool_trusting_its_limits_would_have_met_429s(
     make_world: Callable[..., PoolWorld],
 ) -> None:
-    """The control of the test above: what the cold start prevents is real."""
+    """The control of the first test (a pool started on a drained key): what the cold start
+    prevents is real."""
     world = make_world(ONE_KEY)  # the tests' world: buckets start as full as the limits say
     drain_key(world.sim, world.sim.keys[0])
     async with world.open_pool() as pool:
