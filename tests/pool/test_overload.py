@@ -35,6 +35,12 @@ async def served_together(pool: Pool, count: int, deadline: float) -> tuple[list
     return list(results), time.monotonic() - started
 
 
+def assert_served_without_429(world: PoolWorld, results: list[DelegationResult], served: int) -> None:
+    assert all(r.text for r in results)
+    stats = world.sim.stats()
+    assert stats.rate_limited == 0 and stats.total["served"] == served
+
+
 async def test_a_pool_started_on_a_drained_key_meets_no_429(make_world: Callable[..., PoolWorld]) -> None:
     world = make_world(ONE_KEY, config=COLD_EMPTY)
     drain_key(world.sim, world.sim.keys[0])
@@ -43,9 +49,7 @@ async def test_a_pool_started_on_a_drained_key_meets_no_429(make_world: Callable
         results = await asyncio.gather(
             *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(4))
         )
-    assert all(r.text for r in results)
-    stats = world.sim.stats()
-    assert stats.rate_limited == 0 and stats.total["served"] == 4
+    assert_served_without_429(world, results, 4)
 
 
 async def test_a_cold_pool_on_a_rested_key_serves_its_queue_once_the_first_answer_shows_it(
@@ -57,9 +61,7 @@ async def test_a_cold_pool_on_a_rested_key_serves_its_queue_once_the_first_answe
     world = make_world(ONE_KEY, config=COLD_EMPTY)
     async with world.open_pool() as pool:
         results, took = await served_together(pool, 8, time.time() + 20)
-    assert all(r.text for r in results)
-    stats = world.sim.stats()
-    assert stats.rate_limited == 0 and stats.total["served"] == 8
+    assert_served_without_429(world, results, 8)
     assert took < 4.5, f"the queue kept its places on the guess: {took:.1f} s"  # kept: 8 s
 
 
@@ -79,9 +81,7 @@ async def test_a_store_restarted_empty_is_cold_again_and_its_queue_served_once_a
         await client.delete(*keys)  # what a restart without persistence leaves
         results, took = await served_together(pool, 8, deadline)
     await client.aclose()
-    assert all(r.text for r in results)
-    stats = world.sim.stats()
-    assert stats.rate_limited == 0 and stats.total["served"] == 16
+    assert_served_without_429(world, results, 16)
     assert took < 4.5, f"the queue kept its places on the guess: {took:.1f} s"  # kept: 8 s
 
 
@@ -99,9 +99,7 @@ async def test_another_workers_answer_wakes_the_requests_queued_on_the_guess(
         await asyncio.sleep(0.2)
         results, took = await served_together(second, 8, deadline)
         assert (await ahead).text
-    assert all(r.text for r in results)
-    stats = world.sim.stats()
-    assert stats.rate_limited == 0 and stats.total["served"] == 9
+    assert_served_without_429(world, results, 9)
     assert took < 5.0, f"the second worker waited for its own first answer: {took:.1f} s"  # then: 6 s
 
 
