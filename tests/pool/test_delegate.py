@@ -183,6 +183,26 @@ async def test_a_529_backs_off_and_retries(make_world: Callable[..., PoolWorld])
     assert result.attempts[-1].outcome == "success"
 
 
+async def test_during_a_529_window_the_requests_back_off_as_one_and_are_served_after_it(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """Anthropic answers 529 to every key for 2 s. Twelve requests sent at once all meet it; then
+    they wait at one gate and one of them tries at each back-off's end (0.5 s, doubling), instead
+    of each retrying on its own schedule: on their own, all three attempts of each (at 0, 0.5 and
+    1.5 s) would meet the overload, 36 calls into it, and every request would fail."""
+    world = make_world(Scenario.uniform(accounts=3, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    world.sim.add_fault(FaultRule(kind="overloaded", end=2.0))
+    async with world.open_pool() as pool:
+        pool.policy.overload_backoff_seconds = 0.5
+        deadline = time.time() + 20
+        results = await asyncio.gather(
+            *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for _ in range(12))
+        )
+    assert all(r.text for r in results)
+    overloaded = world.sim.stats().total["fault_529"]
+    assert 12 <= overloaded <= 12 + 6, overloaded  # the first wave, then one try per back-off
+
+
 async def test_every_account_cooling_down_explains_per_account_and_a_request_is_queued_behind_it(
     make_world: Callable[..., PoolWorld],
 ) -> None:

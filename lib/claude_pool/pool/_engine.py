@@ -73,6 +73,7 @@ from claude_pool.pool._attempt import (
     outcome_of,
 )
 from claude_pool.pool._guessed_places import GuessedPlaces
+from claude_pool.pool._overload_gate import OverloadGate
 from claude_pool.pool._request import OnText, RequestState
 from claude_pool.pool.classify import ErrorPolicy, Outcome, Retry
 from claude_pool.pool.directory import AccountDirectory, PoolAccount
@@ -118,6 +119,8 @@ class Pool(AsyncClosing):
         self._cooled_at: dict[str, float] = {}
         # The requests of this pool whose place in a queue was given on a cold store's guess.
         self._guessed = GuessedPlaces(capacity)
+        # Where every request waits while Anthropic answers 529 (overloaded) to everyone.
+        self._overload = OverloadGate()
         # Since when a store (capacity or breaker) has not answered; None while it answers.
         self._store_away_since: float | None = None
         # A running average of how long an answered call takes: a request does not wait for
@@ -175,10 +178,11 @@ class Pool(AsyncClosing):
     async def _serve(self, state: RequestState) -> DelegationResult:
         request = state.request
         while len(state.attempts) < self.config.selection.max_attempts:
-            async with await self._admit_after(state) as attempt:
+            async with self._overload.turn(request.timeout_left) as turn, await self._admit_after(state) as attempt:
                 if not await self._wait_for_turn(state.request, attempt):
                     continue  # its account was put aside while it waited: its place is given back
                 end = await self._call(state, attempt)
+                turn.outcome = end.outcome
             state.attempts.append(end.record)
             await self._notify("on_attempt", request, end.record)
             if end.reply is not None:
@@ -190,8 +194,6 @@ class Pool(AsyncClosing):
                 break
             if end.outcome.retry is Retry.OTHER_ACCOUNT:
                 state.tried.add(attempt.account.id)
-            elif end.outcome.backoff_seconds:
-                await self._sleep_within_deadline(request, end.outcome.backoff_seconds)
         raise state.last_error or UpstreamFailure("no attempt could be made")
 
     # --- admission: an account, its capacity reserved, its breaker's permit -----------------
@@ -389,12 +391,6 @@ class Pool(AsyncClosing):
                     logger, logging.WARNING, "reservation not returned", account_id=account.id, error=str(exc)
                 )
             raise
-
-    async def _sleep_within_deadline(self, request: DelegationRequest, seconds: float) -> None:
-        left = request.timeout_left()
-        if left is not None and left < seconds:
-            raise DeadlineExceeded(f"the deadline passes before the next attempt (back-off {seconds:.1f}s)")
-        await asyncio.sleep(seconds)
 
     # --- one call: send, classify, finish ---------------------------------------------------
     async def _call(self, state: RequestState, attempt: Attempt) -> AttemptEnd:
