@@ -207,6 +207,27 @@ async def test_a_calibration_never_shortens_the_queue(store: CapacityStore) -> N
     assert (await _queued(store, max_wait=30)).wait_seconds == pytest.approx(4.0)
 
 
+async def test_a_requests_count_rounded_down_does_not_cost_the_queue_its_fraction(
+    store: CapacityStore, clock: FakeClock
+) -> None:
+    """Upstream's requests remaining is a whole number rounded down. A request sent as soon as the
+    level reached one leaves a fraction that upstream reports as 0: taking that as a measure would
+    set the queue back by the fraction at every answer, up to a whole request for good."""
+    await _drain(store)
+    clock.advance(1.7)  # 1.7 back: one is sent, 0.7 is left, which upstream tells as 0
+    assert (await store.acquire([A], ONE)).reservation is not None
+    await store.calibrate(A.bucket_id, RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=0)))
+    assert (await _queued(store, max_wait=30)).wait_seconds == pytest.approx(0.3)
+
+
+async def test_a_requests_count_that_shows_another_client_s_use_lowers_the_level(store: CapacityStore) -> None:
+    for _ in range(50):  # 10 left here; upstream says 8: someone else spent two
+        assert (await store.acquire([A], ONE)).reservation is not None
+    await store.calibrate(A.bucket_id, RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=8)))
+    (view,) = await store.view([A])
+    assert view.requests == pytest.approx(8)
+
+
 async def test_a_calibration_lowers_a_level_but_keeps_the_queue_s_debt(store: CapacityStore) -> None:
     """Upstream's remaining does not count calls queued to send later: lowering a level to it must
     keep their debt, or the queue's capacity would be spent twice."""

@@ -413,7 +413,7 @@ class SqliteCore:
                     remaining = metric.remaining - rules.REMAINING_ROUNDING[m]
                     levels[m] = rules.first_calibration(remaining, outstanding[m], cap)
                 elif metric.remaining is not None and lv is not None:
-                    levels[m] = rules.lowered(lv, float(metric.remaining), unsent[m])
+                    levels[m] = rules.lowered(lv, float(metric.remaining), unsent[m], rules.REMAINING_ROUNDED_DOWN[m])
             self.save(bucket_id, levels, caps, now)
             self.db.execute(
                 "UPDATE buckets SET ur = ?, ui = ?, uo = ? WHERE bucket_id = ?", (*upstream, bucket_id)

@@ -1,7 +1,7 @@
 -- calibrate(bucket_id, snapshot): upstream's headers are the truth. A limit is adopted (it wins over
--- the configured one); a level is lowered to upstream's remaining less what is queued to send later,
--- never raised (token counts come rounded to the thousand, and our own reservations in flight are
--- not in upstream's count yet);
+-- the configured one); a level is never raised (our own reservations in flight are not in upstream's
+-- count yet), and lowered to upstream's remaining less what is queued to send later only when that
+-- shows someone else spent (rules.lowered: the requests count, rounded down, gets one's allowance);
 -- except the first time a cold store hears of a metric (rules.first_calibration): then the level is
 -- set to the remaining, less the rounding margin and what the bucket's live leases hold.
 -- KEYS: bucket hash, bucket's leases, reservations hash, fullness index. ARGV: now, idle ttl, cold start ('1'),
@@ -10,6 +10,7 @@ local now = clock(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local cold = ARGV[3] == '1'
 local ROUNDING = {0, 1000, 1000}
+local ROUNDED_DOWN = {1, 0, 0}  -- rules.REMAINING_ROUNDED_DOWN
 index_fullness_in(KEYS[4])
 
 -- What the live leases of the bucket hold reserved, per metric; unsent_only: only those queued to
@@ -54,9 +55,13 @@ for m = 1, 3 do
     held = held or outstanding(false)
     lv[m] = math.min(caps[m], remaining - ROUNDING[m] - held[m])
   elseif remaining ~= nil and lv[m] ~= nil then
-    -- rules.lowered: less what is queued to send later (upstream cannot have counted it)
+    -- rules.lowered: only when someone else spent (ours, queue added back, is at or above what
+    -- upstream can have left, its rounding down allowed for); then less the queue
     unsent = unsent or outstanding(true)
-    lv[m] = math.min(lv[m], math.max(0, remaining) - unsent[m])
+    local upstream = math.max(0, remaining)
+    if lv[m] + unsent[m] >= upstream + ROUNDED_DOWN[m] then
+      lv[m] = upstream - unsent[m]
+    end
   end
 end
 if #adopted > 0 then
