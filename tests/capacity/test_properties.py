@@ -48,7 +48,11 @@ acquire_op = st.tuples(
     st.sampled_from([0.0, 0.0, 2.0, 30.0]),  # max_wait: at once, or reserved ahead
 )
 settle_op = st.tuples(
-    st.just("settle"), st.integers(0, 50), st.sampled_from(["usage", "none", "unsent"]), st.floats(0, 1)
+    st.just("settle"),
+    st.integers(0, 50),
+    st.sampled_from(["usage", "none", "unsent"]),
+    st.floats(0, 1),
+    st.one_of(st.none(), st.integers(0, 12)),  # the answer's requests remaining: calibrates, may raise
 )
 ops_strategy = st.lists(
     st.one_of(
@@ -99,11 +103,12 @@ async def _apply(
         if sels[0].reservation:
             held.append([sel.reservation for sel in sels if sel.reservation])
     elif kind == "settle" and held:
-        _, k, mode, fraction = op
+        _, k, mode, fraction, remaining = op
         pair = held.pop(k % len(held))
+        told = None if remaining is None else RateLimitSnapshot(requests=MetricSnapshot(remaining=remaining))
         for s, res in zip(stores, pair, strict=True):
             usage = Usage(int(res.demand.input_tokens * fraction), int(res.demand.output_tokens * fraction))
-            await s.settle(res, usage if mode == "usage" else None, request_sent=mode != "unsent")
+            await s.settle(res, usage if mode == "usage" else None, request_sent=mode != "unsent", snapshot=told)
     elif kind == "advance":
         clock.advance(op[1])
     elif kind == "reclaim":

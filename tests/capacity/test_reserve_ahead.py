@@ -228,6 +228,65 @@ async def test_a_requests_count_that_shows_another_client_s_use_lowers_the_level
     assert view.requests == pytest.approx(8)
 
 
+REQUESTS_LEFT_59 = RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=59))
+
+
+async def _sent(store: CapacityStore) -> Reservation:
+    selection = await store.acquire([A], ONE)
+    assert selection.reservation is not None
+    return selection.reservation
+
+
+async def test_a_failure_upstream_did_not_charge_is_given_back_by_the_next_answer(store: CapacityStore) -> None:
+    """A call that failed (a 500) stays charged here, since nothing says upstream did not count it;
+    the next answer's count, which shows that it did not, gives it back."""
+    failed = await _sent(store)
+    await store.settle(failed, None)  # sent, no usage: kept charged
+    answered = await _sent(store)
+    await store.settle(answered, Usage(10, 10), snapshot=REQUESTS_LEFT_59)  # upstream counted one
+    (view,) = await store.view([A])
+    assert view.requests == pytest.approx(59)
+
+
+async def test_an_answer_does_not_raise_past_calls_that_ended_after_it_was_sent(
+    store: CapacityStore, clock: FakeClock
+) -> None:
+    """A call that left the books after this one was sent may have reached upstream after its count
+    was taken: raising to that count would spend the call's charge twice."""
+    answered = await _sent(store)
+    clock.advance(0.01)
+    other = await _sent(store)
+    await store.settle(other, Usage(10, 10))  # reached upstream, maybe after the count below
+    await store.settle(answered, Usage(10, 10), snapshot=REQUESTS_LEFT_59)
+    (view,) = await store.view([A])
+    assert view.requests == pytest.approx(58, abs=0.02)  # 60 - 2, and 0.01 s of refill
+
+
+async def test_an_answer_does_not_raise_past_a_lease_that_expired_after_it_was_sent(
+    store: CapacityStore, clock: FakeClock
+) -> None:
+    answered = (await store.acquire([A], ONE, lease_ttl=30)).reservation
+    lost = (await store.acquire([A], ONE, lease_ttl=1)).reservation  # its worker died mid-call
+    assert answered is not None and lost is not None
+    clock.advance(1)
+    assert await store.reclaim_expired() == 1
+    told = RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=60))
+    await store.settle(answered, Usage(10, 10), snapshot=told)
+    (view,) = await store.view([A])
+    assert view.requests == pytest.approx(59)  # 60 - 2, and 1 s of refill: not raised to 60
+
+
+async def test_a_raise_keeps_what_is_still_held(store: CapacityStore) -> None:
+    in_flight = await _sent(store)
+    failed = await _sent(store)
+    await store.settle(failed, None)
+    answered = await _sent(store)
+    await store.settle(answered, Usage(10, 10), snapshot=REQUESTS_LEFT_59)
+    (view,) = await store.view([A])
+    assert view.requests == pytest.approx(58)  # 59 told, less the call still in flight
+    await store.settle(in_flight, Usage(10, 10))
+
+
 async def test_a_calibration_lowers_a_level_but_keeps_the_queue_s_debt(store: CapacityStore) -> None:
     """Upstream's remaining does not count calls queued to send later: lowering a level to it must
     keep their debt, or the queue's capacity would be spent twice."""

@@ -34,6 +34,8 @@ __all__ = [
     "fullness_bound",
     "headroom_after",
     "lowered",
+    "may_raise",
+    "raised",
     "refill",
     "settle_refund",
     "walks",
@@ -140,6 +142,24 @@ def lowered(level: float, remaining: float, unsent: float, rounding: float) -> f
     up to one request for good (nearly two percent of a 60 RPM key's minute)."""
     upstream = max(0.0, remaining)
     return level if level + unsent < upstream + rounding else upstream - unsent
+
+
+def may_raise(sent_at: float, ended_at: float) -> bool:
+    """Whether the answer to a call sent at ``sent_at`` may raise its bucket's levels to upstream's
+    word (``raised``), ``ended_at`` being when the last other call that may have reached upstream
+    left the books (settled as sent, or expired). Upstream counted its remaining after this call
+    reached it: every call that ended before this one was sent had reached it by then, and every
+    call still on the books is held back from the raise; a call that ended since may have reached
+    upstream after the count, and its charge, no longer held, would be spent twice."""
+    return ended_at <= sent_at
+
+
+def raised(level: float, remaining: float, rounding: float, outstanding: float, cap: float) -> float:
+    """A level raised to what upstream says is left, less its rounding and everything this store
+    still holds on the bucket (calls in flight and queued, which upstream may not have counted):
+    upstream knows of calls that did not count against its limits (a failure it did not charge,
+    a call that never reached it), which this store's own accounting keeps charged."""
+    return max(level, first_calibration(remaining - rounding, outstanding, cap))
 
 
 def first_calibration(remaining: float, outstanding: float, cap: float) -> float:

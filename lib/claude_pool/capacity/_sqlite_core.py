@@ -27,7 +27,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
     bucket_id TEXT PRIMARY KEY, r REAL, i REAL, o REAL, t REAL NOT NULL DEFAULT 0,
     lr REAL, li REAL, lo REAL, ur REAL, ui REAL, uo REAL, cd REAL NOT NULL DEFAULT 0,
-    full_at REAL NOT NULL DEFAULT 0);
+    full_at REAL NOT NULL DEFAULT 0, ended_at REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS leases (
     reservation_id TEXT PRIMARY KEY, bucket_id TEXT NOT NULL, account_id TEXT NOT NULL,
     r REAL NOT NULL, i REAL NOT NULL, o REAL NOT NULL, expires_at REAL NOT NULL,
@@ -132,9 +132,14 @@ class SqliteCore:
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(leases)")}
             if "sends_at" not in columns:  # a store file written before reservations could be queued
                 self.db.execute("ALTER TABLE leases ADD COLUMN sends_at REAL NOT NULL DEFAULT 0")
-            if "full_at" not in {row[1] for row in self.db.execute("PRAGMA table_info(buckets)")}:
+            bucket_columns = {row[1] for row in self.db.execute("PRAGMA table_info(buckets)")}
+            if "full_at" not in bucket_columns:
                 # a store file written before the walk: every bucket looks full, the walk corrects it
                 self.db.execute("ALTER TABLE buckets ADD COLUMN full_at REAL NOT NULL DEFAULT 0")
+            if "ended_at" not in bucket_columns:
+                # a store file written before raising calibrations: calls may have ended just now
+                self.db.execute("ALTER TABLE buckets ADD COLUMN ended_at REAL NOT NULL DEFAULT 0")
+                self.db.execute("UPDATE buckets SET ended_at = ?", (self.clock(),))
             self.db.execute(_FULLNESS_INDEX)
 
     def close(self) -> None:
@@ -198,6 +203,7 @@ class SqliteCore:
         for rid, bid, out in rows:
             self.db.execute("DELETE FROM leases WHERE reservation_id = ?", (rid,))
             self.apply_refund(bid, (0.0, 0.0, out), now)
+            self.mark_call_ended(bid, now)
         return len(rows)
 
     def in_flight(self, bucket_id: str) -> tuple[int, float | None]:
@@ -373,17 +379,35 @@ class SqliteCore:
         )
         return expiry
 
-    def settle(self, rid: str, used: tuple[float, float] | None, sent: bool) -> None:
+    def settle(
+        self, rid: str, bucket_id: str, used: tuple[float, float] | None, sent: bool,
+        snapshot: RateLimitSnapshot | None = None,
+    ) -> None:
+        """Release the lease (see settle.lua) and, given the answer's headers, calibrate the bucket
+        in the same transaction, raising it only when ``rules.may_raise``."""
         with self.transaction() as now:
             row = self.db.execute(
-                "SELECT bucket_id, r, i, o, expires_at FROM leases WHERE reservation_id = ?", (rid,)
+                "SELECT r, i, o, expires_at, sends_at FROM leases WHERE reservation_id = ?", (rid,)
             ).fetchone()
-            if row is None:
-                return  # settled or reclaimed already
-            bucket_id, r, i, o, expires_at = row
-            self.db.execute("DELETE FROM leases WHERE reservation_id = ?", (rid,))
-            delta = rules.settle_refund((r, i, o), used, sent=sent, expired=now >= expires_at)
-            self.apply_refund(bucket_id, delta, now)
+            may_raise = False
+            if row is not None:  # else settled or reclaimed already
+                r, i, o, expires_at, sends_at = row
+                expired = now >= expires_at
+                may_raise = not expired and rules.may_raise(sends_at, self.ended_at(bucket_id))
+                self.db.execute("DELETE FROM leases WHERE reservation_id = ?", (rid,))
+                self.apply_refund(bucket_id, rules.settle_refund((r, i, o), used, sent=sent, expired=expired), now)
+                if sent or expired:
+                    self.mark_call_ended(bucket_id, now)
+            if snapshot is not None:
+                self.calibrate_in(bucket_id, snapshot, now, may_raise=may_raise)
+
+    def ended_at(self, bucket_id: str) -> float:
+        row = self.db.execute("SELECT ended_at FROM buckets WHERE bucket_id = ?", (bucket_id,)).fetchone()
+        return 0.0 if row is None else float(row[0])
+
+    def mark_call_ended(self, bucket_id: str, now: float) -> None:
+        """A lease of a call that may have reached upstream left the books (see ``rules.may_raise``)."""
+        self.db.execute("UPDATE buckets SET ended_at = ? WHERE bucket_id = ?", (now, bucket_id))
 
     def renew(self, rid: str, lease_ttl: float) -> float | None:
         with self.transaction() as now:
@@ -396,28 +420,36 @@ class SqliteCore:
 
     def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
         with self.transaction() as now:
-            state = self.load([bucket_id])[bucket_id]
-            caps = rules.caps_of(None, state)
-            levels = rules.refill(state, caps, now, cold_empty=self.cold_empty)
-            upstream = list(state.upstream or [None, None, None])
-            outstanding = self.outstanding(bucket_id, now)
-            unsent = self.outstanding(bucket_id, now, unsent_only=True)
-            for m, metric in enumerate((snapshot.requests, snapshot.input_tokens, snapshot.output_tokens)):
-                first = self.cold_empty and upstream[m] is None
-                if metric.limit is not None and metric.limit > 0:
-                    caps[m] = upstream[m] = float(metric.limit)
-                    level = levels[m]
-                    levels[m] = caps[m] if level is None else min(level, metric.limit)
-                lv, cap = levels[m], caps[m]
-                if first and metric.limit and metric.remaining is not None and cap is not None:
-                    remaining = metric.remaining - rules.REMAINING_ROUNDING[m]
-                    levels[m] = rules.first_calibration(remaining, outstanding[m], cap)
-                elif metric.remaining is not None and lv is not None:
-                    levels[m] = rules.lowered(lv, float(metric.remaining), unsent[m], rules.REMAINING_ROUNDED_DOWN[m])
-            self.save(bucket_id, levels, caps, now)
-            self.db.execute(
-                "UPDATE buckets SET ur = ?, ui = ?, uo = ? WHERE bucket_id = ?", (*upstream, bucket_id)
-            )
+            self.calibrate_in(bucket_id, snapshot, now, may_raise=False)
+
+    def calibrate_in(self, bucket_id: str, snapshot: RateLimitSnapshot, now: float, *, may_raise: bool) -> None:
+        """calibrate_bucket in _capacity_lib.lua, within a transaction."""
+        state = self.load([bucket_id])[bucket_id]
+        caps = rules.caps_of(None, state)
+        levels = rules.refill(state, caps, now, cold_empty=self.cold_empty)
+        upstream = list(state.upstream or [None, None, None])
+        outstanding = self.outstanding(bucket_id, now)
+        unsent = self.outstanding(bucket_id, now, unsent_only=True)
+        for m, metric in enumerate((snapshot.requests, snapshot.input_tokens, snapshot.output_tokens)):
+            first = self.cold_empty and upstream[m] is None
+            if metric.limit is not None and metric.limit > 0:
+                caps[m] = upstream[m] = float(metric.limit)
+                level = levels[m]
+                levels[m] = caps[m] if level is None else min(level, metric.limit)
+            lv, cap = levels[m], caps[m]
+            if first and metric.limit and metric.remaining is not None and cap is not None:
+                remaining = metric.remaining - rules.REMAINING_ROUNDING[m]
+                levels[m] = rules.first_calibration(remaining, outstanding[m], cap)
+            elif metric.remaining is not None and lv is not None and cap is not None:
+                level = rules.lowered(lv, float(metric.remaining), unsent[m], rules.REMAINING_ROUNDED_DOWN[m])
+                if may_raise:
+                    rounding = rules.REMAINING_ROUNDING[m]
+                    level = rules.raised(level, float(metric.remaining), rounding, outstanding[m], cap)
+                levels[m] = level
+        self.save(bucket_id, levels, caps, now)
+        self.db.execute(
+            "UPDATE buckets SET ur = ?, ui = ?, uo = ? WHERE bucket_id = ?", (*upstream, bucket_id)
+        )
 
     def outstanding(self, bucket_id: str, now: float, *, unsent_only: bool = False) -> tuple[float, float, float]:
         """What the live leases of a bucket hold reserved, per metric; ``unsent_only``: only those

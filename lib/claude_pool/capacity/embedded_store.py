@@ -92,12 +92,8 @@ class EmbeddedCapacityStore(CapacityStore):
     ) -> None:
         used = (float(usage.input_tokens), float(usage.output_tokens)) if usage is not None else None
 
-        def settle(core: SqliteCore) -> None:
-            core.settle(reservation.reservation_id, used, request_sent)
-            if snapshot is not None:
-                core.calibrate(reservation.bucket_id, snapshot)
-
-        await self._run("settle", settle)
+        rid, bucket_id = reservation.reservation_id, reservation.bucket_id
+        await self._run("settle", lambda core: core.settle(rid, bucket_id, used, request_sent, snapshot))
 
     async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
         rid = reservation.reservation_id

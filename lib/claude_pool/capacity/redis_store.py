@@ -55,6 +55,14 @@ def _num(value: float | int | None) -> str:
     return "" if value is None else repr(float(value)) if isinstance(value, float) else str(value)
 
 
+def _metric_args(snapshot: RateLimitSnapshot) -> list[str]:
+    """Per metric (requests, input, output), the limit and remaining told, '' for a missing one."""
+    args = []
+    for metric in (snapshot.requests, snapshot.input_tokens, snapshot.output_tokens):
+        args += [_num(metric.limit), _num(metric.remaining)]
+    return args
+
+
 def _f(raw: Any) -> float:
     return float(raw.decode() if isinstance(raw, bytes) else raw)
 
@@ -182,11 +190,10 @@ class RedisCapacityStore(CapacityStore):
             k.leases(reservation.bucket_id),
             k.fullness(),
         ]
-        settle = ("settle", keys, [BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used])
-        if snapshot is None:
-            await self._call(*settle)
-        else:
-            await self._scripts.call_many([settle, self._calibration(reservation.bucket_id, snapshot)])
+        args: list[Any] = [BUCKET_TTL_SECONDS, reservation.reservation_id, mode, *used]
+        if snapshot is not None:  # calibrated in the same step: see settle.lua
+            args += [self._cold, *_metric_args(snapshot)]
+        await self._call("settle", keys, args)
 
     async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
         k = self._keys
@@ -195,14 +202,9 @@ class RedisCapacityStore(CapacityStore):
         return None if out in (0, b"0", "0") else _f(out)
 
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
-        await self._call(*self._calibration(bucket_id, snapshot))
-
-    def _calibration(self, bucket_id: str, snapshot: RateLimitSnapshot) -> tuple[str, list[str], list[Any]]:
-        args: list[Any] = [BUCKET_TTL_SECONDS, self._cold]
-        for metric in (snapshot.requests, snapshot.input_tokens, snapshot.output_tokens):
-            args += [_num(metric.limit), _num(metric.remaining)]
         k = self._keys
-        return "calibrate", [k.bucket(bucket_id), k.leases(bucket_id), k.reservations(), k.fullness()], args
+        keys = [k.bucket(bucket_id), k.leases(bucket_id), k.reservations(), k.fullness()]
+        await self._call("calibrate", keys, [BUCKET_TTL_SECONDS, self._cold, *_metric_args(snapshot)])
 
     async def cool_down(self, bucket_id: str, until: float) -> None:
         await self._call(

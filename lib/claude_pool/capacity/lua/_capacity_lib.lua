@@ -107,6 +107,88 @@ local function apply_refund(key, delta, now, ttl)
   save_bucket(key, s, lv, caps, now, ttl)
 end
 
+-- A lease of a call that may have reached upstream left the books (settled as sent, or expired):
+-- from now on, no answer to a call sent before it may raise the bucket (rules.may_raise).
+local function mark_call_ended(key, now)
+  redis.call('HSET', key, 'ea', fmt(now))
+end
+
+-- Whether an answer to a call sent at sent_at may raise the bucket's levels (rules.may_raise).
+local function may_raise(key, sent_at)
+  local ended = tonumber(redis.call('HGET', key, 'ea')) or 0
+  return sent_at ~= nil and ended <= sent_at
+end
+
+-- What the live leases of a bucket hold reserved, per metric; unsent_only: only those queued to send
+-- later (records written before queueing existed have no s: sent).
+local function held_on(lease_key, res_key, now, unsent_only)
+  local held = {0, 0, 0}
+  local rids = redis.call('ZRANGEBYSCORE', lease_key, '(' .. fmt(now), '+inf')
+  if #rids == 0 then
+    return held
+  end
+  for _, raw in ipairs(redis.call('HMGET', res_key, unpack(rids))) do
+    if raw then
+      local rec = cjson.decode(raw)
+      if not unsent_only or (tonumber(rec.s) or 0) > now then
+        held[1], held[2], held[3] = held[1] + rec.r, held[2] + rec.i, held[3] + rec.o
+      end
+    end
+  end
+  return held
+end
+
+local ROUNDING = {0, 1000, 1000}  -- rules.REMAINING_ROUNDING
+local ROUNDED_DOWN = {1, 0, 0}  -- rules.REMAINING_ROUNDED_DOWN
+
+-- calibrate: upstream's headers are the truth (store.py's calibrate). A limit is adopted (it wins over
+-- the configured one). A level is lowered to upstream's remaining less what is queued to send later
+-- only when that shows someone else spent (rules.lowered: the requests count, rounded down, gets one's
+-- allowance); raised to the remaining less its rounding and all this store still holds on the bucket
+-- only when raise is true (rules.raised); and the first time a cold store hears of a metric
+-- (rules.first_calibration) set to that. args[at], args[at + 1], ...: per metric (requests, input,
+-- output), limit and remaining ('' when the header was missing).
+local function calibrate_bucket(bucket_key, lease_key, res_key, now, ttl, cold, args, at, raise)
+  local s = load_bucket(bucket_key)
+  local caps = caps_of(s, nil)
+  local lv = refill(s, caps, now, cold)
+  local held, unsent = nil, nil
+  local adopted = {}
+  for m = 1, 3 do
+    local limit = tonumber(args[at + 2 * m - 2])
+    local remaining = tonumber(args[at + 2 * m - 1])
+    local first = cold and s.up[m] == nil
+    if limit ~= nil and limit > 0 then
+      caps[m] = limit
+      adopted[#adopted + 1] = UPSTREAM_FIELDS[m]
+      adopted[#adopted + 1] = fmt(limit)
+      if lv[m] == nil then
+        lv[m] = limit
+      else
+        lv[m] = math.min(lv[m], limit)
+      end
+    end
+    if first and limit ~= nil and limit > 0 and remaining ~= nil then
+      held = held or held_on(lease_key, res_key, now, false)
+      lv[m] = math.min(caps[m], remaining - ROUNDING[m] - held[m])
+    elseif remaining ~= nil and lv[m] ~= nil then
+      unsent = unsent or held_on(lease_key, res_key, now, true)
+      local upstream = math.max(0, remaining)
+      if lv[m] + unsent[m] >= upstream + ROUNDED_DOWN[m] then
+        lv[m] = upstream - unsent[m]
+      end
+      if raise then
+        held = held or held_on(lease_key, res_key, now, false)
+        lv[m] = math.max(lv[m], math.min(caps[m], remaining - ROUNDING[m] - held[m]))
+      end
+    end
+  end
+  if #adopted > 0 then
+    redis.call('HSET', bucket_key, unpack(adopted))
+  end
+  save_bucket(bucket_key, s, lv, caps, now, ttl)
+end
+
 -- Drop a lease everywhere; an expired one gives back its output reservation only (see store.py).
 -- What reservation rid holds ({a, b, r, i, o, e}), or nil when it is unknown: settled or reclaimed.
 local function reservation_record(res_key, rid)
@@ -130,6 +212,7 @@ local function drop_lease(res_key, index_key, bucket_key, lease_key, rid, expire
   local rec = cjson.decode(raw)
   if expired then
     apply_refund(bucket_key, {0, 0, rec.o}, now, ttl)
+    mark_call_ended(bucket_key, now)
   end
   return rec
 end
