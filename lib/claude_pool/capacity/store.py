@@ -34,7 +34,8 @@ Semantics shared by all backends:
   drained (another client may have spent it), so it admits only what refill brings from then on,
   until upstream's headers calibrate it: the first ``calibrate`` with a limit sets each level to
   upstream's remaining less what the store still holds reserved on the bucket (it may raise the
-  level; every later one only lowers it). ``"full"`` (the store's default; the pool's is
+  level; every later ``calibrate`` only lowers it, and only a ``settle`` with the answer's headers
+  raises it, on the conditions it states). ``"full"`` (the store's default; the pool's is
   ``capacity.coldStart``) trusts the configured limits. A view of a cold, uncalibrated bucket says
   ``levels_known=False``, and so does a reservation on one.
 - Levels never exceed the capacity, and only reservations made ahead take them below 0: refunds
@@ -99,8 +100,12 @@ class CapacityStore(AsyncClosing):
 
         ``usage`` given: refund the difference. ``usage`` None and ``request_sent``: keep the request
         charged, refund the tokens. Not sent: refund everything. Idempotent. ``snapshot``: the
-        answer's rate-limit headers, which then :meth:`calibrate` the bucket right after, in the
-        same round trip (every answered call does both)."""
+        answer's rate-limit headers, which then :meth:`calibrate` the bucket in the same atomic
+        step (every answered call does both); and, unlike a calibration on its own, may *raise*
+        its levels to upstream's remaining (less its rounding and everything still held on the
+        bucket), giving back what upstream did not count (a failed call it did not charge), but
+        only when no other call that may have reached upstream left the books after this one was
+        sent: one that did may have arrived after upstream's count, and is no longer held."""
 
     @abstractmethod
     async def renew(self, reservation: Reservation, lease_ttl: float = DEFAULT_LEASE_TTL) -> float | None:
