@@ -24,6 +24,25 @@ from tests.pool.conftest import PoolWorld
 ONE_KEY = Scenario.uniform(accounts=1, rpm=60, itpm=10_000_000, otpm=1_000_000)
 REQ = DelegationRequest(organization_id="tenant-a", message="hello", max_tokens=16)
 COLD_EMPTY = PoolConfig.model_validate({"capacity": {"coldStart": "empty"}})
+PROBE_MESSAGES = [{"role": "user", "content": "."}]
+# A key of 60 requests and 40,000 input tokens a minute, and a request of about 30,000 input tokens:
+# on a cold guess it would wait 45 s for refill to bring its input, past any queue's bound.
+BIG_KEY = Scenario.uniform(accounts=1, rpm=60, itpm=40_000, otpm=1_000_000)
+BIG = DelegationRequest(organization_id="tenant-a", message="word " * 24_000, max_tokens=16)
+
+
+async def served_on_retry(pool: Pool, request: DelegationRequest, within: float) -> tuple[DelegationResult, int]:
+    """``request`` sent again every 0.25 s while it is refused, for ``within`` seconds: its result,
+    and how many times it was refused first."""
+    refusals, started = 0, time.monotonic()
+    while True:
+        try:
+            return await pool.delegate(request.model_copy(update={"deadline": time.time() + 20})), refusals
+        except NoAccountAvailable:
+            refusals += 1
+            if time.monotonic() - started > within:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def served_together(pool: Pool, count: int, deadline: float) -> tuple[list[DelegationResult], float]:
@@ -35,10 +54,24 @@ async def served_together(pool: Pool, count: int, deadline: float) -> tuple[list
     return list(results), time.monotonic() - started
 
 
+def calibration_probes(world: PoolWorld) -> int:
+    """The pool's own calibration calls the simulator received (see CalibrationProbes)."""
+    return sum(
+        1
+        for key in world.sim.keys
+        for logged in world.sim.state.requests_of(key.name)
+        if logged["body"].get("max_tokens") == 1 and logged["body"].get("messages") == PROBE_MESSAGES
+    )
+
+
 def assert_served_without_429(world: PoolWorld, results: list[DelegationResult], served: int) -> None:
+    """Every request answered, ``served`` of them by the simulator besides the pool's calibration
+    probes (at most one per key), and no 429."""
     assert all(r.text for r in results)
     stats = world.sim.stats()
-    assert stats.rate_limited == 0 and stats.total["served"] == served
+    probes = calibration_probes(world)
+    assert probes <= len(world.sim.keys)
+    assert stats.rate_limited == 0 and stats.total["served"] - probes == served
 
 
 async def test_a_pool_started_on_a_drained_key_meets_no_429(make_world: Callable[..., PoolWorld]) -> None:
@@ -101,6 +134,32 @@ async def test_another_workers_answer_wakes_the_requests_queued_on_the_guess(
         assert (await ahead).text
     assert_served_without_429(world, results, 9)
     assert took < 5.0, f"the second worker waited for its own first answer: {took:.1f} s"  # then: 6 s
+
+
+async def test_a_large_request_on_a_cold_rested_key_is_served_after_a_calibration_probe(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """A cold pool takes the key as drained: a request of 30,000 input tokens on 40,000 a minute
+    would wait 45 s for refill, and is refused. The organization's first request has the pool
+    probe the key with a tiny call, whose answer shows it rested: the request, sent again, is
+    served within seconds."""
+    world = make_world(BIG_KEY, config=COLD_EMPTY)
+    async with world.open_pool() as pool:
+        result, refusals = await served_on_retry(pool, BIG, within=5.0)
+    assert result.text and refusals >= 1
+    assert calibration_probes(world) == 1
+    assert_served_without_429(world, [result], 1)
+
+
+async def test_a_calibration_probe_on_a_drained_key_waits_for_refill_and_meets_no_429(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    world = make_world(BIG_KEY, config=COLD_EMPTY)
+    drain_key(world.sim, world.sim.keys[0])
+    async with world.open_pool() as pool:
+        result, _ = await served_on_retry(pool, BIG, within=8.0)
+    assert calibration_probes(world) == 1
+    assert_served_without_429(world, [result], 1)
 
 
 async def test_the_same_pool_trusting_its_limits_would_have_met_429s(

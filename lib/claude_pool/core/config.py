@@ -80,11 +80,11 @@ class CapacityConfig(_Model):
     lease_timeout_seconds: float = Field(default=600.0, gt=0)
     default_input_token_estimate: int = Field(default=1000, ge=1)
     calibrate_from_headers: bool = True
-    #: "full": trust the configured limits for a bucket the pool has never seen. "empty": it may have
-    #: been drained by another client, so until upstream's headers calibrate it the pool sends only
-    #: what refill brings: no 429 at start-up; the requests queued on that guess ask again once any
-    #: worker's answer has calibrated the bucket.
-    cold_start: Literal["empty", "full"] = "full"
+    #: "empty": a bucket the pool has never seen may have been drained by another client, so until
+    #: upstream's headers calibrate it the pool sends only what refill brings: no 429 at start-up;
+    #: the requests queued on that guess ask again once any worker's answer has calibrated the
+    #: bucket. "full": trust the configured limits (a drained key then answers 429s at start-up).
+    cold_start: Literal["empty", "full"] = "empty"
 
 
 class AdmissionConfig(_Model):

@@ -72,6 +72,7 @@ from claude_pool.pool._attempt import (
     left_unanswered,
     outcome_of,
 )
+from claude_pool.pool._calibration_probe import CalibrationProbes
 from claude_pool.pool._guessed_places import GuessedPlaces
 from claude_pool.pool._overload_gate import OverloadGate
 from claude_pool.pool._request import OnText, RequestState
@@ -121,6 +122,10 @@ class Pool(AsyncClosing):
         self._guessed = GuessedPlaces(capacity)
         # Where every request waits while Anthropic answers 529 (overloaded) to everyone.
         self._overload = OverloadGate()
+        # Tiny calls that calibrate cold buckets (coldStart empty), and the organizations whose
+        # accounts this pool has looked at once since it opened.
+        self._probes = CalibrationProbes(capacity, upstream, self._decrypt, self._guessed.calibrated)
+        self._looked_at: set[str] = set()
         # Since when a store (capacity or breaker) has not answered; None while it answers.
         self._store_away_since: float | None = None
         # A running average of how long an answered call takes: a request does not wait for
@@ -154,6 +159,7 @@ class Pool(AsyncClosing):
         )
 
     async def aclose(self) -> None:
+        await self._probes.aclose()
         await self._guessed.aclose()
         await self.upstream.aclose()
         await self.capacity.aclose()
@@ -261,6 +267,9 @@ class Pool(AsyncClosing):
         tenant = TenantAccounts.of(await self.directory.all(), state.request.organization_id)
         if not tenant.active:
             return NoAccountNow(tenant.reasons)
+        if state.request.organization_id not in self._looked_at:
+            self._looked_at.add(state.request.organization_id)
+            self._calibrate_cold(state, tenant.active)
         hopeful = [a.candidate for a in tenant.active if self._circuit_let_through.get(a.id, True)]
         max_wait = self._max_wait(state.request)
         selection, breakers = await self._acquire_reading_breakers(state, hopeful, tenant.active, max_wait)
@@ -363,6 +372,7 @@ class Pool(AsyncClosing):
             recovery = selection.earliest_recovery
             if recovery is not None:  # the wait it would have needed: the queue it found
                 watch.observe(time.monotonic(), recovery - time.time() + max_wait)
+            self._calibrate_cold(state, [eligible.accounts[c.account_id] for c in eligible.candidates])
             return NoAccountNow([*eligible.reasons, *refusal_reasons(selection.refusals, eligible.accounts)])
         watch.observe(time.monotonic(), reservation.wait_seconds)
         account = eligible.accounts[reservation.account_id]
@@ -377,6 +387,16 @@ class Pool(AsyncClosing):
             taken = AccountUnavailability(account.id, account.name, PROBE_TAKEN, as_datetime(permit.until))
             return NoAccountNow([*eligible.reasons, taken], retry_at_once=True)
         return Attempt(account, reservation, permit, capacity=self.capacity, breaker=self.breaker)
+
+    def _calibrate_cold(self, state: RequestState, accounts: list[PoolAccount]) -> None:
+        """Where buckets start empty, have those of ``accounts`` still on that guess calibrated by a
+        tiny call (see CalibrationProbes): at an organization's first request, and at a refusal."""
+        capacity = self.config.capacity
+        if capacity.cold_start == "empty" and capacity.calibrate_from_headers and accounts:
+            self._probes.look(state.request.organization_id, accounts, state.request.model)
+
+    def _decrypt(self, account: PoolAccount) -> str:
+        return self.accounts.keyring.decrypt(account.api_key_encrypted, account_id=account.id)
 
     async def _permit(self, account: PoolAccount, reservation: Reservation) -> Permit | Denied:
         try:
@@ -434,7 +454,7 @@ class Pool(AsyncClosing):
         """The upstream call, under the attempt's lease: its reply, or the exception it ended with.
         Only what is not an ``Exception`` (our caller's cancellation) propagates."""
         account = attempt.account
-        api_key = self.accounts.keyring.decrypt(account.api_key_encrypted, account_id=account.id)
+        api_key = self._decrypt(account)
         attempt.sending = True
         try:
             async with attempt.lease_kept(self.config.capacity.lease_timeout_seconds):
