@@ -23,6 +23,9 @@ A = cand("a", rpm=60, itpm=600_000, otpm=600_000)
 ONE = Demand(10, 10)
 
 
+REQUESTS_LEFT_59 = RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=59))
+
+
 async def _drain(store: CapacityStore, candidate=A, count: int = 60) -> None:
     for _ in range(count):
         assert (await store.acquire([candidate], ONE)).reservation is not None
@@ -207,17 +210,17 @@ async def test_a_calibration_never_shortens_the_queue(store: CapacityStore) -> N
     assert (await _queued(store, max_wait=30)).wait_seconds == pytest.approx(4.0)
 
 
-async def test_a_requests_count_rounded_down_does_not_cost_the_queue_its_fraction(
+async def test_a_level_ahead_of_upstream_s_count_by_a_fraction_is_lowered_to_it(
     store: CapacityStore, clock: FakeClock
 ) -> None:
-    """Upstream's requests remaining is a whole number rounded down. A request sent as soon as the
-    level reached one leaves a fraction that upstream reports as 0: taking that as a measure would
-    set the queue back by the fraction at every answer, up to a whole request for good."""
-    await _drain(store)
-    clock.advance(1.7)  # 1.7 back: one is sent, 0.7 is left, which upstream tells as 0
+    """A call reserved on a full bucket and arriving upstream 0.5 s later: here the bucket refilled
+    meanwhile (59.5), upstream's stayed full until the call arrived (59). Its answer says 59: the
+    level must come down to it, or such gains would add up until a call meets a 429."""
     assert (await store.acquire([A], ONE)).reservation is not None
-    await store.calibrate(A.bucket_id, RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=0)))
-    assert (await _queued(store, max_wait=30)).wait_seconds == pytest.approx(0.3)
+    clock.advance(0.5)
+    await store.calibrate(A.bucket_id, REQUESTS_LEFT_59)
+    (view,) = await store.view([A])
+    assert view.requests == pytest.approx(59)
 
 
 async def test_a_requests_count_that_shows_another_client_s_use_lowers_the_level(store: CapacityStore) -> None:
@@ -226,9 +229,6 @@ async def test_a_requests_count_that_shows_another_client_s_use_lowers_the_level
     await store.calibrate(A.bucket_id, RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=8)))
     (view,) = await store.view([A])
     assert view.requests == pytest.approx(8)
-
-
-REQUESTS_LEFT_59 = RateLimitSnapshot(requests=MetricSnapshot(limit=60, remaining=59))
 
 
 async def _sent(store: CapacityStore) -> Reservation:

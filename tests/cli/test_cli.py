@@ -135,7 +135,10 @@ def test_accounts_list_shows_live_headroom_and_breaker_state(tmp_path: Path, env
     assert listed.returncode == 0, listed.stderr
     header, _rule, row = listed.stdout.splitlines()[:3]
     assert "headroom" in header and "breaker" in header
-    assert "100%" in row and "closed" in row
+    # buckets start empty until upstream's headers calibrate them (capacity.coldStart)
+    assert "0% (until calibrated)" in row and "closed" in row
+    trusting = run(tmp_path, "accounts", "list", env={**env, "CLAUDE_POOL__capacity__coldStart": "full"})
+    assert "100%" in trusting.stdout.splitlines()[2]
 
 
 def test_executions_list_and_show_without_a_database_browser(tmp_path: Path, env: dict[str, str]) -> None:

@@ -19,14 +19,13 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from claude_pool.core.config import load_config
 from claude_pool.core.logs import configure_logging
 from claude_pool.core.settings import Secret
 from claude_pool.events.bus import Event
 from claude_pool.http import ApiTokens, create_app
 from claude_pool.runtime import Runtime
 from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scenario, SlackConfig
-from tests.plugins.runtimes import simulated_settings
+from tests.plugins.runtimes import TRUSTING_LIMITS, simulated_settings
 
 __all__ = ["ApiServer", "SseReader", "UvicornThread", "iter_routes", "serve_api"]
 
@@ -152,7 +151,7 @@ def serve_api(
             log_file=home / "app.log",
             **settings,
         )
-        runtime = Runtime(settings=settings, config=load_config(None, env={}))
+        runtime = Runtime(settings=settings, config=TRUSTING_LIMITS)
         stack.callback(runtime.close)
         runtime.db.upgrade()
         configure_logging(settings, console=False)

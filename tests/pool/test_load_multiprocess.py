@@ -188,6 +188,7 @@ async def test_an_open_circuit_keeps_every_process_away_until_its_one_probe(
         config = PoolConfig.model_validate(
             {
                 "selection": {"strategy": "round_robin"},
+                "capacity": {"coldStart": "full"},
                 "circuitBreaker": {
                     "failureThreshold": THRESHOLD,
                     "timeoutSeconds": OPEN_SECONDS,

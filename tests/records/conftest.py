@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from claude_pool.core.config import load_config
 from claude_pool.core.settings import Secret
 from claude_pool.records.executions import ExecutionStore
 from claude_pool.runtime import Runtime
 from claude_pool.simulator import RunningSimulator, RunningSlackSimulator, Scenario
 from tests.plugins.closing import closed_after
-from tests.plugins.runtimes import register_simulated_keys, simulated_settings
+from tests.plugins.runtimes import TRUSTING_LIMITS, register_simulated_keys, simulated_settings
 
 
 @dataclass
@@ -62,7 +61,7 @@ def records_world(
             slack_bot_token=Secret(slack.token),
             slack_base_url=slack.base_url,
         )
-        runtime = Runtime(settings=settings, config=load_config(None, env={}))
+        runtime = Runtime(settings=settings, config=TRUSTING_LIMITS)
         return RecordsWorld(runtime, sim, slack, register_simulated_keys(runtime, sim))
 
     yield from closed_after(build)

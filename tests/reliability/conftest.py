@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from claude_pool.core.config import PoolConfig, load_config
+from claude_pool.core.config import PoolConfig
 from claude_pool.runtime import Runtime
 from claude_pool.simulator import RunningSimulator, Scenario
 from tests.plugins.closing import closed_after
@@ -31,7 +31,12 @@ def make_runtime(
     """A runtime at ``home`` over ``sim``, logging to ``home/app.log``; ``options`` are settings
     (``database_url``, ``redis_url``, ``redis_prefix``), ``config`` the operator's JSON config."""
     settings = simulated_settings(home, sim.base_url, encryption_key, log_file=home / "app.log", **options)
-    pool_config = PoolConfig.model_validate(config) if config else load_config(None, env={})
+    # Buckets start as full as their limits say unless the test's config says otherwise (see
+    # tests.plugins.runtimes.TRUSTING_LIMITS).
+    config = config or {}
+    pool_config = PoolConfig.model_validate(
+        {**config, "capacity": {"coldStart": "full", **config.get("capacity", {})}}
+    )
     return Runtime(settings=settings, config=pool_config)
 
 

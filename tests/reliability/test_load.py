@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from claude_pool.core.config import load_config
 from claude_pool.core.settings import Secret, Settings
 from claude_pool.runtime import Runtime
+from tests.plugins.runtimes import TRUSTING_LIMITS
 from tests.reliability.conftest import TENANT
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -88,7 +88,7 @@ def test_many_processes_at_high_concurrency_record_each_request_once_with_no_429
             anthropic_base_url=described["base_url"],
             log_file=None,
         )
-        runtime = Runtime(settings=settings, config=load_config(None, env={}))
+        runtime = Runtime(settings=settings, config=TRUSTING_LIMITS)
         try:
             runtime.db.upgrade()
             for key in described["keys"]:
@@ -115,6 +115,7 @@ def test_many_processes_at_high_concurrency_record_each_request_once_with_no_429
             "ENCRYPTION_KEY": encryption_key,
             "ANTHROPIC_BASE_URL": described["base_url"],
             "LOG_FILE": "",
+            "CLAUDE_POOL__capacity__coldStart": "full",  # buckets as full as their limits say
         }
         started = time.monotonic()
         workers = [

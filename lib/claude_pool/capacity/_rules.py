@@ -17,7 +17,6 @@ from claude_pool.core.config import Strategy
 __all__ = [
     "MAX_TIES",
     "QUEUEABLE",
-    "REMAINING_ROUNDED_DOWN",
     "REMAINING_ROUNDING",
     "TIE_EPSILON",
     "WALK_BATCH",
@@ -45,10 +44,6 @@ __all__ = [
 # first calibration, which may raise a level, takes that much off so that rounding up cannot
 # overrun; later ones only lower levels and need no margin.
 REMAINING_ROUNDING = (0.0, 1000.0, 1000.0)
-# How far below upstream's true count its remaining header can be (see ``lowered``): the requests
-# count is a whole number rounded down. Token counts get no allowance: ours are estimates until a
-# call settles, and upstream's word on them is taken as it comes.
-REMAINING_ROUNDED_DOWN = (1.0, 0.0, 0.0)
 
 # Two headroom scores closer than this are a tie, broken at random so that no account starves.
 TIE_EPSILON = 1e-9
@@ -127,21 +122,18 @@ def fullness_bound(full_at: float, now: float) -> float:
     return min(1.0, 1.0 - (full_at - now) / SECONDS_PER_MINUTE)
 
 
-def lowered(level: float, remaining: float, unsent: float, rounding: float) -> float:
-    """A level corrected by upstream's ``remaining``: never raised (calls in flight may not be in
-    upstream's count yet), and lowered only when upstream's count shows that someone else spent
-    from the bucket: ours, with the reservations queued to send later (which upstream cannot have
-    counted yet) added back, is at or above anything upstream can have left, its rounding down of
-    ``rounding`` allowed for. It is then lowered to what upstream has left less that queue:
-    forgetting the queue would let its debt be spent twice.
+def lowered(level: float, remaining: float, unsent: float) -> float:
+    """A level corrected by upstream's ``remaining``: never raised here (calls in flight may not be
+    in upstream's count yet; see ``raised``), lowered to what upstream has left less the
+    reservations queued to send later, which upstream cannot have counted: forgetting them would
+    let the queue's debt be spent twice.
 
-    The allowance matters for the requests count, a whole number rounded down: an answer is read
-    just after its own request took a whole one from a level that had only just reached it, so
-    upstream nearly always says one less than the fraction it holds; lowering to that would drop
-    the fraction at every answer, and a queue paced by the level would fall behind the refill by
-    up to one request for good (nearly two percent of a 60 RPM key's minute)."""
-    upstream = max(0.0, remaining)
-    return level if level + unsent < upstream + rounding else upstream - unsent
+    Lowered even by less than one request, though upstream's whole-number requests count rounds a
+    fraction away (a paced queue pays that fraction once): this store's own count can run ahead of
+    upstream's, since it charges a call when it reserves it and upstream when the call arrives, and
+    a bucket upstream holds full meanwhile refills here but not there. Left uncorrected, such gains
+    add up over calls until one is sent into a 429."""
+    return min(level, max(0.0, remaining) - unsent)
 
 
 def may_raise(sent_at: float, ended_at: float) -> bool:

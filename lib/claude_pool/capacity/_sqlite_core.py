@@ -441,7 +441,7 @@ class SqliteCore:
                 remaining = metric.remaining - rules.REMAINING_ROUNDING[m]
                 levels[m] = rules.first_calibration(remaining, outstanding[m], cap)
             elif metric.remaining is not None and lv is not None and cap is not None:
-                level = rules.lowered(lv, float(metric.remaining), unsent[m], rules.REMAINING_ROUNDED_DOWN[m])
+                level = rules.lowered(lv, float(metric.remaining), unsent[m])
                 if may_raise:
                     rounding = rules.REMAINING_ROUNDING[m]
                     level = rules.raised(level, float(metric.remaining), rounding, outstanding[m], cap)

@@ -116,9 +116,8 @@ class CapacityStore(AsyncClosing):
     @abstractmethod
     async def calibrate(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
         """Correct the local view from upstream's headers: adopt a changed limit, and lower a level
-        to upstream's remaining (less the queue upstream cannot have counted yet) when that shows
-        someone else spent from the bucket; never raise it. A requests level less than one above
-        upstream's whole-number count is left as it is: the count is rounded down."""
+        to upstream's remaining (less the queue upstream cannot have counted yet); never raise it
+        (see ``settle`` for when an answer's headers do)."""
 
     @abstractmethod
     async def cool_down(self, bucket_id: str, until: float) -> None:

@@ -125,7 +125,7 @@ def list_(organization_id: str | None, status: str | None, as_json: bool) -> Non
                 a.weight,
                 a.capacity_group or "-",
                 f"{limits.requests_per_minute}/{limits.input_tokens_per_minute}/{limits.output_tokens_per_minute}",
-                f"{headroom:.0%}" if headroom is not None else "?",
+                _headroom(headroom, now.get("levels_known", True)),
                 now.get("breaker_state", "?"),
             ]
         )
@@ -152,6 +152,13 @@ def list_(organization_id: str | None, status: str | None, as_json: bool) -> Non
         )
 
 
+def _headroom(headroom: float | None, known: bool) -> str:
+    if headroom is None:
+        return "?"
+    # an uncalibrated bucket: what the pool admits now on its guess, not what the key has left
+    return f"{headroom:.0%}" if known else f"{headroom:.0%} (until calibrated)"
+
+
 def _live_view(rt: Runtime) -> dict[str, dict[str, Any]]:
     """Headroom and breaker state per account from the capacity store ({} when it is down)."""
     from claude_pool.maintenance.capacity_sync import snapshot_pool
@@ -162,6 +169,7 @@ def _live_view(rt: Runtime) -> dict[str, dict[str, Any]]:
             return {
                 r.account_id: {
                     "headroom": r.headroom,
+                    "levels_known": r.levels_known,
                     "breaker_state": r.breaker_state,
                     "in_flight": r.in_flight,
                 }

@@ -97,6 +97,7 @@ async def _views(ctx: ApiContext, accounts: Sequence[ClaudeAccount]) -> list[Acc
                 output_tokens_remaining=bucket.output_tokens,
                 in_flight=bucket.in_flight,
                 cooling_down_until=_dt(bucket.cooldown_until),
+                levels_known=bucket.levels_known,
             )
         out.append(AccountOut.model_validate(view))
     return out

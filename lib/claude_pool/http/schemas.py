@@ -250,6 +250,9 @@ class CapacityOut(_Out):
     output_tokens_remaining: float
     in_flight: int
     cooling_down_until: datetime | None
+    # False until upstream's headers have calibrated the bucket (capacity.coldStart empty): the
+    # levels are then the pool's safe guess, not a measure of use.
+    levels_known: bool = True
 
 
 class AccountOut(_Out):

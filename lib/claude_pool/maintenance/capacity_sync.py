@@ -33,6 +33,8 @@ class CapacityRow:
     in_flight: int
     cooldown_until: float | None
     headroom: float
+    # False until upstream's headers have calibrated the bucket: the levels are a guess.
+    levels_known: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +67,7 @@ async def snapshot_pool(pool: Pool) -> list[CapacityRow]:
                 in_flight=view.in_flight,
                 cooldown_until=view.cooldown_until,
                 headroom=round(max(0.0, min(1.0, view.headroom)), 4),
+                levels_known=view.levels_known,
             )
         )
     return rows
@@ -120,7 +123,7 @@ def capacity_table(
             "organization": r["organization_id"],
             "status": r["status"],
             "breaker": r["breaker_state"],
-            "headroom": f"{r['headroom']:.0%}",
+            "headroom": f"{r['headroom']:.0%}" + ("" if r.get("levels_known", True) else " (until calibrated)"),
             "requests left": f"{r['requests_remaining']:.0f}/{r['requests_limit']}",
             "input tokens left": f"{r['input_tokens_remaining']:.0f}/{r['input_tokens_limit']}",
             "output tokens left": f"{r['output_tokens_remaining']:.0f}/{r['output_tokens_limit']}",

@@ -139,12 +139,10 @@ local function held_on(lease_key, res_key, now, unsent_only)
 end
 
 local ROUNDING = {0, 1000, 1000}  -- rules.REMAINING_ROUNDING
-local ROUNDED_DOWN = {1, 0, 0}  -- rules.REMAINING_ROUNDED_DOWN
 
 -- calibrate: upstream's headers are the truth (store.py's calibrate). A limit is adopted (it wins over
 -- the configured one). A level is lowered to upstream's remaining less what is queued to send later
--- only when that shows someone else spent (rules.lowered: the requests count, rounded down, gets one's
--- allowance); raised to the remaining less its rounding and all this store still holds on the bucket
+-- (rules.lowered); raised to the remaining less its rounding and all this store still holds on the bucket
 -- only when raise is true (rules.raised); and the first time a cold store hears of a metric
 -- (rules.first_calibration) set to that. args[at], args[at + 1], ...: per metric (requests, input,
 -- output), limit and remaining ('' when the header was missing).
@@ -173,10 +171,7 @@ local function calibrate_bucket(bucket_key, lease_key, res_key, now, ttl, cold, 
       lv[m] = math.min(caps[m], remaining - ROUNDING[m] - held[m])
     elseif remaining ~= nil and lv[m] ~= nil then
       unsent = unsent or held_on(lease_key, res_key, now, true)
-      local upstream = math.max(0, remaining)
-      if lv[m] + unsent[m] >= upstream + ROUNDED_DOWN[m] then
-        lv[m] = upstream - unsent[m]
-      end
+      lv[m] = math.min(lv[m], math.max(0, remaining) - unsent[m])
       if raise then
         held = held or held_on(lease_key, res_key, now, false)
         lv[m] = math.max(lv[m], math.min(caps[m], remaining - ROUNDING[m] - held[m]))
