@@ -393,7 +393,7 @@ class SqliteCore:
             if row is not None:  # else settled or reclaimed already
                 r, i, o, expires_at, sends_at = row
                 expired = now >= expires_at
-                may_raise = not expired and rules.may_raise(sends_at, self.ended_at(bucket_id))
+                may_raise = snapshot is not None and not expired and rules.may_raise(sends_at, self.ended_at(bucket_id))
                 self.db.execute("DELETE FROM leases WHERE reservation_id = ?", (rid,))
                 self.apply_refund(bucket_id, rules.settle_refund((r, i, o), used, sent=sent, expired=expired), now)
                 if sent or expired:

@@ -102,6 +102,8 @@ def add(
 @handle_errors
 def list_(organization_id: str | None, status: str | None, as_json: bool) -> None:
     """List accounts with live headroom and breaker state; keys are shown only as hints."""
+    from claude_pool.maintenance.capacity_sync import headroom_text
+
     rt = migrated_runtime()
     rows = rt.accounts.list(organization_id=organization_id, status=status)
     live = _live_view(rt)
@@ -125,7 +127,7 @@ def list_(organization_id: str | None, status: str | None, as_json: bool) -> Non
                 a.weight,
                 a.capacity_group or "-",
                 f"{limits.requests_per_minute}/{limits.input_tokens_per_minute}/{limits.output_tokens_per_minute}",
-                _headroom(headroom, now.get("levels_known", True)),
+                "?" if headroom is None else headroom_text(headroom, now.get("levels_known", True)),
                 now.get("breaker_state", "?"),
             ]
         )
@@ -150,13 +152,6 @@ def list_(organization_id: str | None, status: str | None, as_json: bool) -> Non
         click.echo(
             "(live headroom and breaker state unavailable: the capacity store did not answer)", err=True
         )
-
-
-def _headroom(headroom: float | None, known: bool) -> str:
-    if headroom is None:
-        return "?"
-    # an uncalibrated bucket: what the pool admits now on its guess, not what the key has left
-    return f"{headroom:.0%}" if known else f"{headroom:.0%} (until calibrated)"
 
 
 def _live_view(rt: Runtime) -> dict[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 from claude_pool.pool import Pool
 from claude_pool.storage import CapacitySnapshot, Database
 
-__all__ = ["CapacityRow", "capacity_table", "snapshot_pool", "store_snapshot"]
+__all__ = ["CapacityRow", "capacity_table", "headroom_text", "snapshot_pool", "store_snapshot"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,12 @@ def store_snapshot(db: Database, rows: list[CapacityRow], *, taken_at: datetime 
     return len(rows)
 
 
+def headroom_text(headroom: float, levels_known: bool) -> str:
+    """A headroom as a person reads it; an uncalibrated bucket's is what the pool admits now on its
+    guess, not what the key has left."""
+    return f"{headroom:.0%}" if levels_known else f"{headroom:.0%} (until calibrated)"
+
+
 def _until(epoch: float | None, now: datetime) -> str:
     if not epoch or epoch <= now.timestamp():
         return "-"
@@ -123,7 +129,7 @@ def capacity_table(
             "organization": r["organization_id"],
             "status": r["status"],
             "breaker": r["breaker_state"],
-            "headroom": f"{r['headroom']:.0%}" + ("" if r.get("levels_known", True) else " (until calibrated)"),
+            "headroom": headroom_text(r["headroom"], r.get("levels_known", True)),
             "requests left": f"{r['requests_remaining']:.0f}/{r['requests_limit']}",
             "input tokens left": f"{r['input_tokens_remaining']:.0f}/{r['input_tokens_limit']}",
             "output tokens left": f"{r['output_tokens_remaining']:.0f}/{r['output_tokens_limit']}",

@@ -23,9 +23,10 @@ from collections.abc import Callable
 
 import anthropic
 
-from claude_pool.capacity import CapacityStore, Demand, RateLimitSnapshot, Reservation, Usage
+from claude_pool.capacity import CapacityStore, Demand, RateLimitSnapshot, Reservation
 from claude_pool.core.errors import BackendUnavailable
 from claude_pool.core.logs import log_event
+from claude_pool.pool._attempt import usage_of
 from claude_pool.pool.directory import PoolAccount
 from claude_pool.pool.upstream import UpstreamClient
 
@@ -110,20 +111,15 @@ class CalibrationProbes:
         body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "."}]}
         try:
             reply = await self._upstream.create(self._decrypt(account), body, timeout=PROBE_TIMEOUT_SECONDS)
+            usage, headers, status = usage_of(reply), reply.headers, 200
         except anthropic.APIStatusError as exc:  # its headers calibrate as well as an answer's
-            snapshot = RateLimitSnapshot.from_headers(exc.response.headers)
-            await self._capacity.settle(reservation, None, snapshot=snapshot)
-            log_event(logger, logging.INFO, "calibration probe answered", account_id=account.id, status=exc.status_code)
-            self._calibrated(reservation.bucket_id, snapshot)
-            return
+            usage, headers, status = None, exc.response.headers, exc.status_code
         except BaseException:
             await asyncio.shield(self._capacity.settle(reservation, None))  # may have been counted
             raise
-        used = reply.message.get("usage") or {}
-        usage = Usage(int(used.get("input_tokens") or 0), int(used.get("output_tokens") or 0))
-        snapshot = RateLimitSnapshot.from_headers(reply.headers)
+        snapshot = RateLimitSnapshot.from_headers(headers)
         await self._capacity.settle(reservation, usage, snapshot=snapshot)
-        log_event(logger, logging.INFO, "calibration probe answered", account_id=account.id, status=200)
+        log_event(logger, logging.INFO, "calibration probe answered", account_id=account.id, status=status)
         self._calibrated(reservation.bucket_id, snapshot)
 
     def _calibrated(self, bucket_id: str, snapshot: RateLimitSnapshot) -> None:
