@@ -48,6 +48,7 @@ async def test_a_worker_killed_mid_call_has_its_leases_reclaimed_and_its_executi
         "ANTHROPIC_BASE_URL": sim.base_url,
         "CLAUDE_POOL_CONFIG": str(tmp_path / "no-config.json"),
         "CLAUDE_POOL__capacity__leaseTimeoutSeconds": str(LEASE_SECONDS),
+        "CLAUDE_POOL__capacity__coldStart": "full",  # no calibration probe among the calls counted
         "LOG_FILE": str(tmp_path / "worker.log"),
     }
     worker = python_module("tests.reliability._slow_worker", str(CALLS), env=env, cwd=ROOT)
