@@ -151,6 +151,23 @@ async def test_a_large_request_on_a_cold_rested_key_is_served_after_a_calibratio
     assert_served_without_429(world, [result], 1)
 
 
+async def test_small_requests_on_cold_keys_are_calibrated_by_their_own_answers_without_probes(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """Requests of a few tokens on three cold drained keys, the first alone: each would be sent as
+    soon as a probe (both wait for one request of refill), so no probe takes a place a caller's
+    request could have (the first request's would have taken the other two keys' first places):
+    every call upstream received is a caller's, and none met a 429."""
+    world = make_world(Scenario.uniform(accounts=3, rpm=60, itpm=20_000, otpm=8_000), config=COLD_EMPTY)
+    for key in world.sim.keys:
+        drain_key(world.sim, key)
+    async with world.open_pool() as pool:
+        first = await pool.delegate(REQ.model_copy(update={"deadline": time.time() + 20}))
+        results, _ = await served_together(pool, 5, time.time() + 20)
+    assert calibration_probes(world) == 0
+    assert_served_without_429(world, [first, *results], 6)
+
+
 async def test_a_calibration_probe_on_a_drained_key_waits_for_refill_and_meets_no_429(
     make_world: Callable[..., PoolWorld],
 ) -> None:

@@ -11,6 +11,11 @@ drained key it waits for refill too, so it overruns nothing). Its answer's ``ant
 headers calibrate the bucket, which wakes the requests queued on the guess (``GuessedPlaces``); one
 that was refused is admitted when it asks again. One probe per bucket at a time per worker, none for
 a bucket seen calibrated or probed in the last minute; each costs one request and a few tokens.
+
+A probe is made only for a request whose tokens the guess holds back (``probe_helps``): for one that
+needs little more than a request's share of the token limits, its own call would be sent as soon as
+a probe (both wait for one request of refill) and calibrates the bucket as well; a probe would only
+take a place that a caller's request could have had.
 """
 
 from __future__ import annotations
@@ -23,14 +28,14 @@ from collections.abc import Callable
 
 import anthropic
 
-from claude_pool.capacity import CapacityStore, Demand, RateLimitSnapshot, Reservation
+from claude_pool.capacity import BucketLimits, CapacityStore, Demand, RateLimitSnapshot, Reservation
 from claude_pool.core.errors import BackendUnavailable
 from claude_pool.core.logs import log_event
 from claude_pool.pool._attempt import usage_of
 from claude_pool.pool.directory import PoolAccount
 from claude_pool.pool.upstream import UpstreamClient
 
-__all__ = ["CalibrationProbes"]
+__all__ = ["CalibrationProbes", "probe_helps"]
 
 logger = logging.getLogger("claude_pool.pool")
 
@@ -43,6 +48,13 @@ PROBE_TIMEOUT_SECONDS = 30.0
 # then costs no extra store round, and a bucket whose answers carry no headers is not probed again
 # and again.
 SETTLED_FOR_SECONDS = 60.0
+
+
+def probe_helps(demand: Demand, limits: BucketLimits) -> bool:
+    """Whether a probe would calibrate a cold bucket sooner than ``demand``'s own call: its tokens
+    take the empty guess longer to refill than the probe's wait (one and a half requests' refill)."""
+    share = PROBE_WAIT_IN_REQUESTS / limits.rpm
+    return demand.input_tokens > share * limits.itpm or demand.output_tokens > share * limits.otpm
 
 
 class CalibrationProbes:

@@ -72,7 +72,7 @@ from claude_pool.pool._attempt import (
     left_unanswered,
     outcome_of,
 )
-from claude_pool.pool._calibration_probe import CalibrationProbes
+from claude_pool.pool._calibration_probe import CalibrationProbes, probe_helps
 from claude_pool.pool._guessed_places import GuessedPlaces
 from claude_pool.pool._overload_gate import OverloadGate
 from claude_pool.pool._request import OnText, RequestState
@@ -267,9 +267,8 @@ class Pool(AsyncClosing):
         tenant = TenantAccounts.of(await self.directory.all(), state.request.organization_id)
         if not tenant.active:
             return NoAccountNow(tenant.reasons)
-        if state.request.organization_id not in self._looked_at:
+        if state.request.organization_id not in self._looked_at and self._calibrate_cold(state, tenant.active):
             self._looked_at.add(state.request.organization_id)
-            self._calibrate_cold(state, tenant.active)
         hopeful = [a.candidate for a in tenant.active if self._circuit_let_through.get(a.id, True)]
         max_wait = self._max_wait(state.request)
         selection, breakers = await self._acquire_reading_breakers(state, hopeful, tenant.active, max_wait)
@@ -388,12 +387,17 @@ class Pool(AsyncClosing):
             return NoAccountNow([*eligible.reasons, taken], retry_at_once=True)
         return Attempt(account, reservation, permit, capacity=self.capacity, breaker=self.breaker)
 
-    def _calibrate_cold(self, state: RequestState, accounts: list[PoolAccount]) -> None:
+    def _calibrate_cold(self, state: RequestState, accounts: list[PoolAccount]) -> bool:
         """Where buckets start empty, have those of ``accounts`` still on that guess calibrated by a
-        tiny call (see CalibrationProbes): at an organization's first request, and at a refusal."""
+        tiny call (see CalibrationProbes) when the request is one the guess holds back: at an
+        organization's first such request, and at a refusal. Whether it looked."""
         capacity = self.config.capacity
-        if capacity.cold_start == "empty" and capacity.calibrate_from_headers and accounts:
-            self._probes.look(state.request.organization_id, accounts, state.request.model)
+        if capacity.cold_start != "empty" or not capacity.calibrate_from_headers:
+            return False
+        helped = [a for a in accounts if probe_helps(state.demand, a.candidate.limits)]
+        if helped:
+            self._probes.look(state.request.organization_id, helped, state.request.model)
+        return bool(helped)
 
     def _decrypt(self, account: PoolAccount) -> str:
         return self.accounts.keyring.decrypt(account.api_key_encrypted, account_id=account.id)
