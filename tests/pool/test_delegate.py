@@ -203,6 +203,26 @@ async def test_during_a_529_window_the_requests_back_off_as_one_and_are_served_a
     assert 12 <= overloaded <= 12 + 6, overloaded  # the first wave, then one try per back-off
 
 
+async def test_two_workers_on_one_store_back_off_from_a_529_window_as_one(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """The same 2 s window met by two workers (pools on one store), six requests each: their gates
+    meet in the store, so one probe at a time goes for both (at 0.5 s, then 1.5 s: two 529s) and its
+    answer opens both. Each gate on its own would probe on its own schedule: four 529s or more."""
+    world = make_world(Scenario.uniform(accounts=3, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    world.sim.add_fault(FaultRule(kind="overloaded", end=2.0))
+    async with world.open_pool() as first, world.open_pool() as second:
+        for pool in (first, second):
+            pool.policy.overload_backoff_seconds = 0.5
+        deadline = time.time() + 20
+        results = await asyncio.gather(
+            *(pool.delegate(REQ.model_copy(update={"deadline": deadline})) for pool in (first, second) for _ in range(6))
+        )
+    assert all(r.text for r in results)
+    overloaded = world.sim.stats().total["fault_529"]
+    assert 12 <= overloaded <= 12 + 3, overloaded
+
+
 async def test_every_account_cooling_down_explains_per_account_and_a_request_is_queued_behind_it(
     make_world: Callable[..., PoolWorld],
 ) -> None:

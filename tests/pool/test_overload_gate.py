@@ -1,16 +1,22 @@
-"""The 529 gate of one worker, on its own: who goes first after a back-off, and who waits."""
+"""The 529 gate of one worker: who goes first after a back-off, and who waits; then the gates of
+several workers meeting in one breaker store."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 
-from claude_pool.breaker import BreakerEffect
+from claude_pool.breaker import BreakerEffect, BreakerStore, EmbeddedBreakerStore, RedisBreakerStore
 from claude_pool.core.errors import Overloaded
 from claude_pool.pool._overload_gate import OverloadGate
-from claude_pool.pool.classify import SUCCESS, Outcome, OutcomeKind, Retry
+from claude_pool.pool._shared_overload import SharedOverload
+from claude_pool.pool.classify import SUCCESS, ErrorPolicy, Outcome, OutcomeKind, Retry
 
 OVERLOADED = Outcome(
     kind=OutcomeKind.OVERLOADED, breaker=BreakerEffect.NOT_COUNTED, retry=Retry.ANY_ACCOUNT_AFTER_BACKOFF,
@@ -80,3 +86,85 @@ async def test_a_probe_cancelled_mid_call_hands_the_first_turn_to_the_next_waite
     assert not waiter.done()  # one at a time while the probe is out
     probe.cancel()
     assert await asyncio.wait_for(waiter, 1) == "went"
+
+
+# --- the gates of several workers, meeting in one breaker store ---------------------------------
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def make_shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], SharedOverload]]:
+    """Each call: one worker's view of the shared overload (its own store connection), with a
+    0.1 s first back-off doubling to 0.4 s; all on one backend."""
+    stores: list[BreakerStore] = []
+    policy = ErrorPolicy(overload_backoff_seconds=0.1)
+
+    def make() -> SharedOverload:
+        if request.param == "redis":
+            url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+            store: BreakerStore = RedisBreakerStore.from_url(url, prefix=prefix)
+        else:
+            store = EmbeddedBreakerStore(tmp_path / "breakers.db")
+        stores.append(store)
+        return SharedOverload(store, policy, max_attempts=3)
+
+    yield make
+    for store in stores:
+        await store.aclose()
+
+
+@dataclass
+class Upstream:
+    """Answers 529 until ``overloaded_for`` seconds after it was made, then succeeds; notes every
+    call as (start, end, worker, outcome)."""
+
+    overloaded_for: float
+    calls: list[tuple[float, float, str, Outcome]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.until = time.monotonic() + self.overloaded_for
+
+    async def call(self, worker: str) -> Outcome:
+        start = time.monotonic()
+        await asyncio.sleep(0.02)
+        outcome = replace(OVERLOADED, backoff_seconds=0.1) if start < self.until else SUCCESS
+        self.calls.append((start, time.monotonic(), worker, outcome))
+        return outcome
+
+
+async def _served(gate: OverloadGate, worker: str, upstream: Upstream) -> None:
+    while True:
+        async with gate.turn(no_deadline) as turn:
+            turn.outcome = await upstream.call(worker)
+        if turn.outcome is SUCCESS:
+            return
+
+
+async def test_the_gates_of_two_workers_send_one_probe_at_a_time_and_its_answer_opens_both(
+    make_shared: Callable[[], SharedOverload],
+) -> None:
+    """Two workers with three requests each meet a 0.6 s overload together. After that first wave,
+    one probe at a time is out for both (never two at once), at the shared back-off (0.1 s, then
+    0.2, then 0.4: three 529s at most), and the answer of one worker's probe opens the other's gate
+    too. On their own, each gate would probe every 0.1 s: about twelve 529s, two at a time."""
+    upstream = Upstream(overloaded_for=0.6)
+    gates = {"a": OverloadGate(shared=make_shared()), "b": OverloadGate(shared=make_shared())}
+    await asyncio.wait_for(
+        asyncio.gather(*(_served(gate, name, upstream) for name, gate in gates.items() for _ in range(3))), 10
+    )
+    first_wave, after = upstream.calls[:6], upstream.calls[6:]
+    assert all(outcome.kind is OutcomeKind.OVERLOADED for *_, outcome in first_wave)
+    up_to_success = after[: next(i for i, call in enumerate(after) if call[3] is SUCCESS) + 1]
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(up_to_success)), up_to_success
+    assert len(up_to_success) - 1 <= 3, [(c[2], c[3].kind) for c in up_to_success]
+    assert len(upstream.calls) == 6 + len(up_to_success) + 5  # then the other five, once each
+
+
+async def test_a_gate_whose_store_does_not_answer_backs_off_alone() -> None:
+    store = RedisBreakerStore.from_url("redis://127.0.0.1:1/0", prefix="nowhere")
+    gate = OverloadGate(shared=SharedOverload(store, ErrorPolicy(overload_backoff_seconds=0.1), max_attempts=3))
+    upstream = Upstream(overloaded_for=0.3)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(_served(gate, "a", upstream) for _ in range(3))), 10)
+    finally:
+        await store.aclose()
+    assert upstream.calls[-1][3] is SUCCESS and len(upstream.calls) <= 3 + 4 + 3

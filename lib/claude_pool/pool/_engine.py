@@ -76,6 +76,7 @@ from claude_pool.pool._calibration_probe import CalibrationProbes, probe_helps
 from claude_pool.pool._guessed_places import GuessedPlaces
 from claude_pool.pool._overload_gate import OverloadGate
 from claude_pool.pool._request import OnText, RequestState
+from claude_pool.pool._shared_overload import SharedOverload
 from claude_pool.pool.classify import ErrorPolicy, Outcome, Retry
 from claude_pool.pool.directory import AccountDirectory, PoolAccount
 from claude_pool.pool.listeners import AccountStatusChange, PoolListener, Selected
@@ -121,7 +122,9 @@ class Pool(AsyncClosing):
         # The requests of this pool whose place in a queue was given on a cold store's guess.
         self._guessed = GuessedPlaces(capacity)
         # Where every request waits while Anthropic answers 529 (overloaded) to everyone.
-        self._overload = OverloadGate()
+        self._overload = OverloadGate(
+            shared=SharedOverload(breaker.store, self.policy, max_attempts=config.selection.max_attempts)
+        )
         # Tiny calls that calibrate cold buckets (coldStart empty), and the organizations whose
         # accounts this pool has looked at once since it opened.
         self._probes = CalibrationProbes(capacity, upstream, self._decrypt, self._guessed.calibrated)

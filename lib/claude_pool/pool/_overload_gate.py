@@ -4,6 +4,8 @@ An overload is upstream's, not an account's: every account answers the same unti
 after a 529 the pool's requests do not each retry on their own schedule (each retry spends a unit
 of an account's capacity and meets another 529); they wait at one gate until the back-off ends,
 then one request goes first. Its answer opens the gate for all, or its 529 closes it again.
+Given a ``SharedOverload``, the gates of every worker on one store take turns: one probe at a time
+for all of them, and one probe's answer opens them all.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from claude_pool.core.errors import Overloaded
+from claude_pool.pool._shared_overload import Claim, SharedOverload
 from claude_pool.pool.classify import Outcome, OutcomeKind
 
 __all__ = ["OverloadGate"]
@@ -25,8 +28,11 @@ class OverloadGate:
     one that has waited longest goes first (the probe), so that a request whose probe met another
     529 waits behind the others instead of spending its every attempt on probes."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, shared: SharedOverload | None = None
+    ) -> None:
         self._clock = clock
+        self._shared = shared
         self._overloaded = False
         self._until = 0.0
         self._probing = False
@@ -38,22 +44,47 @@ class OverloadGate:
         """Wait until a request may try (at once, unless a 529 closed the gate), within the time
         the request has left; raises ``Overloaded`` when the gate cannot open for it in time. Tell
         the turn the attempt's outcome; a turn left without one lets the next request try."""
-        probe = await self._wait(time_left)
+        claim = await self._wait(time_left)
         turn = _Turn()
         try:
             yield turn
         finally:
-            self._after(turn.outcome, probe)
+            try:
+                await self._tell_shared(turn.outcome, claim)
+            finally:
+                self._after(turn.outcome, claim is not None)
 
-    async def _wait(self, time_left: Callable[[], float | None]) -> bool:
-        """True when the request goes first after a back-off (the probe)."""
-        if not self._overloaded:
-            return False
-        left, pause = time_left(), self._until - self._clock()
-        if left is not None and pause > 0 and pause >= left:
-            raise _too_late(pause)
+    async def _wait(self, time_left: Callable[[], float | None]) -> Claim | None:
+        """The claim of the request that goes first after a back-off (the probe); None for the
+        others. With a shared gate, a request whose turn it is asks the store first: another
+        worker's probe may be out (it then waits for that probe's answer at the head of the line),
+        or answered (the gate opens for all)."""
+        ahead = False
+        while self._overloaded:
+            left, pause = time_left(), self._until - self._clock()
+            if left is not None and pause > 0 and pause >= left:
+                raise _too_late(pause)
+            if not await self._queue(left, ahead=ahead):
+                return None
+            claim = await self._claim()
+            if claim.kind == "probe":
+                return claim
+            self._probing = False
+            if claim.kind == "open":
+                self._overloaded = False
+            else:
+                self._until = self._clock() + claim.wait_seconds
+                ahead = True
+            self._hand_on()
+        return None
+
+    async def _queue(self, left: float | None, *, ahead: bool) -> bool:
+        """Wait in line (at its head when ``ahead``); True when it is this request's turn to probe."""
         place: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters.append(place)
+        if ahead:
+            self._waiters.appendleft(place)
+        else:
+            self._waiters.append(place)
         self._hand_on()
         try:
             return await asyncio.wait_for(asyncio.shield(place), timeout=left)
@@ -62,6 +93,33 @@ class OverloadGate:
             if isinstance(exc, TimeoutError):
                 raise _too_late(None) from None
             raise
+
+    async def _claim(self) -> Claim:
+        if self._shared is None:
+            return Claim("probe")
+        try:
+            return await self._shared.claim()
+        except BaseException:
+            self._probing = False
+            self._hand_on()
+            raise
+
+    async def _tell_shared(self, outcome: Outcome | None, claim: Claim | None) -> None:
+        """Tell the other workers' gates what this attempt met: a probe's verdict, or the 529 of a
+        call while this gate is open (once it is closed, the store has been told already)."""
+        if self._shared is None:
+            return
+        overloaded = outcome is not None and outcome.kind is OutcomeKind.OVERLOADED
+        token = claim.token if claim is not None else None
+        if token is not None:
+            if overloaded:
+                await self._shared.met_529(token)
+            elif outcome is not None and outcome.kind is OutcomeKind.SUCCESS:
+                await self._shared.probe_answered(token)
+            else:
+                await self._shared.probe_released(token)
+        elif overloaded and claim is None and not self._overloaded:
+            await self._shared.met_529(None)
 
     def _leave(self, place: asyncio.Future[bool]) -> None:
         """A waiter gone (its deadline, a cancellation): a probe's turn handed to it goes on."""
