@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -83,8 +84,10 @@ class Attempt:
         """Give the reservation and the permit back, counting nothing against the account
         (``sent``: the request may have reached upstream, so it stays charged; its tokens do not)."""
         self._open = False
-        await self._capacity.settle(self.reservation, None, request_sent=sent)
-        await self._breaker.record(self.account.id, BreakerEffect.NOT_COUNTED, permit=self.permit)
+        await _both(
+            self._capacity.settle(self.reservation, None, request_sent=sent),
+            self._breaker.record(self.account.id, BreakerEffect.NOT_COUNTED, permit=self.permit),
+        )
 
     async def settle(
         self, outcome: Outcome, reply: UpstreamReply | None, *, keep_reserved: bool, calibrate: bool
@@ -105,11 +108,14 @@ class Attempt:
         elif keep_reserved:
             usage = Usage(self.reservation.demand.input_tokens, self.reservation.demand.output_tokens)
         snapshot = RateLimitSnapshot.from_headers(headers) if headers and calibrate else None
-        # A connection that never opened sent nothing; any other failure may have been counted upstream.
-        await self._capacity.settle(self.reservation, usage, request_sent=True, snapshot=snapshot)
-        if outcome.cooldown_until is not None:
-            await self._capacity.cool_down(self.reservation.bucket_id, outcome.cooldown_until)
-        await self._breaker.record(self.account.id, outcome.breaker, permit=self.permit)
+
+        async def settle_capacity() -> None:
+            # A connection that never opened sent nothing; any other failure may have been counted upstream.
+            await self._capacity.settle(self.reservation, usage, request_sent=True, snapshot=snapshot)
+            if outcome.cooldown_until is not None:
+                await self._capacity.cool_down(self.reservation.bucket_id, outcome.cooldown_until)
+
+        await _both(settle_capacity(), self._breaker.record(self.account.id, outcome.breaker, permit=self.permit))
         return snapshot is not None
 
     def lease_kept(self, ttl: float) -> AbstractAsyncContextManager[None]:
@@ -128,6 +134,16 @@ class Attempt:
             return True
 
         return repeating(ttl / 3, renew, name=f"lease-{self.reservation.reservation_id}")
+
+
+async def _both(capacity_step: Awaitable[object], breaker_step: Awaitable[object]) -> None:
+    """The two stores' steps of one settlement, at once: they touch different state, and the
+    caller's answer waits for both (one round of the stores instead of two). Each runs to its end
+    even when the other fails; then the first failure is raised."""
+    outcomes = await asyncio.gather(capacity_step, breaker_step, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 @dataclass(frozen=True)
