@@ -60,7 +60,7 @@ async def run_scenario(scenario: BenchScenario, litellm: str | None, logs: Path)
 
 
 async def main(args: argparse.Namespace) -> int:
-    paths = sorted((ROOT / "bench" / "scenarios").glob("*.y*ml")) + sorted(
+    paths = args.scenario or sorted((ROOT / "bench" / "scenarios").glob("*.y*ml")) + sorted(
         (ROOT / "bench" / "scenarios").glob("*.json"))
     scenarios = load_scenarios(paths)
     if args.only:
@@ -90,7 +90,7 @@ async def main(args: argparse.Namespace) -> int:
         done = await asyncio.gather(*(one(s, Path(logs)) for s in launch))
     results = {s.name: figures for s, figures in zip(launch, done, strict=True)}
     elapsed = time.monotonic() - started
-    command = "make bench-compare" if not (args.only or args.duration) else " ".join(
+    command = "make bench-compare" if not (args.only or args.duration or args.scenario) else " ".join(
         [".venv-bench/bin/python -m bench.compare", *sys.argv[1:]])
     write_report(args.output, scenarios, results, litellm=litellm, elapsed_s=elapsed, command=command,
                  parallel=args.parallel)
@@ -103,6 +103,9 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--scenario", type=Path, action="append",
+                        help="run this scenario file instead of bench/scenarios/*; repeatable "
+                             "(bench/scenarios/extra/ holds some not in the default run)")
     parser.add_argument("--parallel", type=int, default=4, help="scenarios run at the same time")
     parser.add_argument("--duration", type=float, help="override every scenario's duration (smoke runs)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "RESULTS.md")
