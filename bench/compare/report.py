@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench.compare.contenders import BARE, KNOWN, contenders_named
+from bench.compare.contenders import BARE, KNOWN, ROOT, contenders_named
 from bench.compare.figures import Figures
 from bench.compare.scenarios import BenchScenario
 
@@ -215,7 +215,7 @@ def write_report(path: Path, scenarios: list[BenchScenario], results: dict[str, 
             "",
             f"## {s.name}: {s.title}",
             "",
-            f"`{s.path.relative_to(s.path.parents[2]) if s.path else s.name}`; {s.duration_s:.0f} s of load, "
+            f"`{_shown(s.path) if s.path else s.name}`; {s.duration_s:.0f} s of load, "
             f"capacity {s.capacity_rps * 60:.0f} RPM"
             + (f", {s.workers} worker processes" if s.workers > 1 else "")
             + (f"; figures from {s.measure_from_s:.0f} s of load on (`measure_from_s`)" if s.measure_from_s else "")
@@ -277,3 +277,10 @@ def write_plot(path: Path, scenarios: list[BenchScenario], results: dict[str, li
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _shown(path: Path) -> Path:
+    """A scenario file as the report names it: from the repository's root, or as given when it
+    lives elsewhere (``--scenario``)."""
+    resolved = path.resolve()
+    return resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else path
