@@ -21,7 +21,7 @@ from bench.compare.contenders import BARE, ROOT, Contender, contenders_named, li
 from bench.compare.figures import Figures, compute
 from bench.compare.processes import warm_up
 from bench.compare.report import write_plot, write_report
-from bench.compare.run import RunOutcome, bare_scenario, run_contender
+from bench.compare.run import RunOutcome, StartLine, bare_scenario, run_contender
 from bench.compare.scenarios import BenchScenario, load_scenarios
 
 
@@ -36,11 +36,11 @@ def _contenders_for(scenario: BenchScenario, litellm: str | None) -> list[Conten
 
 async def run_scenario(scenario: BenchScenario, litellm: str | None, logs: Path) -> list[Figures]:
     contenders = _contenders_for(scenario, litellm)
-    barrier = asyncio.Barrier(len(contenders) + 1)
+    line = StartLine(len(contenders) + 1)
     started = time.monotonic()
     outcomes = await asyncio.gather(
-        run_contender(BARE, bare_scenario(scenario), barrier, logs),
-        *(run_contender(c, scenario, barrier, logs) for c in contenders),
+        run_contender(BARE, bare_scenario(scenario), line, logs),
+        *(run_contender(c, scenario, line, logs) for c in contenders),
     )
     bare: RunOutcome = outcomes[0]
     bare_latencies = [lat for r in bare.results for lat in r["latencies"]]

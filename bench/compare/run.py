@@ -24,10 +24,35 @@ from bench.compare.processes import Child, start_child
 from bench.compare.scenarios import BenchScenario, arrival_offsets
 from bench.compare.worker import run_worker
 
-__all__ = ["RunOutcome", "run_contender"]
+__all__ = ["RunOutcome", "StartLine", "run_contender"]
 
 FAULT_SNAPSHOT_LEAD_S = 0.05
 READY_TIMEOUT = 300.0  # Prefect's ephemeral server may take 20 s, more on a loaded machine
+# From the last drain to the load's start: time to post the faults, and the rested capacity every
+# scenario meets (counted in what the limits allow).
+START_AFTER_DRAIN_S = 2.0
+
+
+class StartLine:
+    """Where a scenario's contenders meet: once all are set up, then once all have drained their
+    simulators' buckets. The load starts on one whole second for all, fixed after the second
+    meeting: a start fixed before the drains could pass while a slow drain (on a loaded machine)
+    still ran, and its contender's first seconds of arrivals would then all go at once."""
+
+    def __init__(self, parties: int) -> None:
+        self._ready = asyncio.Barrier(parties)
+        self._drained = asyncio.Barrier(parties)
+        self._start: float | None = None
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+    async def drained(self) -> float:
+        """The load's start (epoch seconds), once every contender has drained."""
+        await self._drained.wait()
+        if self._start is None:  # the first to pass fixes it for all
+            self._start = math.ceil(time.time()) + START_AFTER_DRAIN_S
+        return self._start
 
 
 @dataclass
@@ -74,9 +99,9 @@ async def _spawn(contender: Contender, scenario: BenchScenario, prep: Any, base_
 
 
 async def run_contender(
-    contender: Contender, scenario: BenchScenario, barrier: asyncio.Barrier, logs: Path
+    contender: Contender, scenario: BenchScenario, line: StartLine, logs: Path
 ) -> RunOutcome:
-    """Set up, wait for every contender of the scenario at ``barrier``, run the load, count."""
+    """Set up, meet every contender of the scenario at ``line``, run the load, count."""
     outcome = RunOutcome(contender, scenario)
     folder = Path(tempfile.mkdtemp(prefix=f"cmp-{scenario.name}-", dir=logs))
     offsets = arrival_offsets(scenario)
@@ -100,15 +125,17 @@ async def run_contender(
             except Exception as exc:
                 outcome.error = f"set-up failed: {type(exc).__name__}: {exc or 'timed out'}"
             arrived = True
-            await barrier.wait()
+            await line.ready()
             if outcome.error is not None:
+                await line.drained()
                 return outcome
             assert sim is not None
-            await _load(outcome, scenario, sim, session, workers)
+            await _load(outcome, scenario, sim, session, workers, line)
     except Exception as exc:
         outcome.error = f"{type(exc).__name__}: {exc}"
         if not arrived:
-            await barrier.wait()
+            await line.ready()
+            await line.drained()
     finally:
         await asyncio.gather(*(w.stop() for w in workers))
         if sim is not None:
@@ -148,11 +175,15 @@ async def _cpu_at(pids: list[int], when: float) -> float:
 
 
 async def _load(outcome: RunOutcome, scenario: BenchScenario, sim: SimProcess,
-                session: aiohttp.ClientSession, workers: list[Child]) -> None:
-    start = math.ceil(time.time()) + 2.0  # the whole scenario starts on the same whole second
-    if outcome.contender.client != "bare":
-        await _drain(sim, session)
-        outcome.rested_s = max(start - time.time(), 0.0)  # refill between the drain and the start
+                session: aiohttp.ClientSession, workers: list[Child], line: StartLine) -> None:
+    drained_at = time.time()
+    try:
+        if outcome.contender.client != "bare":
+            await _drain(sim, session)
+            drained_at = time.time()
+    finally:  # a failed drain still meets the others, who would wait for it forever
+        start = await line.drained()
+    outcome.rested_s = max(start - drained_at, 0.0)  # refill between the drain and the start
     health = await sim.get(session, "/_sim/health")
     outcome.sim_offset_s = float(health["elapsed_s"]) + (start - time.time())
     if scenario.faults and outcome.contender.client != "bare":
