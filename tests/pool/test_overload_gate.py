@@ -53,6 +53,40 @@ async def test_after_a_back_off_the_longest_waiter_goes_first_not_the_last_probe
     assert set(order[5:]) == {"a", "b", "c"} and order[5] == "c"  # c's succeeds and opens the gate
 
 
+async def test_a_request_on_its_last_attempt_lets_a_later_waiter_carry_the_probe() -> None:
+    """After a back-off the longest waiter goes first, unless this attempt is its last and another
+    waiter's is not: a probe's 529 would fail the one request and cost the other one of its tries.
+    When every waiter is on its last attempt, the longest waiter still goes first."""
+    gate = OverloadGate()
+    order: list[str] = []
+
+    async def close_the_gate() -> None:
+        async with gate.turn(no_deadline) as turn:
+            turn.outcome = OVERLOADED
+
+    async def request(name: str, last_try: bool) -> None:
+        async with gate.turn(no_deadline, last_try=last_try) as turn:
+            order.append(name)
+            turn.outcome = SUCCESS
+            await asyncio.sleep(0.01)  # the call
+
+    async def in_order(*requests: tuple[str, bool]) -> None:
+        tasks = []
+        for name, last_try in requests:
+            tasks.append(asyncio.create_task(request(name, last_try)))
+            await asyncio.sleep(0)  # each waits at the gate before the next comes
+        await asyncio.gather(*tasks)
+
+    await close_the_gate()
+    await in_order(("on its last try", True), ("with tries left", False))
+    assert order == ["with tries left", "on its last try"]  # the probe's success opened the gate
+
+    order.clear()
+    await close_the_gate()
+    await in_order(("first, last try", True), ("second, last try", True))
+    assert order == ["first, last try", "second, last try"]
+
+
 async def test_a_request_whose_deadline_comes_before_the_gate_opens_is_refused_at_once() -> None:
     gate = OverloadGate()
     async with gate.turn(no_deadline) as turn:

@@ -186,8 +186,13 @@ class Pool(AsyncClosing):
 
     async def _serve(self, state: RequestState) -> DelegationResult:
         request = state.request
-        while len(state.attempts) < self.config.selection.max_attempts:
-            async with self._overload.turn(request.timeout_left) as turn, await self._admit_after(state) as attempt:
+        attempts = self.config.selection.max_attempts
+        while len(state.attempts) < attempts:
+            last_try = len(state.attempts) == attempts - 1
+            async with (
+                self._overload.turn(request.timeout_left, last_try=last_try) as turn,
+                await self._admit_after(state) as attempt,
+            ):
                 if not await self._wait_for_turn(state.request, attempt):
                     continue  # its account was put aside while it waited: its place is given back
                 end = await self._call(state, attempt)

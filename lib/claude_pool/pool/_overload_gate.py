@@ -26,7 +26,9 @@ __all__ = ["OverloadGate"]
 class OverloadGate:
     """The gate of one worker. Requests wait at it in the order they came; when a back-off ends, the
     one that has waited longest goes first (the probe), so that a request whose probe met another
-    529 waits behind the others instead of spending its every attempt on probes."""
+    529 waits behind the others instead of spending its every attempt on probes. A request on its
+    last attempt goes first only when every waiter is: a probe's 529 would fail it, where it costs
+    another request only one of its tries."""
 
     def __init__(
         self, clock: Callable[[], float] = time.monotonic, *, shared: SharedOverload | None = None
@@ -37,14 +39,18 @@ class OverloadGate:
         self._until = 0.0
         self._probing = False
         self._waiters: deque[asyncio.Future[bool]] = deque()  # True: go first; False: the gate opened
+        self._last_tries: set[asyncio.Future[bool]] = set()  # waiters on their request's last attempt
         self._timer: asyncio.TimerHandle | None = None
 
     @contextlib.asynccontextmanager
-    async def turn(self, time_left: Callable[[], float | None]) -> AsyncIterator[_Turn]:
+    async def turn(
+        self, time_left: Callable[[], float | None], *, last_try: bool = False
+    ) -> AsyncIterator[_Turn]:
         """Wait until a request may try (at once, unless a 529 closed the gate), within the time
-        the request has left; raises ``Overloaded`` when the gate cannot open for it in time. Tell
-        the turn the attempt's outcome; a turn left without one lets the next request try."""
-        claim = await self._wait(time_left)
+        the request has left; raises ``Overloaded`` when the gate cannot open for it in time.
+        ``last_try``: this is the request's last attempt. Tell the turn the attempt's outcome; a
+        turn left without one lets the next request try."""
+        claim = await self._wait(time_left, last_try)
         turn = _Turn()
         try:
             yield turn
@@ -54,7 +60,7 @@ class OverloadGate:
             finally:
                 self._after(turn.outcome, claim is not None)
 
-    async def _wait(self, time_left: Callable[[], float | None]) -> Claim | None:
+    async def _wait(self, time_left: Callable[[], float | None], last_try: bool) -> Claim | None:
         """The claim of the request that goes first after a back-off (the probe); None for the
         others. With a shared gate, a request whose turn it is asks the store first: another
         worker's probe may be out (it then waits for that probe's answer at the head of the line),
@@ -64,7 +70,7 @@ class OverloadGate:
             left, pause = time_left(), self._until - self._clock()
             if left is not None and pause > 0 and pause >= left:
                 raise _too_late(pause)
-            if not await self._queue(left, ahead=ahead):
+            if not await self._queue(left, ahead=ahead, last_try=last_try):
                 return None
             claim = await self._claim()
             if claim.kind == "probe":
@@ -78,13 +84,15 @@ class OverloadGate:
             self._hand_on()
         return None
 
-    async def _queue(self, left: float | None, *, ahead: bool) -> bool:
+    async def _queue(self, left: float | None, *, ahead: bool, last_try: bool) -> bool:
         """Wait in line (at its head when ``ahead``); True when it is this request's turn to probe."""
         place: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if ahead:
             self._waiters.appendleft(place)
         else:
             self._waiters.append(place)
+        if last_try:
+            self._last_tries.add(place)
         self._hand_on()
         try:
             return await asyncio.wait_for(asyncio.shield(place), timeout=left)
@@ -123,6 +131,7 @@ class OverloadGate:
 
     def _leave(self, place: asyncio.Future[bool]) -> None:
         """A waiter gone (its deadline, a cancellation): a probe's turn handed to it goes on."""
+        self._last_tries.discard(place)
         if place in self._waiters:
             self._waiters.remove(place)
         elif place.done() and not place.cancelled() and place.result():
@@ -133,6 +142,7 @@ class OverloadGate:
     def _hand_on(self) -> None:
         """Open the gate to all, or let the longest waiter go first once the back-off is over."""
         if not self._overloaded:
+            self._last_tries.clear()
             while self._waiters:
                 self._waiters.popleft().set_result(False)
             return
@@ -144,7 +154,10 @@ class OverloadGate:
                 self._timer = asyncio.get_running_loop().call_later(pause, self._back_off_over)
             return
         self._probing = True
-        self._waiters.popleft().set_result(True)
+        first = next((w for w in self._waiters if w not in self._last_tries), self._waiters[0])
+        self._waiters.remove(first)
+        self._last_tries.discard(first)
+        first.set_result(True)
 
     def _back_off_over(self) -> None:
         self._timer = None
