@@ -176,14 +176,15 @@ async def _cpu_at(pids: list[int], when: float) -> float:
 
 async def _load(outcome: RunOutcome, scenario: BenchScenario, sim: SimProcess,
                 session: aiohttp.ClientSession, workers: list[Child], line: StartLine) -> None:
-    drained_at = time.time()
+    drained_at = None  # the bare client's unlimited key is not drained, and rests for nothing
     try:
         if outcome.contender.client != "bare":
             await _drain(sim, session)
             drained_at = time.time()
     finally:  # a failed drain still meets the others, who would wait for it forever
         start = await line.drained()
-    outcome.rested_s = max(start - drained_at, 0.0)  # refill between the drain and the start
+    if drained_at is not None:
+        outcome.rested_s = max(start - drained_at, 0.0)  # refill between the drain and the start
     health = await sim.get(session, "/_sim/health")
     outcome.sim_offset_s = float(health["elapsed_s"]) + (start - time.time())
     if scenario.faults and outcome.contender.client != "bare":
