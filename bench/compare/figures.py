@@ -14,7 +14,7 @@ __all__ = ["CallerView", "Figures", "caller_view", "compute", "measured_span", "
 
 INJECTED_COUNTERS = (
     "rejected_auth", "rejected_spend_cap", "rejected_ramp", "fault_billing", "fault_500", "fault_503",
-    "fault_504", "fault_529", "fault_reset", "fault_timeout", "fault_stream_error",
+    "fault_504", "fault_529", "fault_reset", "fault_timeout", "fault_stream_error", "fault_stream_cut",
 )
 #: A broken key still receiving calls this close to the end of the load is "still sending".
 STILL_SENDING_S = 5.0

@@ -252,6 +252,23 @@ def test_error_event_mid_stream(anthropic_sim_factory: Callable[..., RunningSimu
     assert client.messages.create(model=MODEL, max_tokens=200, messages=HELLO).usage.output_tokens == 100
 
 
+def test_a_cut_stream_just_ends_and_the_sdk_raises_nothing(
+    anthropic_sim_factory: Callable[..., RunningSimulator], client_for: Callable[..., Any]
+) -> None:
+    """What a proxy dropping a long stream looks like: the response ends cleanly mid-message. The
+    SDK's iterator simply stops; only the missing ``message_stop`` tells the stream was cut."""
+    sim = anthropic_sim_factory(Scenario.uniform(accounts=1, output=OutputSpec(mode="fixed", tokens=100),
+                                                 round_tokens_to=1, stream_chunk_tokens=5))
+    sim.set_faults([{"kind": "stream_cut", "after_tokens": 20}])
+    client = client_for(sim)
+    received = [e.type for e in client.messages.create(model=MODEL, max_tokens=200, messages=HELLO, stream=True)]
+    assert received.count("content_block_delta") == 4
+    assert "message_stop" not in received and "error" not in received
+    assert sim.stats().key("acct-1")["output_tokens"] == 20
+    assert sim.stats().key("acct-1")["fault_stream_cut"] == 1
+    assert client.messages.create(model=MODEL, max_tokens=200, messages=HELLO).usage.output_tokens == 100
+
+
 def test_latency_model(anthropic_sim_factory: Callable[..., RunningSimulator], client_for: Callable[..., Any]) -> None:
     from claude_pool.simulator import Latency
 

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from claude_pool.simulator import tool_use, wire
-from claude_pool.simulator.faults import FaultRule
+from claude_pool.simulator.faults import STREAM_FAULTS, FaultRule
 from claude_pool.simulator.models_api import DEFAULT_MODELS, ModelCatalogue
 from claude_pool.simulator.scenario import KeySpec
 from claude_pool.simulator.server import reset_connection
@@ -240,7 +240,7 @@ class AnthropicSimulator:
         streaming = body.get("stream") is True
         now = st.now()
         fault = st.faults.pick(key.name, key.key, key.org, now - st.started_mono, streaming=streaming)
-        if fault is not None and fault.kind != "stream_error":
+        if fault is not None and fault.kind not in STREAM_FAULTS:
             return await self._fault(request, fault, key, rid)
         if st.over_spend_cap(key):
             return self._spend_cap(key, rid)

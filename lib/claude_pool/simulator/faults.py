@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["FAULT_KINDS", "FaultBook", "FaultKind", "FaultRule"]
+__all__ = ["FAULT_KINDS", "STREAM_FAULTS", "FaultBook", "FaultKind", "FaultRule"]
 
 FaultKind = Literal[
     "error",  # 500 api_error, 503 or 504 timeout_error (``status``)
@@ -24,8 +24,12 @@ FaultKind = Literal[
     "spend_cap",  # 429 enforced_spend_limit_reached, no retry-after
     "ramp",  # 429 ramp_limit_exceeded
     "stream_error",  # streams only: an ``error`` event (overloaded_error) after the 200
+    "stream_cut",  # streams only: the stream ends after the 200 with no error event and no message_stop
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
+
+#: The kinds that only a stream meets, after its 200.
+STREAM_FAULTS = frozenset({"stream_error", "stream_cut"})
 
 _DEFAULT_STATUS = {
     "error": 500,
@@ -48,7 +52,7 @@ class FaultRule:
     status: int | None = None
     hang_s: float = 600.0
     retry_after: int = 5
-    #: stream_error: output tokens streamed before the error event.
+    #: stream_error, stream_cut: output tokens streamed before the error event or the cut.
     after_tokens: int = 1
 
     def __post_init__(self) -> None:
@@ -106,7 +110,7 @@ class FaultBook:
         if not self.rules:  # the usual case: keep it to one branch
             return None
         for rule in self.rules:
-            if rule.kind == "stream_error" and not streaming:
+            if rule.kind in STREAM_FAULTS and not streaming:
                 continue
             if not rule.active(elapsed) or not rule.applies_to(key_name, key_secret, org_id):
                 continue

@@ -44,6 +44,7 @@ COUNTERS = (
     "fault_reset",
     "fault_timeout",
     "fault_stream_error",
+    "fault_stream_cut",
 )
 
 

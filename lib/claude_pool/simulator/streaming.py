@@ -32,8 +32,9 @@ async def stream_reply(
     call: ToolCall | None = None,
 ) -> web.StreamResponse:
     """Stream ``out`` tokens: text, or ``call``'s input as ``input_json_delta`` pieces. With a
-    ``stream_error`` fault, stop after ``after_tokens`` with an ``error`` event. Output is charged
-    for what was actually sent, whatever happens."""
+    ``stream_error`` fault, stop after ``after_tokens`` with an ``error`` event; with a ``stream_cut``,
+    end the response there, as a proxy that drops a long stream would: no error event, no
+    ``message_stop``. Output is charged for what was actually sent, whatever happens."""
     st = sim.state
     headers = sim._headers(key, rid, st.now())
     headers["Content-Type"] = "text/event-stream; charset=utf-8"
@@ -66,8 +67,9 @@ async def stream_reply(
                 if tps:
                     await asyncio.sleep(n / tps)
         if fault is not None:
-            st.counters[key.name]["fault_stream_error"] += 1
-            parts.append(wire.stream_error(rid))
+            st.counters[key.name][f"fault_{fault.kind}"] += 1
+            if fault.kind == "stream_error":
+                parts.append(wire.stream_error(rid))
         else:
             parts.append(wire.stream_end(input_tokens, out, stop_reason(out, max_tokens, call)))
         await response.write(b"".join(parts))
