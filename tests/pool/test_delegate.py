@@ -269,6 +269,25 @@ async def test_a_stream_broken_after_it_started_is_a_failure_never_a_success(
     assert world.sim.stats().total["received"] == 1
 
 
+async def test_a_stream_cut_before_message_stop_is_a_failure_never_a_success(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """A response that ends cleanly mid-message (a proxy dropping a long stream): the caller has
+    heard part of an answer, so it is not sent again, and the call is upstream's to charge."""
+    world = make_world(Scenario.uniform(accounts=2, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    world.sim.add_fault(FaultRule(kind="stream_cut", after_tokens=2))
+    heard: list[str] = []
+
+    async def on_text(text: str) -> None:
+        heard.append(text)
+
+    async with world.open_pool() as pool:
+        with pytest.raises(UpstreamFailure, match="message_stop") as info:
+            await pool.delegate(REQ.model_copy(update={"stream": True, "max_tokens": 200}), on_text=on_text)
+    assert info.value.error_type == "stream_cut" and heard
+    assert world.sim.stats().total["received"] == 1 and world.sim.stats().total["fault_stream_cut"] == 1
+
+
 async def test_disabled_accounts_are_never_chosen(make_world: Callable[..., PoolWorld]) -> None:
     world = make_world()
     world.runtime.accounts.disable(world.account_ids["acct-1"])

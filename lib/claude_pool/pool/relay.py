@@ -1,5 +1,5 @@
-"""The drop-in endpoint's way upstream: a client's Messages body sent as it came, over one plain
-aiohttp session, its answer or its stream's events read as they come.
+"""The way upstream: a Messages body sent as it came (a drop-in client's, or a delegation's), over
+one plain aiohttp session, its answer or its stream's events read as they come.
 
 The SDK's client is made for building typed requests and parsing typed answers; a relay needs
 neither, and the SDK's request building costs more CPU than the rest of the pool's work on a call
@@ -10,8 +10,9 @@ pool classifies a relayed call exactly as any other.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -23,6 +24,7 @@ from claude_pool.core.errors import ClaudePoolError, UpstreamFailure
 __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
     "EventRelay",
+    "OnText",
     "RelayTransport",
     "StreamBrokeAfterStart",
     "StreamReader",
@@ -31,6 +33,9 @@ __all__ = [
 #: What a client that names no version gets (the SDKs always name one).
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 _API = "https://api.anthropic.com"
+
+#: What hears a stream's text as it arrives (a delegation's ``on_text``).
+OnText = Callable[[str], Awaitable[None]]
 
 
 class EventRelay(Protocol):
@@ -72,20 +77,17 @@ class RelayTransport:
         *,
         headers: Mapping[str, str],
         timeout: float,
-        events: EventRelay | None,
+        events: EventRelay | None = None,
+        on_text: OnText | None = None,
     ) -> tuple[dict[str, Any], Mapping[str, str]]:
         """``body`` to ``/v1/messages`` with the client's ``headers``: upstream's message and its
-        response headers. A streamed body's events go to ``events`` as they arrive (see
-        :class:`StreamReader` for what counts as before and after the first byte); a whole answer
-        goes to ``events`` (when given) as soon as it is read."""
-        streamed = body.get("stream") is True
-        if streamed and events is None:
-            raise ValueError("a streamed relay needs somewhere to send its events")
+        response headers. A streamed body's events go to ``events`` and its text to ``on_text`` as
+        they arrive (see :class:`StreamReader` for what counts as before and after the first byte);
+        a whole answer goes to ``events`` (when given) as soon as it is read."""
         response, request = await self._open(api_key, "POST", "/v1/messages", body, None, headers, timeout)
         async with response:
-            if streamed:
-                assert events is not None
-                return await StreamReader(response, events, request).read(), response.headers
+            if body.get("stream") is True:
+                return await StreamReader(response, request, events, on_text).read(), response.headers
             content = await response.read()
             message = _json_message(response, content, request)
         if events is not None:
@@ -156,23 +158,31 @@ class RelayTransport:
 
 
 class StreamReader:
-    """Reads a relayed stream event by event: each goes to the relay as it came, and the message is
-    assembled alongside for the records and the settlement (usage from ``message_start`` and the
-    last ``message_delta``).
+    """Reads a stream event by event: each goes to the relay (when there is one) as it came, each
+    text delta to ``on_text``, and the message is assembled alongside, as upstream would have
+    answered it whole (text, tool calls' input, thinking, citations; usage from ``message_start``
+    and the last ``message_delta``).
 
     Until the first event is relayed, a failure raises as itself (an ``error`` event as the status
     error it stands for), so the pool may fail over; after it, a failure raises
-    :class:`StreamBrokeAfterStart`, upstream's ``error`` event having
-    been relayed first. A stream that ends without ``message_stop`` was cut short: a failure,
-    never a success."""
+    :class:`StreamBrokeAfterStart`, upstream's ``error`` event having been relayed first. A stream
+    that ends without ``message_stop`` was cut short: a failure, never a success."""
 
-    def __init__(self, response: aiohttp.ClientResponse, relay: EventRelay, request: httpx2.Request) -> None:
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        request: httpx2.Request,
+        relay: EventRelay | None = None,
+        on_text: OnText | None = None,
+    ) -> None:
         self.response = response
-        self.relay = relay
         self.request = request
+        self.relay = relay
+        self.on_text = on_text
         self.started = False
         self.message: dict[str, Any] = {}
         self.blocks: list[dict[str, Any]] = []
+        self._partial_json: dict[int, str] = {}  # a tool call's input as its pieces came, by block
         self.stopped = False
 
     async def read(self) -> dict[str, Any]:
@@ -203,7 +213,7 @@ class StreamReader:
     async def _event(self, raw: bytes) -> None:
         kind, data = _parse_event(raw)
         if kind == "error":
-            if self.started:
+            if self.started and self.relay is not None:
                 await self.relay.event(raw)
             error = data.get("error") if isinstance(data, dict) else None
             message = str(error.get("message") if isinstance(error, dict) else data)
@@ -212,27 +222,54 @@ class StreamReader:
             )
         if not self.started:
             self.started = True
-            await self.relay.start(self.response.headers)
-        await self.relay.event(raw)
+            if self.relay is not None:
+                await self.relay.start(self.response.headers)
+        if self.relay is not None:
+            await self.relay.event(raw)
         if isinstance(data, dict):
-            self._assemble(kind, data)
+            text = self._assemble(kind, data)
+            if text and self.on_text is not None:
+                await self.on_text(text)
 
-    def _assemble(self, kind: str | None, data: dict[str, Any]) -> None:
+    def _assemble(self, kind: str | None, data: dict[str, Any]) -> str | None:
+        """Fold one event into the message; a text delta's text is returned, for ``on_text``."""
         if kind == "message_start":
             self.message = dict(data.get("message") or {})
         elif kind == "content_block_start":
             self.blocks.append(dict(data.get("content_block") or {}))
         elif kind == "content_block_delta":
-            delta = data.get("delta") or {}
             index = int(data.get("index", len(self.blocks) - 1))
-            if delta.get("type") == "text_delta" and 0 <= index < len(self.blocks):
-                block = self.blocks[index]
-                block["text"] = block.get("text", "") + str(delta.get("text", ""))
+            if 0 <= index < len(self.blocks):
+                return self._delta(index, data.get("delta") or {})
+        elif kind == "content_block_stop":
+            index = int(data.get("index", len(self.blocks) - 1))
+            pieces = self._partial_json.pop(index, "")
+            if pieces and 0 <= index < len(self.blocks):
+                # A call cut at max_tokens sent only the start of its JSON: its input stays as announced.
+                with contextlib.suppress(ValueError):
+                    self.blocks[index]["input"] = json.loads(pieces)
         elif kind == "message_delta":
             self.message.update(data.get("delta") or {})
             self.message.setdefault("usage", {}).update(data.get("usage") or {})
         elif kind == "message_stop":
             self.stopped = True
+        return None
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> str | None:
+        block, kind = self.blocks[index], delta.get("type")
+        if kind == "text_delta":
+            text = str(delta.get("text", ""))
+            block["text"] = block.get("text", "") + text
+            return text
+        if kind == "input_json_delta":
+            self._partial_json[index] = self._partial_json.get(index, "") + str(delta.get("partial_json", ""))
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+        elif kind == "signature_delta":
+            block["signature"] = delta.get("signature")
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta.get("citation"))
+        return None
 
 
 def _parse_event(raw: bytes) -> tuple[str | None, Any]:
