@@ -15,6 +15,7 @@ from claude_pool.capacity import BucketView
 from claude_pool.core.config import load_config
 from claude_pool.core.errors import CallerRequestError, DecryptionError, NoAccountAvailable, UpstreamFailure
 from claude_pool.pool import Pool
+from claude_pool.pool._shared_overload import OVERLOAD_BREAKER_ID, closed_for
 from claude_pool.pool.models import DelegationRequest
 from claude_pool.simulator import FaultRule, Scenario
 from claude_pool.storage import AccountStatus
@@ -221,6 +222,30 @@ async def test_two_workers_on_one_store_back_off_from_a_529_window_as_one(
     assert all(r.text for r in results)
     overloaded = world.sim.stats().total["fault_529"]
     assert 12 <= overloaded <= 12 + 3, overloaded
+
+
+async def test_a_worker_that_met_no_529_sends_nothing_while_another_workers_back_off_runs(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """The first worker meets a 529 and backs off 0.5 s; the window is over at 0.3 s. The second
+    worker, which has met no 529 itself, reads the shared gate with the breakers on its admission
+    and waits for the back-off too, instead of spending an attempt on a 529 of its own to learn it."""
+    world = make_world(Scenario.uniform(accounts=3, rpm=10_000, itpm=10_000_000, otpm=1_000_000))
+    world.sim.add_fault(FaultRule(kind="overloaded", end=0.3))
+    async with world.open_pool() as first, world.open_pool() as second:
+        for pool in (first, second):
+            pool.policy.overload_backoff_seconds = 0.5
+        request = REQ.model_copy(update={"deadline": time.time() + 20})
+        first_served = asyncio.create_task(first.delegate(request))
+        await _until(lambda: world.sim.stats().total["fault_529"] == 1)
+        while closed_for((await second.breaker.states([OVERLOAD_BREAKER_ID]))[OVERLOAD_BREAKER_ID], time.time()) == 0:
+            await asyncio.sleep(0.005)
+        assert world.sim.elapsed() < 0.3  # the window is still on: a call now would meet a 529
+        second_result = await second.delegate(request)
+        first_result = await first_served
+    assert [a.outcome for a in first_result.attempts] == ["overloaded", "success"]
+    assert [a.outcome for a in second_result.attempts] == ["success"]
+    assert world.sim.stats().total["fault_529"] == 1
 
 
 async def test_every_account_cooling_down_explains_per_account_and_a_request_is_queued_behind_it(

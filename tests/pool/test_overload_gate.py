@@ -122,6 +122,34 @@ async def test_a_probe_cancelled_mid_call_hands_the_first_turn_to_the_next_waite
     assert await asyncio.wait_for(waiter, 1) == "went"
 
 
+async def test_a_request_given_its_turn_before_the_gate_closed_goes_back_to_it_unsent() -> None:
+    """A request let through while the gate was open (still waiting for its capacity) does not
+    send once another call's 529 has closed the gate; the probe after the back-off does."""
+    gate = OverloadGate()
+    async with gate.turn(no_deadline) as queued_for_capacity:
+        async with gate.turn(no_deadline) as other:
+            other.outcome = OVERLOADED
+        assert not gate.lets_through(queued_for_capacity)
+    started = time.monotonic()
+    async with gate.turn(no_deadline) as probe:
+        assert gate.lets_through(probe)
+        probe.outcome = SUCCESS
+    assert time.monotonic() - started >= 0.04  # it waited out the 0.05 s back-off
+
+
+async def test_a_gate_told_of_another_workers_529_closes_until_that_back_off_ends() -> None:
+    gate = OverloadGate()
+    async with gate.turn(no_deadline) as admitted:
+        gate.closed_elsewhere(0.1)
+        assert not gate.lets_through(admitted)
+    started = time.monotonic()
+    async with gate.turn(no_deadline) as probe:
+        probe.outcome = SUCCESS
+    assert time.monotonic() - started >= 0.09
+    async with gate.turn(no_deadline) as after:  # the probe's answer opened it
+        assert gate.lets_through(after)
+
+
 # --- the gates of several workers, meeting in one breaker store ---------------------------------
 
 

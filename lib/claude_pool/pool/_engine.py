@@ -76,7 +76,7 @@ from claude_pool.pool._calibration_probe import CalibrationProbes, probe_helps
 from claude_pool.pool._guessed_places import GuessedPlaces
 from claude_pool.pool._overload_gate import OverloadGate
 from claude_pool.pool._request import OnText, RequestState
-from claude_pool.pool._shared_overload import SharedOverload
+from claude_pool.pool._shared_overload import OVERLOAD_BREAKER_ID, SharedOverload, closed_for
 from claude_pool.pool.classify import ErrorPolicy, Outcome, Retry
 from claude_pool.pool.directory import AccountDirectory, PoolAccount
 from claude_pool.pool.listeners import AccountStatusChange, PoolListener, Selected
@@ -193,8 +193,8 @@ class Pool(AsyncClosing):
                 self._overload.turn(request.timeout_left, last_try=last_try) as turn,
                 await self._admit_after(state) as attempt,
             ):
-                if not await self._wait_for_turn(state.request, attempt):
-                    continue  # its account was put aside while it waited: its place is given back
+                if not await self._wait_for_turn(state.request, attempt) or not self._overload.lets_through(turn):
+                    continue  # its account was put aside, or a 529 closed the gate: its place is given back
                 end = await self._call(state, attempt)
                 turn.outcome = end.outcome
             state.attempts.append(end.record)
@@ -297,7 +297,8 @@ class Pool(AsyncClosing):
         """A reservation among ``hopeful`` (None when there is none to choose from) and the active
         accounts' breakers, the two store rounds at once; either failing, the other's work is
         undone (a reservation given back) before the failure is raised."""
-        reading = asyncio.ensure_future(self.breaker.states([a.id for a in active]))
+        # The shared 529 gate's record is read with them: a worker learns of another's 529 for free.
+        reading = asyncio.ensure_future(self.breaker.states([*(a.id for a in active), OVERLOAD_BREAKER_ID]))
         try:
             selection = await self._acquire(state, hopeful, max_wait) if hopeful else None
         except BaseException:
@@ -310,6 +311,8 @@ class Pool(AsyncClosing):
             if selection is not None and selection.reservation is not None:
                 await asyncio.shield(self.capacity.settle(selection.reservation, None, request_sent=False))
             raise
+        breakers = dict(breakers)
+        self._overload.closed_elsewhere(closed_for(breakers.pop(OVERLOAD_BREAKER_ID, None), time.time()))
         self._circuit_let_through.update((account_id, view.available) for account_id, view in breakers.items())
         return selection, breakers
 

@@ -51,7 +51,7 @@ class OverloadGate:
         ``last_try``: this is the request's last attempt. Tell the turn the attempt's outcome; a
         turn left without one lets the next request try."""
         claim = await self._wait(time_left, last_try)
-        turn = _Turn()
+        turn = _Turn(probe=claim is not None)
         try:
             yield turn
         finally:
@@ -59,6 +59,19 @@ class OverloadGate:
                 await self._tell_shared(turn.outcome, claim)
             finally:
                 self._after(turn.outcome, claim is not None)
+
+    def lets_through(self, turn: _Turn) -> bool:
+        """Whether a request given its turn may still send: not when the gate closed since (a 529
+        met by another of this worker's calls, or heard from another worker), unless it is the
+        probe; a request held back goes back to the gate, its place for capacity given back."""
+        return turn.probe or not self._overloaded
+
+    def closed_elsewhere(self, seconds: float) -> None:
+        """Another worker met a 529: the shared gate is closed for ``seconds`` more. An open gate
+        closes until then, so that this worker does not meet a 529 of its own to learn it."""
+        if not self._overloaded and seconds > 0:
+            self._overloaded = True
+            self._until = self._clock() + seconds
 
     async def _wait(self, time_left: Callable[[], float | None], last_try: bool) -> Claim | None:
         """The claim of the request that goes first after a back-off (the probe); None for the
@@ -177,7 +190,9 @@ class OverloadGate:
 
 
 class _Turn:
-    outcome: Outcome | None = None
+    def __init__(self, *, probe: bool) -> None:
+        self.probe = probe  # the request that goes first after a back-off
+        self.outcome: Outcome | None = None
 
 
 def _too_late(pause: float | None) -> Overloaded:

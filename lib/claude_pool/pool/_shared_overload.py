@@ -7,7 +7,9 @@ meet in the breaker store, as one more circuit breaker, on an id no account has:
 everyone, the first worker whose back-off ends takes its one probe slot, and the others wait for
 that probe's answer (asking the store every quarter of a second) instead of sending their own. The
 probe's answer closes it; its 529 opens it again for twice as long (the breaker's own back-off).
-Nothing is read from the store while no call meets a 529: the normal path costs no round trip.
+A worker that has met no 529 learns of the opening from the breakers it reads on each admission
+(:func:`closed_for`; the gate's record is one more in that read): the normal path costs no round
+trip of its own.
 
 A store that does not answer leaves each gate to itself, as it was before.
 """
@@ -19,11 +21,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from claude_pool.breaker import BreakerEffect, BreakerParams, BreakerStore, State, Verdict
+from claude_pool.breaker import BreakerEffect, BreakerParams, BreakerStore, BreakerView, State, Verdict
 from claude_pool.core.errors import BackendUnavailable
 from claude_pool.pool.classify import ErrorPolicy
 
-__all__ = ["OVERLOAD_BREAKER_ID", "Claim", "SharedOverload"]
+__all__ = ["OVERLOAD_BREAKER_ID", "Claim", "SharedOverload", "closed_for"]
 
 logger = logging.getLogger("claude_pool.pool")
 
@@ -33,6 +35,14 @@ OVERLOAD_BREAKER_ID = "anthropic:overloaded"
 POLL_SECONDS = 0.25
 # A probe slot whose worker died is given to another worker after this long.
 PROBE_TTL_SECONDS = 30.0
+
+
+def closed_for(view: BreakerView | None, now: float) -> float:
+    """Seconds the shared gate stays closed, as its record was read at ``now`` (epoch); 0 when it
+    is not (closed, never opened, or its back-off over and a probe due)."""
+    if view is None or view.state is not State.OPEN or view.open_until is None:
+        return 0.0
+    return max(view.open_until - now, 0.0)
 
 
 @dataclass(frozen=True)
