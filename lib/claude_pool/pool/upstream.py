@@ -20,6 +20,7 @@ from claude_pool.pool.relay import EventRelay, OnText, RelayTransport, StreamBro
 
 __all__ = ["EventRelay", "StreamBrokeAfterStart", "UpstreamClient", "UpstreamReply"]
 
+
 @dataclass(frozen=True)
 class UpstreamReply:
     message: dict[str, Any]
