@@ -43,6 +43,26 @@ def test_a_draining_queue_keeps_the_generous_bound() -> None:
     assert watch.bound(15.0) == 20
 
 
+def test_a_queue_that_drained_then_grew_again_within_a_window_did_not_stand() -> None:
+    """A burst's backlog drains, and the next burst builds a queue longer than any seen in the
+    window just as it is judged: its two ends alone look like a queue that stood. Shed, the second
+    burst would be refused at once where the deadlines could absorb it (bench: bursts, 30 s apart)."""
+    watch = QueueWatch(CONFIG)
+    _feed(watch, [(t, 8.0 - t) for t in range(7)])  # the last burst's backlog, draining to 2 s
+    _feed(watch, [(7, 5.0), (8, 8.0), (9, 11.0), (10, 12.0)])  # the next burst, judged at 10 s
+    assert watch.bound(10.0) == 20
+    _feed(watch, [(t, 12.0) for t in range(11, 21)])  # then it stands for a whole window
+    assert watch.bound(20.0) == 0.1
+
+
+def test_the_jitter_of_one_workers_waits_is_not_a_drain() -> None:
+    """Eight workers each see every eighth arrival: the queue they see jumps by the arrivals in
+    between, a fraction of a second either way, while it grows or stands."""
+    watch = QueueWatch(CONFIG)
+    _feed(watch, [(t, 3.0 + 0.3 * t - (0.9 if t % 2 else 0.0)) for t in range(11)])  # growing, 0.6 s dips
+    assert watch.bound(10.0) == 0.1
+
+
 def test_a_queue_that_stands_again_soon_after_is_tight_at_once() -> None:
     watch = QueueWatch(CONFIG)
     _feed(watch, [(t, 1 + t) for t in range(12)])

@@ -94,13 +94,15 @@ class QueueWatch:
 
     Each request reports the queue as it found it: the wait it was given, or would have needed
     (0: served at once, the queue is empty). A queue is judged once per window of
-    ``standing_after_seconds``: one that has not emptied and is not draining (its length now is
-    still near the longest seen in the window) has stood, which is sustained overload, where
-    waiting serves no more requests, only later; it is then shed down to ``target_queue_seconds``
-    until a request is served at once again. A queue that drains (a burst passing) keeps the
-    generous bound, ``max_queue_seconds``, so that a burst is absorbed up to the deadlines. A queue
-    that stands again within one window of leaving the tight bound is tight at once (CoDel's memory
-    of a recent dropping state), so that one lucky request does not reopen it to its full length.
+    ``standing_after_seconds``: one that has not emptied, did not drain at any point of the window
+    (never fell well below the longest it had been) and is not draining now has stood, which is
+    sustained overload, where waiting serves no more requests, only later; it is then shed down to
+    ``target_queue_seconds`` until a request is served at once again. A queue that drains (a
+    burst passing) keeps the generous bound, ``max_queue_seconds``, so that a burst is absorbed up
+    to the deadlines; so does one that drained and then grew again within the window (the next
+    burst), which a look at its two ends alone would take for a queue that stood. A queue that
+    stands again within one window of leaving the tight bound is tight at once (CoDel's memory of
+    a recent dropping state), so that one lucky request does not reopen it to its full length.
 
     Each worker watches on its own, but what it watches is global: the waits come from the shared
     store's one queue per bucket. Times are ``time.monotonic()`` seconds.
@@ -108,11 +110,14 @@ class QueueWatch:
 
     # A queue within this share of its window's longest is not draining.
     NOT_DRAINING = 0.9
+    # A queue drained when it fell below that share of its longest by more than this too: the
+    # waits one worker sees jitter by its arrivals' gaps, which is not a drain.
+    DRAINED_SECONDS = 1.0
 
     def __init__(self, config: AdmissionConfig) -> None:
         self.config = config
         self._tight = False
-        self._window: tuple[float, float] | None = None  # (start, longest wait seen)
+        self._window: _Window | None = None
         self._left_tight_at: float | None = None
 
     def bound(self, now: float) -> float:
@@ -127,19 +132,31 @@ class QueueWatch:
                 self._left_tight_at = now
             self._tight, self._window = False, None
             return
-        if self._window is None:
+        window = self._window
+        if window is None:
             left = self._left_tight_at
             self._tight = self._tight or (left is not None and now - left < interval)
-            self._window = (now, wait)
+            self._window = _Window(now, wait)
             return
-        start, longest = self._window
-        longest = max(longest, wait)
-        if self._tight or now - start < interval:
-            self._window = (start, longest)
-        elif wait >= self.NOT_DRAINING * longest:
+        window.longest = max(window.longest, wait)
+        fell_by = window.longest - wait
+        window.drained = window.drained or fell_by > max((1 - self.NOT_DRAINING) * window.longest, self.DRAINED_SECONDS)
+        if self._tight or now - window.start < interval:
+            return
+        if not window.drained and wait >= self.NOT_DRAINING * window.longest:
             self._tight = True  # it stood for a whole window without draining
         else:
-            self._window = (now, wait)  # draining: judged again after another window
+            self._window = _Window(now, wait)  # draining, or drained meanwhile: judged again after another window
+
+
+@dataclass
+class _Window:
+    """One judging window of a ``QueueWatch``: when it began, the longest wait seen in it, and
+    whether the queue drained at some point of it."""
+
+    start: float
+    longest: float
+    drained: bool = False
 
 
 class StoreOutage:
