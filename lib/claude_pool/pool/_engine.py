@@ -311,7 +311,6 @@ class Pool(AsyncClosing):
             if selection is not None and selection.reservation is not None:
                 await asyncio.shield(self.capacity.settle(selection.reservation, None, request_sent=False))
             raise
-        breakers = dict(breakers)
         self._overload.closed_elsewhere(closed_for(breakers.pop(OVERLOAD_BREAKER_ID, None), time.time()))
         self._circuit_let_through.update((account_id, view.available) for account_id, view in breakers.items())
         return selection, breakers
