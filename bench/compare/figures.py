@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ class CallerView:
     served_s: tuple[float, ...]  # each served request: seconds from sending to its answer
     refused_s: tuple[float, ...]  # each failed request that was sent: seconds from sending to its failure
     failures: dict[str, int]  # failed requests by what the caller saw (exception type, "budget exceeded", ...)
+    answered_after_load: int = 0  # served requests whose answer came after the load's last second
 
     @property
     def ok(self) -> int:
@@ -46,21 +48,24 @@ class CallerView:
 Record = tuple[float, str | None, float | None]
 
 
-def caller_view(records: Iterable[Record], since: float = 0.0) -> CallerView:
+def caller_view(records: Iterable[Record], since: float = 0.0, load_s: float = math.inf) -> CallerView:
     """From a worker's per-request records ``(due offset s, failure or None, seconds or None)``:
-    the requests due at or after ``since`` (a request offered but never sent has no seconds)."""
-    offered, served, refused, failures = 0, [], [], Counter[str]()
+    the requests due at or after ``since`` (a request offered but never sent has no seconds), and
+    how many of them were answered after ``load_s``, the load's length (sent when due)."""
+    offered, served, refused, failures, after = 0, [], [], Counter[str](), 0
     for due, failure, elapsed in records:
         if due < since:
             continue
         offered += 1
         if failure is None:
             served.append(elapsed if elapsed is not None else 0.0)  # a served request always has one
+            if due + (elapsed or 0.0) > load_s:
+                after += 1
             continue
         failures[failure] += 1
         if elapsed is not None:
             refused.append(elapsed)
-    return CallerView(offered, tuple(served), tuple(refused), dict(failures))
+    return CallerView(offered, tuple(served), tuple(refused), dict(failures), after)
 
 
 def _bounds(samples: Sequence[Sample], since: float, until: float) -> tuple[Sample | None, Sample | None]:
@@ -103,6 +108,7 @@ class Figures:
     ok: int = 0
     failed: int = 0
     failures: str = ""
+    answered_after_load: int = 0  # served, the answer after the load's end (retries, a queue)
     limit_429: int = 0
     injected: int = 0
     added_p50_ms: float = float("nan")
@@ -123,7 +129,8 @@ class Figures:
 
 def _caller_view(outcome: RunOutcome, since: float) -> CallerView:
     if all("requests" in r for r in outcome.results):
-        return caller_view((rec for r in outcome.results for rec in r["requests"]), since)
+        records = (rec for r in outcome.results for rec in r["requests"])
+        return caller_view(records, since, outcome.scenario.duration_s)
     # The flow's batch keeps no per-request records: its latencies and failures, without times.
     errors: Counter[str] = Counter()
     for r in outcome.results:
@@ -191,6 +198,7 @@ def compute(outcome: RunOutcome, bare_p50_s: float) -> Figures:
         offered=view.offered,
         ok=view.ok,
         failed=view.offered - view.ok,
+        answered_after_load=view.answered_after_load,
         failures=", ".join(f"{k} {v}" for k, v in sorted(view.failures.items(), key=lambda kv: -kv[1])),
         limit_429=sum(int(total[c]) for c in LIMIT_COUNTERS),
         injected=sum(int(total[c]) for c in INJECTED_COUNTERS),

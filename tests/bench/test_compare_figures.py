@@ -40,6 +40,20 @@ def test_a_request_due_exactly_at_the_window_start_counts() -> None:
     assert caller_view([(39.999, None, 1.0)], since=40.0).offered == 0
 
 
+def test_answers_that_came_after_the_load_are_counted_apart() -> None:
+    records = [
+        (58.0, None, 0.5),  # answered at 58.5 s: within a 60 s load
+        (59.5, None, 1.5),  # a retry answered at 61 s: after it
+        (59.9, "RateLimitError", 2.0),  # failed after the load: not an answer
+    ]
+
+    view = caller_view(records, load_s=60.0)
+
+    assert view.ok == 2
+    assert view.answered_after_load == 1
+    assert caller_view(records).answered_after_load == 0  # no load length given: none is after it
+
+
 def test_served_between_subtracts_the_snapshot_at_the_window_start() -> None:
     samples = [
         Sample(40.0, {"a": 50, "b": 90}, {"a": 40, "b": 80}, limited=3),
