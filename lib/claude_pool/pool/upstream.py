@@ -51,10 +51,7 @@ class UpstreamClient:
         from its events (see :class:`~claude_pool.pool.relay.StreamReader`: a failure before the
         first event raises as itself, so the pool may fail over; any after it, a stream cut before
         ``message_stop`` included, raises :class:`StreamBrokeAfterStart`)."""
-        message, headers = await self._relay.send(
-            api_key, {**body, "stream": True}, headers={}, timeout=timeout or self._timeout, on_text=on_text
-        )
-        return UpstreamReply(message, headers, headers.get("request-id"))
+        return await self._send(api_key, {**body, "stream": True}, {}, timeout, on_text=on_text)
 
     async def count_tokens(self, api_key: str, body: Mapping[str, Any], *, timeout: float = 30.0) -> int:
         """A cheap authenticated call (token counting is not rate limited like messages)."""
@@ -76,8 +73,20 @@ class UpstreamClient:
         """Send ``body`` exactly as given (fields this SDK does not know included) with the
         client's ``headers``; the reply's message is upstream's JSON as it came, a stream's events
         go to ``events`` as they arrive (see :mod:`claude_pool.pool.relay`)."""
+        return await self._send(api_key, body, headers, timeout, events=events)
+
+    async def _send(
+        self,
+        api_key: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        timeout: float | None,
+        *,
+        events: EventRelay | None = None,
+        on_text: OnText | None = None,
+    ) -> UpstreamReply:
         message, headers_back = await self._relay.send(
-            api_key, body, headers=headers, timeout=timeout or self._timeout, events=events
+            api_key, body, headers=headers, timeout=timeout or self._timeout, events=events, on_text=on_text
         )
         return UpstreamReply(message, headers_back, headers_back.get("request-id"))
 
