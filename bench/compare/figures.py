@@ -58,8 +58,9 @@ def caller_view(records: Iterable[Record], since: float = 0.0, load_s: float = m
             continue
         offered += 1
         if failure is None:
-            served.append(elapsed if elapsed is not None else 0.0)  # a served request always has one
-            if due + (elapsed or 0.0) > load_s:
+            took = elapsed if elapsed is not None else 0.0  # a served request always has one
+            served.append(took)
+            if due + took > load_s:
                 after += 1
             continue
         failures[failure] += 1
