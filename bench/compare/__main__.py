@@ -3,7 +3,8 @@
     .venv-bench/bin/python -m bench.compare [--only steady,revoked] [--parallel 4] [--duration S]
 
 Scenarios run ``--parallel`` at a time, the longest started first; within one, all contenders (and
-the bare latency floor) start their load on the same second, each against its own simulator process.
+the bare client, upstream's latency) are offered the same arrivals from the same second, each against
+its own simulator process and shifted by its own fraction of the shortest gap between two arrivals.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bench.compare.figures import Figures, compute
 from bench.compare.processes import warm_up
 from bench.compare.report import write_plot, write_report
 from bench.compare.run import RunOutcome, StartLine, bare_scenario, run_contender
-from bench.compare.scenarios import BenchScenario, load_scenarios
+from bench.compare.scenarios import BenchScenario, arrival_offsets, load_scenarios, staggered_phases
 
 
 def _contenders_for(scenario: BenchScenario, litellm: str | None) -> list[Contender]:
@@ -37,10 +38,13 @@ def _contenders_for(scenario: BenchScenario, litellm: str | None) -> list[Conten
 async def run_scenario(scenario: BenchScenario, litellm: str | None, logs: Path) -> list[Figures]:
     contenders = _contenders_for(scenario, litellm)
     line = StartLine(len(contenders) + 1)
+    offsets = arrival_offsets(scenario)
+    phases = staggered_phases(offsets, len(contenders) + 1)
     started = time.monotonic()
     outcomes = await asyncio.gather(
-        run_contender(BARE, bare_scenario(scenario), line, logs),
-        *(run_contender(c, scenario, line, logs) for c in contenders),
+        run_contender(BARE, bare_scenario(scenario), line, logs, offsets, phases[0]),
+        *(run_contender(c, scenario, line, logs, offsets, phase)
+          for c, phase in zip(contenders, phases[1:], strict=True)),
     )
     bare: RunOutcome = outcomes[0]
     bare_latencies = [lat for r in bare.results for lat in r["latencies"]]

@@ -21,7 +21,7 @@ import aiohttp
 from bench.compare.contenders import Contender, prepare
 from bench.compare.measure import Sample, SimProcess, Snapshots, tree_cpu_seconds
 from bench.compare.processes import Child, start_child
-from bench.compare.scenarios import BenchScenario, arrival_offsets
+from bench.compare.scenarios import BenchScenario
 from bench.compare.worker import run_worker
 
 __all__ = ["RunOutcome", "StartLine", "run_contender"]
@@ -73,7 +73,7 @@ class RunOutcome:
 
 
 def bare_scenario(scenario: BenchScenario) -> BenchScenario:
-    """The latency floor: one key with limits far above the load, 2 requests/s through the run."""
+    """Upstream's latency: one key with limits far above the load, offered the scenario's arrivals."""
     return BenchScenario(
         name=f"{scenario.name}-bare", title="bare", phases=scenario.phases, duration_s=scenario.duration_s,
         simulator={"seed": 1, "output": scenario.simulator.get("output", {}),
@@ -99,14 +99,13 @@ async def _spawn(contender: Contender, scenario: BenchScenario, prep: Any, base_
 
 
 async def run_contender(
-    contender: Contender, scenario: BenchScenario, line: StartLine, logs: Path
+    contender: Contender, scenario: BenchScenario, line: StartLine, logs: Path,
+    offsets: list[float], phase_s: float = 0.0,
 ) -> RunOutcome:
-    """Set up, meet every contender of the scenario at ``line``, run the load, count."""
+    """Set up, meet every contender of the scenario at ``line``, run the load (``offsets`` from a
+    start ``phase_s`` after the common one), count."""
     outcome = RunOutcome(contender, scenario)
     folder = Path(tempfile.mkdtemp(prefix=f"cmp-{scenario.name}-", dir=logs))
-    offsets = arrival_offsets(scenario)
-    if contender.client == "bare":
-        offsets = [i * 0.5 for i in range(int(scenario.duration_s * 2))]
     outcome.offered = len(offsets)
     sim: SimProcess | None = None
     workers: list[Child] = []
@@ -130,7 +129,7 @@ async def run_contender(
                 await line.drained()
                 return outcome
             assert sim is not None
-            await _load(outcome, scenario, sim, session, workers, line)
+            await _load(outcome, scenario, sim, session, workers, line, phase_s)
     except Exception as exc:
         outcome.error = f"{type(exc).__name__}: {exc}"
         if not arrived:
@@ -175,14 +174,14 @@ async def _cpu_at(pids: list[int], when: float) -> float:
 
 
 async def _load(outcome: RunOutcome, scenario: BenchScenario, sim: SimProcess,
-                session: aiohttp.ClientSession, workers: list[Child], line: StartLine) -> None:
+                session: aiohttp.ClientSession, workers: list[Child], line: StartLine, phase_s: float) -> None:
     drained_at = None  # the bare client's unlimited key is not drained, and rests for nothing
     try:
         if outcome.contender.client != "bare":
             await _drain(sim, session)
             drained_at = time.time()
     finally:  # a failed drain still meets the others, who would wait for it forever
-        start = await line.drained()
+        start = await line.drained() + phase_s  # every window, snapshot and fault moves with it
     if drained_at is not None:
         outcome.rested_s = max(start - drained_at, 0.0)  # refill between the drain and the start
     health = await sim.get(session, "/_sim/health")

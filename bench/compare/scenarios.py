@@ -12,6 +12,7 @@ served from then on: the steady state of a long load, without its first seconds)
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ import yaml
 
 from claude_pool.simulator import FaultRule, Scenario
 
-__all__ = ["BenchScenario", "LoadPhase", "arrival_offsets", "load_scenarios"]
+__all__ = ["BenchScenario", "LoadPhase", "arrival_offsets", "load_scenarios", "staggered_phases"]
 
 #: Hard bound on requests offered in one run, whatever a scenario file says.
 MAX_REQUESTS = 5_000
@@ -146,6 +147,19 @@ def arrival_offsets(scenario: BenchScenario) -> list[float]:
         offsets.append(t)
         t += 1.0 / rate
     return offsets
+
+
+def staggered_phases(offsets: Sequence[float], parties: int) -> list[float]:
+    """How far each party's load is shifted from the common start: evenly across the shortest gap
+    between two arrivals, so that no two parties' requests are due at the same instant.
+
+    On one shared machine, contenders sent at the same instants wake together, and whoever has more
+    work per call waits behind the others' wake-ups: a cost of the rig, not of any client. Shifted by
+    less than one gap, each party still meets the same load (same count, same spacing, same phases).
+    """
+    gaps = [b - a for a, b in itertools.pairwise(offsets) if b > a]
+    gap = min(gaps, default=1.0)
+    return [k * gap / parties for k in range(parties)]
 
 
 def load_scenarios(paths: Sequence[Path]) -> list[BenchScenario]:
