@@ -4,6 +4,7 @@ be taken away and given back (through a proxy or a throwaway server)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,6 +64,48 @@ def execution_rows(runtime: Runtime) -> list[tuple[Any, ...]]:
                 sa.text("SELECT id, status, error_type, request_json FROM orchestrator_executions")
             )
         ]
+
+
+# How long before pytest-timeout ends a hung test its tasks are shown.
+TASKS_SHOWN_BEFORE_TIMEOUT_S = 15.0
+
+
+@pytest.fixture
+async def tasks_shown_if_hung(request: pytest.FixtureRequest) -> Any:
+    """A test that hangs prints every task of its event loop, each with where it waits, shortly
+    before pytest-timeout ends it: that dump shows the threads only, and a hung asyncio test's
+    threads are all idle (a CI run of the Redis-loss test hung this way once, unexplained)."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+    if limit <= TASKS_SHOWN_BEFORE_TIMEOUT_S:
+        yield
+        return
+
+    def show_tasks() -> None:
+        print(f"\n--- {request.node.nodeid}: still running; every task of its event loop ---", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            print(f"{task.get_name()}:", *_awaiting(task.get_coro()), file=sys.stderr, sep="\n    ")
+
+    handle = asyncio.get_running_loop().call_later(limit - TASKS_SHOWN_BEFORE_TIMEOUT_S, show_tasks)
+    try:
+        yield
+    finally:
+        handle.cancel()
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits, outermost first: ``Task.get_stack`` gives only the outermost
+    frame of a suspended coroutine, so the chain of awaits is followed by hand."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        nxt = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+        if nxt is None and frame is None:
+            lines.append(repr(coro)[:300])  # a future, at the end of the chain
+        coro = nxt
+    return lines
 
 
 @pytest.fixture

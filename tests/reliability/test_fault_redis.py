@@ -26,7 +26,7 @@ from tests.plugins.simulators import drain_key
 from tests.reliability.conftest import TENANT, execution_rows, wait_until
 from tests.reliability.netfaults import RedisServer, TcpProxy
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.usefixtures("tasks_shown_if_hung")]
 
 LEASE_SECONDS = 2.0
 MAX_IN_FLIGHT = 4  # per account: a leaked lease would show as a slot never given back
