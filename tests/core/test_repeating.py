@@ -108,3 +108,79 @@ async def test_an_error_in_the_step_is_not_swallowed() -> None:
             (task,) = _background("beat-fails")
             await asyncio.wait([task], timeout=BOUND)
             assert task.done()
+
+
+
+async def _ended_in_time(block: asyncio.Task[object]) -> bool:
+    done, _ = await asyncio.wait({block}, timeout=BOUND)
+    return bool(done)
+
+
+async def test_the_block_ends_even_when_a_step_in_progress_swallows_its_cancellation() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` (redis-py sends every command through it) returns instead
+    of raising when its task is cancelled in the same turn as what it waits for completes: the
+    lease renewal then missed the block's end, renewed again and again, and its call never
+    returned (a delegation that hung until the test's time-out)."""
+    started = asyncio.Event()
+    reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def renewal_whose_reply_comes_as_the_block_ends() -> bool:
+        started.set()
+        await asyncio.wait_for(reply, BOUND)  # done by the time the block's end cancels the step
+        return True
+
+    async def block() -> None:
+        async with repeating(INTERVAL, renewal_whose_reply_comes_as_the_block_ends, name="beat-swallowed"):
+            await started.wait()
+            reply.set_result(None)
+
+    assert await _ended_in_time(asyncio.create_task(block()))
+    assert _background("beat-swallowed") == []
+
+
+async def test_the_block_ends_even_when_a_step_catches_the_cancellation_and_returns() -> None:
+    started = asyncio.Event()
+
+    async def stubborn_step() -> bool:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return True  # as if it had not been told to stop
+        return True
+
+    async def block() -> None:
+        async with repeating(INTERVAL, stubborn_step, name="beat-stubborn"):
+            await started.wait()
+
+    assert await _ended_in_time(asyncio.create_task(block()))
+    assert _background("beat-stubborn") == []
+
+
+async def test_a_cancellation_of_the_block_while_it_ends_is_not_swallowed() -> None:
+    """The block's owner cancelled while the step winds down (a renewal giving its lease back) is
+    cancelled, not carried on past the block as if nothing had been asked of it."""
+    started, winding_down = asyncio.Event(), asyncio.Event()
+    went_on: list[str] = []
+
+    async def step_that_winds_down() -> bool:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            winding_down.set()
+            await asyncio.sleep(INTERVAL * 5)
+            raise
+        return True
+
+    async def block() -> None:
+        async with repeating(INTERVAL, step_that_winds_down, name="beat-winding-down"):
+            await started.wait()
+        went_on.append("past the block")
+
+    owner = asyncio.create_task(block())
+    await asyncio.wait_for(winding_down.wait(), BOUND)
+    owner.cancel()
+    assert await _ended_in_time(owner)
+    assert owner.cancelled()
+    assert went_on == []

@@ -16,17 +16,33 @@ async def repeating(
 ) -> AsyncIterator[None]:
     """Await ``step()`` every ``interval`` seconds while the block runs; a step that returns False
     ends the repetition (the block goes on). A step must handle its own errors."""
+    stopped = False
 
     async def loop() -> None:
         while True:
             await asyncio.sleep(interval)
-            if not await step():
+            # Checked after the step too: a step can miss its cancellation (on Python 3.11
+            # asyncio.wait_for, which redis-py sends every command through, returns instead of
+            # raising when what it waits for completes in the same turn), and the loop would then
+            # go on for ever, with the block's end waiting for it.
+            if stopped or not await step() or stopped:
                 return
 
     task = asyncio.create_task(loop(), name=name)
     try:
         yield
     finally:
+        stopped = True
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _ended(task)
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for the cancelled ``task`` to end: its cancellation is expected, the waiter's own is
+    not, and is raised (suppressing every CancelledError here would swallow it)."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
