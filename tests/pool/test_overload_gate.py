@@ -122,6 +122,31 @@ async def test_a_probe_cancelled_mid_call_hands_the_first_turn_to_the_next_waite
     assert await asyncio.wait_for(waiter, 1) == "went"
 
 
+async def test_a_waiter_whose_caller_gives_up_as_its_turn_comes_does_not_probe_but_hands_it_on() -> None:
+    """The first turn after a back-off comes in the same moment as the waiter's cancellation (its
+    client went away): it ends cancelled, sends nothing, and the next waiter probes instead. (On
+    Python 3.11 ``asyncio.wait_for`` swallowed that cancellation and the request went on.)"""
+    gate = OverloadGate()
+    async with gate.turn(no_deadline) as turn:
+        turn.outcome = OVERLOADED
+    went: list[str] = []
+
+    async def waiter(name: str) -> None:
+        async with gate.turn(lambda: 30.0) as turn:  # a deadline: the wait is bounded by it
+            went.append(name)
+            turn.outcome = SUCCESS
+
+    first = asyncio.create_task(waiter("first"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(waiter("second"))
+    await asyncio.sleep(0)
+    (first_place, _) = gate._waiters  # to act in the moment its turn is handed to it
+    first_place.add_done_callback(lambda _: first.cancel())
+    await asyncio.wait_for(second, 1)
+    assert first.cancelled()
+    assert went == ["second"]
+
+
 async def test_a_request_given_its_turn_before_the_gate_closed_goes_back_to_it_unsent() -> None:
     """A request let through while the gate was open (still waiting for its capacity) does not
     send once another call's 529 has closed the gate; the probe after the back-off does."""

@@ -108,7 +108,10 @@ class OverloadGate:
             self._last_tries.add(place)
         self._hand_on()
         try:
-            return await asyncio.wait_for(asyncio.shield(place), timeout=left)
+            # Not asyncio.wait_for: on Python 3.11 it swallows our caller's cancellation when the
+            # turn comes in the same moment, and a cancelled request would go on to probe.
+            async with asyncio.timeout(left):
+                return await asyncio.shield(place)
         except BaseException as exc:
             self._leave(place)
             if isinstance(exc, TimeoutError):
