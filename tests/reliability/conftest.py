@@ -74,7 +74,7 @@ TASKS_SHOWN_BEFORE_TIMEOUT_S = 15.0
 async def tasks_shown_if_hung(request: pytest.FixtureRequest) -> Any:
     """A test that hangs prints every task of its event loop, each with where it waits, shortly
     before pytest-timeout ends it: that dump shows the threads only, and a hung asyncio test's
-    threads are all idle (a CI run of the Redis-loss test hung this way once, unexplained)."""
+    threads are all idle (as in the one CI hang of the Redis-loss test: README, Reliability)."""
     marker = request.node.get_closest_marker("timeout")
     limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
     if limit <= TASKS_SHOWN_BEFORE_TIMEOUT_S:
