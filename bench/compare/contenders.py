@@ -68,7 +68,7 @@ KNOWN: tuple[Contender, ...] = (
     CONTENDERS[0], PATIENT, CONTENDERS[1], *BY_PROCESS_COUNT[:3], CONTENDERS[2], CONTENDERS[3],
     BY_PROCESS_COUNT[3], *CONTENDERS[4:],
 )
-BARE = Contender("bare client", "bare", note="one key, no limits, no retries: the latency floor")
+BARE = Contender("bare client", "bare", note="one key, no limits, no retries, the same arrivals: upstream's latency")
 
 
 def contenders_named(names: tuple[str, ...] | None, where: object) -> tuple[Contender, ...]:
