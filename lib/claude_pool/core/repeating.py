@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from claude_pool.core.cancelling import cancel_and_wait
+
 __all__ = ["repeating"]
 
 
@@ -33,16 +35,4 @@ async def repeating(
         yield
     finally:
         stopped = True
-        task.cancel()
-        await _ended(task)
-
-
-async def _ended(task: asyncio.Task[None]) -> None:
-    """Wait for the cancelled ``task`` to end: its cancellation is expected, the waiter's own is
-    not, and is raised (suppressing every CancelledError here would swallow it)."""
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
+        await cancel_and_wait(task)

@@ -21,7 +21,6 @@ take a place that a caller's request could have had.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from collections.abc import Callable
 import anthropic
 
 from claude_pool.capacity import BucketLimits, CapacityStore, Demand, RateLimitSnapshot, Reservation
+from claude_pool.core.cancelling import cancel_and_wait
 from claude_pool.core.errors import BackendUnavailable
 from claude_pool.core.logs import log_event
 from claude_pool.pool._attempt import usage_of
@@ -141,8 +141,6 @@ class CalibrationProbes:
 
     async def aclose(self) -> None:
         for task in [*self._looks.values(), *self._running.values()]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._looks.clear()
         self._running.clear()

@@ -9,9 +9,9 @@ places may be far too late: the requests give them back and ask again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from claude_pool.capacity import Candidate, CapacityStore, Reservation
+from claude_pool.core.cancelling import cancel_and_wait
 from claude_pool.core.errors import BackendUnavailable
 
 __all__ = ["GuessedPlaces"]
@@ -67,7 +67,5 @@ class GuessedPlaces:
 
     async def aclose(self) -> None:
         for watcher in self._watchers.values():
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait(watcher)
         self._watchers.clear()

@@ -1,0 +1,58 @@
+"""``cancel_and_wait``: a background task is stopped and waited for; the waiter's own
+cancellation is never swallowed (the pool's background helpers close with it)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from claude_pool.core.cancelling import cancel_and_wait
+
+BOUND = 5.0  # seconds any awaited condition may take before the test fails
+
+
+async def test_the_tasks_cancellation_is_expected_and_not_raised() -> None:
+    task = asyncio.create_task(asyncio.sleep(60))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task), BOUND)
+    assert task.cancelled()
+
+
+async def test_an_error_the_task_ended_with_is_raised() -> None:
+    async def failing() -> None:
+        raise ValueError("the task's own error")
+
+    task = asyncio.create_task(failing())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="the task's own error"):
+        await cancel_and_wait(task)
+
+
+async def test_a_waiter_cancelled_while_the_task_winds_down_is_cancelled() -> None:
+    """The task takes a while to end after its cancellation; the waiter (a pool closing on
+    shutdown) is cancelled meanwhile: it must end cancelled, not carry on."""
+    winding_down = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            winding_down.set()
+            await asyncio.shield(asyncio.sleep(0.2))
+
+    task = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    carried_on = False
+
+    async def closing() -> None:
+        nonlocal carried_on
+        await cancel_and_wait(task)
+        carried_on = True
+
+    closer = asyncio.create_task(closing())
+    await asyncio.wait_for(winding_down.wait(), BOUND)
+    closer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(closer, BOUND)
+    assert not carried_on
