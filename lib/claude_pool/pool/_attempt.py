@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ class Attempt:
     cancellation, a bug, a failure before the call went out) releases them on its way out.
     """
 
-    __slots__ = ("_breaker", "_capacity", "_open", "account", "permit", "reservation", "sending")
+    __slots__ = ("_breaker", "_capacity", "_open", "account", "due", "permit", "reservation", "sending")
 
     def __init__(
         self,
@@ -67,6 +68,8 @@ class Attempt:
         self._capacity = capacity
         self._breaker = breaker
         self._open = True  # neither settled nor released yet
+        # When its place in the queue comes (``time.monotonic()``): now, unless it was queued.
+        self.due = time.monotonic() + max(reservation.wait_seconds, 0.0)
         # Set just before the call goes out: until then (a queued reservation waiting for its send
         # time) nothing can have reached upstream, and a release gives everything back.
         self.sending = False

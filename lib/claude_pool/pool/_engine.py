@@ -73,6 +73,7 @@ from claude_pool.pool._attempt import (
     outcome_of,
 )
 from claude_pool.pool._calibration_probe import CalibrationProbes, probe_helps
+from claude_pool.pool._call_time import CallTime
 from claude_pool.pool._guessed_places import GuessedPlaces
 from claude_pool.pool._overload_gate import OverloadGate
 from claude_pool.pool._request import OnText, RequestState
@@ -131,9 +132,9 @@ class Pool(AsyncClosing):
         self._looked_at: set[str] = set()
         # Since when a store (capacity or breaker) has not answered; None while it answers.
         self._store_away_since: float | None = None
-        # A running average of how long an answered call takes: a request does not wait for
-        # capacity past the point where the call itself could no longer finish by its deadline.
-        self._typical_call_seconds = 0.0
+        # How long an answered call takes: a request does not wait for capacity past the point
+        # where the call itself could no longer finish by its deadline.
+        self._call_time = CallTime()
 
     @classmethod
     def open(
@@ -319,7 +320,7 @@ class Pool(AsyncClosing):
         """How long this request may be queued: its own bound, else the pool's adaptive one; never
         so long that the call could not finish before the deadline."""
         left = request.timeout_left()
-        room = math.inf if left is None else left - self._typical_call_seconds
+        room = math.inf if left is None else left - self._call_time.needed
         bound = request.max_queue_seconds
         if bound is None:
             bound = self._watch(request.organization_id).bound(time.monotonic())
@@ -348,7 +349,7 @@ class Pool(AsyncClosing):
         if cooled is not None and cooled >= queued_at:
             return False
         left = request.timeout_left()
-        if left is not None and left <= self._typical_call_seconds:
+        if left is not None and left <= self._call_time.needed:
             raise DeadlineExceeded(
                 f"the deadline is {max(left, 0):.2f}s away when its place in the queue of "
                 f"{attempt.account.name!r} came, less than a call takes; the place was given back"
@@ -435,7 +436,7 @@ class Pool(AsyncClosing):
         reply, exc = await self._send(state, attempt, budget.timeout)
         latency_ms = (time.monotonic() - started) * 1000
         if reply is not None:
-            self._typical_call_seconds += 0.1 * (latency_ms / 1000 - self._typical_call_seconds)
+            self._call_time.observe(time.monotonic() - attempt.due)
         outcome = outcome_of(self.policy, exc, account_id=attempt.account.id)
         if exc is not None and outcome.error is None:
             # Not an upstream outcome: a bug or our caller's own cancellation. Raise it as itself
