@@ -100,7 +100,7 @@ async def _spawn(contender: Contender, scenario: BenchScenario, prep: Any, base_
 
 async def run_contender(
     contender: Contender, scenario: BenchScenario, line: StartLine, logs: Path,
-    offsets: list[float], phase_s: float = 0.0,
+    offsets: list[float], phase_s: float,
 ) -> RunOutcome:
     """Set up, meet every contender of the scenario at ``line``, run the load (``offsets`` from a
     start ``phase_s`` after the common one), count."""
