@@ -12,10 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from claude_pool.core.config import PoolConfig
-from claude_pool.core.errors import NoAccountAvailable
+from claude_pool.core.errors import DeadlineExceeded, NoAccountAvailable
 from claude_pool.pool import Pool
 from claude_pool.pool.models import DelegationRequest, DelegationResult
 from claude_pool.simulator import FaultRule, Scenario
+from claude_pool.simulator.scenario import Latency
 from tests.plugins.simulators import drain_key
 from tests.plugins.stores import StoreBackend
 from tests.pool.conftest import PoolWorld
@@ -24,6 +25,7 @@ from tests.pool.conftest import PoolWorld
 ONE_KEY = Scenario.uniform(accounts=1, rpm=60, itpm=10_000_000, otpm=1_000_000)
 REQ = DelegationRequest(organization_id="tenant-a", message="hello", max_tokens=16)
 COLD_EMPTY = PoolConfig.model_validate({"capacity": {"coldStart": "empty"}})
+TRUSTING = PoolConfig.model_validate({"capacity": {"coldStart": "full"}})
 PROBE_MESSAGES = [{"role": "user", "content": "."}]
 # A key of 60 requests and 40,000 input tokens a minute, and a request of about 30,000 input tokens:
 # on a cold guess it would wait 45 s for refill to bring its input, past any queue's bound.
@@ -210,6 +212,28 @@ async def test_beyond_its_deadline_a_request_is_refused_at_once_not_after_waitin
     assert len(served) + len(refused) == 10
     assert 1 <= len(served) <= 4  # one request a second comes back, for 3.5 s at most
     assert all(e.retry_after is not None and e.retry_after > 0 for e in refused)
+    assert world.sim.stats().rate_limited == 0
+
+
+async def test_a_queued_request_whose_call_could_no_longer_finish_by_its_deadline_is_not_sent(
+    make_world: Callable[..., PoolWorld],
+) -> None:
+    """Calls take half a second. A worker that has answered nothing yet queues a request whose place
+    comes about 0.3 s before its deadline; by then the worker's first answer has shown that a call
+    needs more: the request gives its place back unsent (DeadlineExceeded saying so), rather than
+    be cut at its deadline after upstream has charged it. (The drain's answers, read half a second
+    after upstream counted them, show no refill yet: the next places come 1.5 and 2.5 s after it.)"""
+    world = make_world(ONE_KEY.with_(latency=Latency(ttft_ms=500)), config=TRUSTING)
+    async with world.open_pool() as first, world.open_pool() as second:
+        await asyncio.gather(*(first.delegate(REQ) for _ in range(60)))  # the minute's requests
+        ahead = asyncio.create_task(second.delegate(REQ))  # the next place, about 1 s on
+        await asyncio.sleep(0.1)
+        late = REQ.model_copy(update={"deadline": time.time() + 2.2})  # its place: about 1.9 s on
+        with pytest.raises(DeadlineExceeded, match="less than a call needs"):
+            await second.delegate(late)
+        assert (await ahead).text
+    key = world.sim.keys[0]
+    assert len(world.sim.state.requests_of(key.name)) == 61  # the late one never went out
     assert world.sim.stats().rate_limited == 0
 
 

@@ -348,11 +348,12 @@ class Pool(AsyncClosing):
         cooled = self._cooled_at.get(attempt.reservation.bucket_id)
         if cooled is not None and cooled >= queued_at:
             return False
-        left = request.timeout_left()
-        if left is not None and left <= self._call_time.needed:
+        left, needed = request.timeout_left(), self._call_time.needed
+        if left is not None and left <= needed:
             raise DeadlineExceeded(
                 f"the deadline is {max(left, 0):.2f}s away when its place in the queue of "
-                f"{attempt.account.name!r} came, less than a call takes; the place was given back"
+                f"{attempt.account.name!r} came, less than a call needs ({needed:.2f}s, from the "
+                "recent calls); the place was given back"
             )
         return True
 
