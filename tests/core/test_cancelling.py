@@ -56,3 +56,25 @@ async def test_a_waiter_cancelled_while_the_task_winds_down_is_cancelled() -> No
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(closer, BOUND)
     assert not carried_on
+
+
+async def test_every_task_is_cancelled_even_when_the_waiter_is_cancelled_on_the_first() -> None:
+    first_winding_down = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            first_winding_down.set()
+            await asyncio.shield(asyncio.sleep(0.2))
+
+    first = asyncio.create_task(slow_to_stop())
+    second = asyncio.create_task(asyncio.sleep(60))
+    await asyncio.sleep(0)
+    closer = asyncio.create_task(cancel_and_wait(first, second))
+    await asyncio.wait_for(first_winding_down.wait(), BOUND)
+    closer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(closer, BOUND)
+    await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), BOUND)
+    assert second.cancelled()

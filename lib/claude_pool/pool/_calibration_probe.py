@@ -140,7 +140,6 @@ class CalibrationProbes:
             self._on_calibrated(bucket_id)
 
     async def aclose(self) -> None:
-        for task in [*self._looks.values(), *self._running.values()]:
-            await cancel_and_wait(task)
+        await cancel_and_wait(*self._looks.values(), *self._running.values())
         self._looks.clear()
         self._running.clear()

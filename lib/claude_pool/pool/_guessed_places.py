@@ -66,6 +66,5 @@ class GuessedPlaces:
                 self.calibrated(bucket_id)
 
     async def aclose(self) -> None:
-        for watcher in self._watchers.values():
-            await cancel_and_wait(watcher)
+        await cancel_and_wait(*self._watchers.values())
         self._watchers.clear()
