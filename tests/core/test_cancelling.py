@@ -78,3 +78,32 @@ async def test_every_task_is_cancelled_even_when_the_waiter_is_cancelled_on_the_
         await asyncio.wait_for(closer, BOUND)
     await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), BOUND)
     assert second.cancelled()
+
+
+async def test_from_the_finally_of_a_cancelled_block_every_task_is_still_waited_for() -> None:
+    """A block cancelled from outside stops its helpers on the way out: its cancellation carries
+    on, after every helper has ended (not at the first one's expected CancelledError)."""
+    started = asyncio.Event()
+    helpers: list[asyncio.Task[None]] = []
+
+    async def slow_to_stop(winding_down: float) -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.shield(asyncio.sleep(winding_down))
+
+    async def block() -> None:
+        helpers.extend(asyncio.create_task(slow_to_stop(s)) for s in (0.05, 0.3))
+        try:
+            started.set()
+            await asyncio.sleep(60)
+        finally:
+            await cancel_and_wait(*helpers)
+
+    running = asyncio.create_task(block())
+    await asyncio.wait_for(started.wait(), BOUND)
+    await asyncio.sleep(0)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, BOUND)
+    assert all(h.done() for h in helpers)

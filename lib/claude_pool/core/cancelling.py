@@ -10,15 +10,18 @@ __all__ = ["cancel_and_wait"]
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
     """Cancel every one of ``tasks``, then wait for each to end. Their cancellation is expected and
-    not raised; the waiter's own is, which suppressing every CancelledError would swallow (a pool
-    closing on shutdown would then carry on as if never cancelled); every task has been cancelled
-    by then. An error a task ended with is raised."""
+    not raised. A cancellation of the waiter that arrives meanwhile is raised, which suppressing
+    every CancelledError would swallow (a pool closing on shutdown would then carry on as if never
+    cancelled); every task has been cancelled by then. One already on its way when this is called
+    (from a ``finally`` of a cancelled block) is the caller's to carry on: every task is waited for
+    first. An error a task ended with is raised."""
+    current = asyncio.current_task()
+    already = current.cancelling() if current is not None else 0
     for task in tasks:
         task.cancel()
     for task in tasks:
         try:
             await task
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            if current is not None and current.cancelling() > already:
                 raise
