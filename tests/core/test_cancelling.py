@@ -107,3 +107,17 @@ async def test_from_the_finally_of_a_cancelled_block_every_task_is_still_waited_
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(running, BOUND)
     assert all(h.done() for h in helpers)
+
+
+async def test_told_to_ignore_errors_it_waits_for_every_task_whatever_the_others_ended_with() -> None:
+    async def failing() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            raise ValueError("told already by its owner")
+
+    broken = asyncio.create_task(failing())
+    slow = asyncio.create_task(asyncio.sleep(60))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(broken, slow, ignore_errors=True), BOUND)
+    assert slow.cancelled() and isinstance(broken.exception(), ValueError)

@@ -4,7 +4,6 @@ Slack, and the executions still running in the background."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 from fastapi import Request
 
+from claude_pool.core.cancelling import cancel_and_wait
 from claude_pool.events.bus import EventBus
 from claude_pool.pool import Pool
 from claude_pool.pool.light_calls import LightCalls
@@ -56,11 +56,8 @@ class ApiContext:
         pending = set(self.tasks)
         if pending:
             _done, still = await asyncio.wait(pending, timeout=timeout)
-            for task in still:
-                task.cancel()
-            for task in still:
-                with contextlib.suppress(BaseException):
-                    await task
+            # Their errors are logged as they end (_forget).
+            await cancel_and_wait(*still, ignore_errors=True)
 
 
 def get_context(request: Request) -> ApiContext:

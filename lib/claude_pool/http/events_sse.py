@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
+from claude_pool.core.cancelling import cancel_and_wait
 from claude_pool.core.errors import BackendUnavailable
 from claude_pool.core.logs import log_event
 from claude_pool.core.redaction import redact
@@ -118,11 +119,7 @@ async def _stream(
                 return
             yield item
     finally:
-        for task in (pump, closing):
-            task.cancel()
-        for task in (pump, closing):
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(pump, closing, ignore_errors=True)
 
 
 @router.get(
