@@ -12,6 +12,16 @@ from claude_pool.core.cancelling import cancel_and_wait
 BOUND = 5.0  # seconds any awaited condition may take before the test fails
 
 
+async def slow_to_stop(winding_down: float, started_winding: asyncio.Event | None = None) -> None:
+    """A background task that takes ``winding_down`` seconds to end once cancelled."""
+    try:
+        await asyncio.sleep(60)
+    finally:
+        if started_winding is not None:
+            started_winding.set()
+        await asyncio.shield(asyncio.sleep(winding_down))
+
+
 async def test_the_tasks_cancellation_is_expected_and_not_raised() -> None:
     task = asyncio.create_task(asyncio.sleep(60))
     await asyncio.sleep(0)
@@ -33,15 +43,7 @@ async def test_a_waiter_cancelled_while_the_task_winds_down_is_cancelled() -> No
     """The task takes a while to end after its cancellation; the waiter (a pool closing on
     shutdown) is cancelled meanwhile: it must end cancelled, not carry on."""
     winding_down = asyncio.Event()
-
-    async def slow_to_stop() -> None:
-        try:
-            await asyncio.sleep(60)
-        finally:
-            winding_down.set()
-            await asyncio.shield(asyncio.sleep(0.2))
-
-    task = asyncio.create_task(slow_to_stop())
+    task = asyncio.create_task(slow_to_stop(0.2, winding_down))
     await asyncio.sleep(0)
     carried_on = False
 
@@ -60,15 +62,7 @@ async def test_a_waiter_cancelled_while_the_task_winds_down_is_cancelled() -> No
 
 async def test_every_task_is_cancelled_even_when_the_waiter_is_cancelled_on_the_first() -> None:
     first_winding_down = asyncio.Event()
-
-    async def slow_to_stop() -> None:
-        try:
-            await asyncio.sleep(60)
-        finally:
-            first_winding_down.set()
-            await asyncio.shield(asyncio.sleep(0.2))
-
-    first = asyncio.create_task(slow_to_stop())
+    first = asyncio.create_task(slow_to_stop(0.2, first_winding_down))
     second = asyncio.create_task(asyncio.sleep(60))
     await asyncio.sleep(0)
     closer = asyncio.create_task(cancel_and_wait(first, second))
@@ -85,12 +79,6 @@ async def test_from_the_finally_of_a_cancelled_block_every_task_is_still_waited_
     on, after every helper has ended (not at the first one's expected CancelledError)."""
     started = asyncio.Event()
     helpers: list[asyncio.Task[None]] = []
-
-    async def slow_to_stop(winding_down: float) -> None:
-        try:
-            await asyncio.sleep(60)
-        finally:
-            await asyncio.shield(asyncio.sleep(winding_down))
 
     async def block() -> None:
         helpers.extend(asyncio.create_task(slow_to_stop(s)) for s in (0.05, 0.3))
