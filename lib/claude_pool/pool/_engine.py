@@ -40,6 +40,7 @@ from claude_pool.capacity import (
     Selection,
     open_capacity_store,
 )
+from claude_pool.core.cancelling import cancel_and_wait
 from claude_pool.core.closing import AsyncClosing
 from claude_pool.core.config import PoolConfig, Strategy
 from claude_pool.core.errors import (
@@ -303,8 +304,7 @@ class Pool(AsyncClosing):
         try:
             selection = await self._acquire(state, hopeful, max_wait) if hopeful else None
         except BaseException:
-            reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
+            await cancel_and_wait(reading, ignore_errors=True)  # the acquire's failure is the one told
             raise
         try:
             breakers = await reading
