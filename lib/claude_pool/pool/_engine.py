@@ -435,9 +435,10 @@ class Pool(AsyncClosing):
         budget = CallBudget.of(self.call_timeout, state.request.timeout_left())
         started = time.monotonic()
         reply, exc = await self._send(state, attempt, budget.timeout)
-        latency_ms = (time.monotonic() - started) * 1000
+        ended = time.monotonic()
+        latency_ms = (ended - started) * 1000
         if reply is not None:
-            self._call_time.observe(time.monotonic() - attempt.due)
+            self._call_time.observe(ended - attempt.due)
         outcome = outcome_of(self.policy, exc, account_id=attempt.account.id)
         if exc is not None and outcome.error is None:
             # Not an upstream outcome: a bug or our caller's own cancellation. Raise it as itself
